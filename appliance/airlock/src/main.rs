@@ -1,0 +1,2 @@
+//! The `airlock` command: loads configuration and runs the appliance.
+fn main() {}

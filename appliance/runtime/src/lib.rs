@@ -1,0 +1,1 @@
+//! airlock-runtime: under construction.

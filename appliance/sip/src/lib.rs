@@ -1,0 +1,1 @@
+//! airlock-sip: under construction.

@@ -1,0 +1,1 @@
+//! airlock-siprec: under construction.
