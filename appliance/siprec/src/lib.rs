@@ -1,1 +1,9 @@
-//! airlock-siprec: under construction.
+//! The SRS side of SIPREC (RFC 7866/7865): multipart bodies, SDP offer/answer for N recvonly streams matched
+//! by `a=label`, recording metadata in all three namespaces, and the per-call control state machine that turns
+//! SIP requests into a `RecordingPlan`. Sans-IO: time is a parameter, sockets live in the runtime.
+
+pub mod metadata;
+pub mod multipart;
+pub mod negotiate;
+pub mod sdp;
+pub mod srs;
