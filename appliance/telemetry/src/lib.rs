@@ -1,1 +1,21 @@
-//! airlock-telemetry: under construction.
+//! Telemetry shared by every Airlock component: the `Pii<T>` wrapper that keeps personal data out of logs,
+//! the Prometheus metric families (labels are bounded enums only, never call ids, numbers or addresses) and
+//! tracing initialisation. No I/O here: the runtime serves `/metrics` by calling [`Metrics::encode`].
+
+mod metrics;
+mod pii;
+
+pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipResponseClass};
+pub use pii::Pii;
+
+/// Installs the process-wide tracing subscriber: human-readable lines on stderr (journald captures them
+/// under systemd), filtered by `AIRLOCK_LOG` (default `info`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _already_installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}

@@ -1,0 +1,180 @@
+//! The Prometheus metric families of the appliance. Every label is a bounded enum defined here, so a peer
+//! can never create a new time series; nothing personal (call ids, numbers, addresses) is a label.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// How a recorded call ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum CallOutcome {
+    /// The SRC hung up with BYE.
+    RemoteBye,
+    /// The SRC cancelled before we answered.
+    Cancelled,
+    /// No ACK arrived for our 200 OK.
+    AckTimeout,
+    /// No RTP arrived on any stream for the configured inactivity timeout.
+    RtpTimeout,
+    /// The media sockets could not be opened.
+    MediaFailed,
+    /// The recording could not be written.
+    RecordingFailed,
+    /// The appliance was shutting down.
+    Shutdown,
+    /// Finalised at start-up after the process died mid-call.
+    Recovered,
+}
+
+/// The class of a SIP response we sent.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum SipResponseClass {
+    Provisional,
+    Success,
+    Redirect,
+    ClientError,
+    ServerError,
+    GlobalFailure,
+}
+
+impl SipResponseClass {
+    /// The class of a status code, or `None` outside 100..=699.
+    pub fn of_status(status: u16) -> Option<Self> {
+        match status {
+            100..=199 => Some(Self::Provisional),
+            200..=299 => Some(Self::Success),
+            300..=399 => Some(Self::Redirect),
+            400..=499 => Some(Self::ClientError),
+            500..=599 => Some(Self::ServerError),
+            600..=699 => Some(Self::GlobalFailure),
+            _ => None,
+        }
+    }
+}
+
+/// The SIP request methods we count; everything else is `Other`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum SipMethodLabel {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Options,
+    Update,
+    Other,
+}
+
+impl SipMethodLabel {
+    pub fn of_method(method: &str) -> Self {
+        match method {
+            "INVITE" => Self::Invite,
+            "ACK" => Self::Ack,
+            "BYE" => Self::Bye,
+            "CANCEL" => Self::Cancel,
+            "OPTIONS" => Self::Options,
+            "UPDATE" => Self::Update,
+            _ => Self::Other,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: CallOutcome,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: SipResponseClass,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: SipMethodLabel,
+}
+
+/// Every metric family of the appliance, registered once. Cheap to clone (handles share their values).
+#[derive(Debug, Clone, Default)]
+pub struct Metrics {
+    pub active_calls: Gauge,
+    calls: Family<OutcomeLabel, Counter>,
+    sip_requests: Family<MethodLabel, Counter>,
+    sip_responses: Family<ClassLabel, Counter>,
+    pub sip_malformed: Counter,
+    pub sip_dropped_overload: Counter,
+    pub rtp_packets_received: Counter,
+    pub rtp_packets_lost: Counter,
+    pub rtp_packets_late: Counter,
+    pub rtp_packets_duplicate: Counter,
+    pub rtp_packets_malformed: Counter,
+    pub rtp_telephone_events: Counter,
+    pub recorded_bytes: Counter,
+}
+
+impl Metrics {
+    /// Records that a call ended with `outcome`.
+    pub fn call_ended(&self, outcome: CallOutcome) {
+        self.calls.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    pub fn sip_request(&self, method: SipMethodLabel) {
+        self.sip_requests.get_or_create(&MethodLabel { method }).inc();
+    }
+
+    pub fn sip_response(&self, class: SipResponseClass) {
+        self.sip_responses.get_or_create(&ClassLabel { class }).inc();
+    }
+
+    /// A registry holding every family, for the `/metrics` endpoint.
+    pub fn registry(&self) -> Registry {
+        let mut registry = Registry::with_prefix("airlock");
+        registry.register("active_calls", "Calls being recorded now", self.active_calls.clone());
+        registry.register("calls", "Recorded calls that ended, by outcome", self.calls.clone());
+        registry.register("sip_requests", "SIP requests received, by method", self.sip_requests.clone());
+        registry.register("sip_responses", "SIP responses sent, by class", self.sip_responses.clone());
+        registry.register("sip_malformed", "SIP messages that could not be parsed", self.sip_malformed.clone());
+        registry.register(
+            "sip_dropped_overload",
+            "SIP datagrams dropped because the signalling queue was full",
+            self.sip_dropped_overload.clone(),
+        );
+        registry.register("rtp_packets_received", "RTP packets received", self.rtp_packets_received.clone());
+        registry.register("rtp_packets_lost", "RTP packets never received (sequence gaps)", self.rtp_packets_lost.clone());
+        registry.register("rtp_packets_late", "RTP packets that arrived too late to record", self.rtp_packets_late.clone());
+        registry.register("rtp_packets_duplicate", "Duplicate RTP packets dropped", self.rtp_packets_duplicate.clone());
+        registry.register("rtp_packets_malformed", "Datagrams on media ports that were not RTP", self.rtp_packets_malformed.clone());
+        registry.register("rtp_telephone_events", "RFC 4733 telephone events recorded", self.rtp_telephone_events.clone());
+        registry.register("recorded_bytes", "Bytes of encrypted recordings finalised", self.recorded_bytes.clone());
+        registry
+    }
+
+    /// The OpenMetrics text exposition of every family.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry());
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_bounded_labels_and_counts() {
+        let metrics = Metrics::default();
+        metrics.active_calls.set(2);
+        metrics.call_ended(CallOutcome::RemoteBye);
+        metrics.sip_response(SipResponseClass::of_status(488).expect("4xx"));
+        metrics.sip_request(SipMethodLabel::of_method("FOO"));
+        let text = metrics.encode();
+        assert!(text.contains("airlock_active_calls 2"), "{text}");
+        assert!(text.contains("airlock_calls_total{outcome=\"RemoteBye\"} 1"), "{text}");
+        assert!(text.contains("airlock_sip_responses_total{class=\"ClientError\"} 1"), "{text}");
+        assert!(text.contains("airlock_sip_requests_total{method=\"Other\"} 1"), "{text}");
+        assert!(SipResponseClass::of_status(99).is_none());
+    }
+}
