@@ -1,0 +1,56 @@
+//! Entry point for the `sip_message` fuzz target: everything peer bytes can reach in this crate, in one
+//! call. Lives here so the fuzz crate stays a thin wrapper.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use crate::endpoint::{Endpoint, EndpointConfig};
+use crate::framing::{StreamFramer, StreamFramerConfig};
+use crate::message::Message;
+use crate::transport::{ConnectionId, Remote, Transport};
+
+/// Parses `data` as a datagram, frames it as a stream (in two chunks), and feeds both to an endpoint whose
+/// timers are then run to completion (virtual time from `start`). Must never panic.
+pub fn parse_and_frame(start: Instant, data: &[u8]) {
+    if let Ok(message) = Message::parse(data) {
+        let bytes = match &message {
+            Message::Request(request) => request.to_bytes(),
+            Message::Response(response) => response.to_bytes(),
+        };
+        let _ = Message::parse(&bytes);
+    }
+
+    let mut endpoint = Endpoint::new(EndpointConfig::default());
+    let udp = Remote {
+        transport: Transport::Udp,
+        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 5060)),
+        connection: None,
+    };
+    endpoint.handle_message(start, udp, data);
+
+    let tcp = Remote {
+        connection: Some(ConnectionId(1)),
+        transport: Transport::Tcp,
+        ..udp
+    };
+    let mut framer = StreamFramer::new(StreamFramerConfig::default());
+    let (first, second) = data.split_at(data.len() / 2);
+    for chunk in [first, second] {
+        if framer.push(chunk).is_err() {
+            break;
+        }
+        while let Ok(Some(frame)) = framer.next_message() {
+            endpoint.handle_message(start, tcp, &frame);
+        }
+    }
+
+    let mut now = start;
+    while let Some(deadline) = endpoint.poll_timeout() {
+        now = deadline.max(now + Duration::from_millis(1));
+        endpoint.handle_timeout(now);
+        while endpoint.poll_event().is_some() {}
+        if now > start + Duration::from_secs(3600) {
+            break;
+        }
+    }
+}
