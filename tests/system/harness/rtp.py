@@ -67,8 +67,9 @@ class RtpSender:
         self.dest = dest
         self.payload = payload
         self.pt = pt
+        self.own_socket = sock is None
         self.sock = sock or socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        if sock is None:
+        if self.own_socket:
             self.sock.bind(("127.0.0.1", 0))
         rng = random.Random()
         self.ssrc = rng.getrandbits(32) if ssrc is None else ssrc
@@ -183,4 +184,5 @@ class RtpSender:
         self.stop()
         if self._thread is not None:
             self._thread.join(2)
-        self.sock.close()
+        if self.own_socket:
+            self.sock.close()

@@ -508,3 +508,34 @@ class SipUac:
         except OSError:
             pass
         self._reader.join(1)
+
+
+def siprec_body(labels: list[str], ports: list[int], payload_types: tuple[int, ...] = (0, 8, 101),
+                direction: str = "sendonly", version: int = 1, metadata: bool = True,
+                metadata_padding: int = 0) -> tuple[str, bytes]:
+    """(Content-Type, body) of a SIPREC offer: one m-line per label, RFC 7865 metadata naming the labels.
+    `metadata_padding` adds that many bytes of foreign-namespace extension data (to make large INVITEs)."""
+    sdp = offer_sdp([OfferStream(label, port, payload_types, direction) for label, port in zip(labels, ports)],
+                    version=version)
+    meta = metadata_xml(labels) if metadata else None
+    if meta is not None and metadata_padding:
+        filler = "".join(f'  <x:note xmlns:x="urn:example:airlock-test:1" n="{i}">' + "padding " * 8 + "</x:note>\r\n"
+                         for i in range(metadata_padding // 100 + 1))
+        meta = meta.replace("</recording>", filler + "</recording>")
+    return multipart(sdp, meta)
+
+
+def check_siprec_answer(resp: SipMessage, labels: list[str]) -> dict[str, AnswerMedia]:
+    """Asserts the SRS's 200 OK shape (RFC 7866): +sip.srs Contact, SDP-only body, one recvonly m-line per offered
+    m-line in the same order, labels echoed. Returns the answer's media by label."""
+    assert resp.status == 200, str(resp)
+    contact = resp.header("Contact") or ""
+    assert "+sip.srs" in contact, f"Contact lacks +sip.srs: {contact!r}"
+    ctype = (resp.header("Content-Type") or "").split(";")[0].strip().lower()
+    assert ctype == "application/sdp", f"200 OK body must be plain SDP, got {ctype!r}"
+    _session_c, media = parse_sdp(resp.body.decode())
+    assert [m.label for m in media] == labels, f"labels not echoed in order: {[m.label for m in media]} vs {labels}"
+    for m in media:
+        assert m.port > 0, f"stream {m.label} rejected (port 0)"
+        assert m.direction == "recvonly", f"stream {m.label} answered {m.direction!r}, expected recvonly"
+    return {m.label: m for m in media}
