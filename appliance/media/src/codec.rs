@@ -33,8 +33,14 @@ impl Codec {
             0 => Some(Codec::Pcmu),
             8 => Some(Codec::Pcma),
             9 => Some(Codec::G722),
-            10 => Some(Codec::L16 { rate: 44100, channels: 2 }),
-            11 => Some(Codec::L16 { rate: 44100, channels: 1 }),
+            10 => Some(Codec::L16 {
+                rate: 44100,
+                channels: 2,
+            }),
+            11 => Some(Codec::L16 {
+                rate: 44100,
+                channels: 1,
+            }),
             _ => None,
         }
     }

@@ -2,5 +2,12 @@
 //! resampling and WAV headers. Pure code: no I/O, no clocks.
 
 mod codec;
+mod decoder;
+pub mod g711;
+pub mod g722;
+mod resample;
+pub mod wav;
 
 pub use codec::Codec;
+pub use decoder::{DecodeError, Decoder};
+pub use resample::resample;
