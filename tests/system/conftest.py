@@ -3,7 +3,6 @@ a test starts is stopped at teardown (SIGTERM, then SIGKILL), and its log is pri
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest

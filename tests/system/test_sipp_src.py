@@ -3,7 +3,6 @@ The test streams speech to both answered ports from Python and checks the decryp
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 from harness import audio, g711, procs
