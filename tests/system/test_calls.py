@@ -13,9 +13,9 @@ from harness.rtp import SAMPLES_PER_PACKET, Dtmf
 from harness.sip import SipUac, parse_sdp, siprec_body
 
 # A crash may lose the last second of audio (the checkpoint interval); loopback scheduling jitter on a loaded
-# 2-core CI machine gets half a second on top.
+# 2-core CI machine gets 0.6 s on top (the runtime writes audio 0.4 s behind and checkpoints on a 0.1 s tick).
 MAX_CRASH_LOSS_S = 1.0
-JITTER_MARGIN_S = 0.5
+JITTER_MARGIN_S = 0.6
 
 
 def find_key(obj, needle: str):
