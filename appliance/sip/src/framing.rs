@@ -60,19 +60,33 @@ impl Default for StreamFramerConfig {
 /// Cuts a TCP/TLS byte stream into whole SIP messages using Content-Length (required on streams).
 ///
 /// Use: [`push`](Self::push) each chunk read from the socket, then call [`next_message`](Self::next_message)
-/// until it returns `Ok(None)`. CRLF keep-alives (RFC 5626 §3.5.1) between messages are skipped.
+/// until it returns `Ok(None)`; an `Err` means: close the connection. CRLF keep-alives (RFC 5626 §3.5.1) between messages are skipped.
 #[derive(Debug, Clone)]
 pub struct StreamFramer {
     config: StreamFramerConfig,
+    /// Bounded by [`StreamFramer::buffer_limit`].
     buffer: Vec<u8>,
+    /// A chunk did not fit; `next_message` reports `BufferFull` from now on.
+    overflowed: bool,
 }
 
 impl StreamFramer {
+    /// A framer whose messages may be up to `max_message_bytes` long (header block capped at the default
+    /// 32 KiB or the message cap, whichever is smaller).
+    pub fn new(max_message_bytes: usize) -> Self {
+        let default = StreamFramerConfig::default();
+        Self::with_config(StreamFramerConfig {
+            max_header_bytes: default.max_header_bytes.min(max_message_bytes),
+            max_message_bytes,
+        })
+    }
+
     /// A framer with the given limits.
-    pub fn new(config: StreamFramerConfig) -> Self {
+    pub fn with_config(config: StreamFramerConfig) -> Self {
         Self {
             config,
             buffer: Vec::new(),
+            overflowed: false,
         }
     }
 
@@ -83,14 +97,15 @@ impl StreamFramer {
     }
 
     /// Appends bytes read from the stream. When the unconsumed input would exceed
-    /// [`buffer_limit`](Self::buffer_limit) nothing is appended and `BufferFull` is returned.
-    pub fn push(&mut self, chunk: &[u8]) -> Result<(), FramingError> {
-        let limit = self.buffer_limit();
-        if self.buffer.len().saturating_add(chunk.len()) > limit {
-            return Err(FramingError::BufferFull { limit });
+    /// [`buffer_limit`](Self::buffer_limit) the chunk is discarded and every later `next_message` returns
+    /// `BufferFull` (the stream has lost bytes and cannot be resynchronised).
+    pub fn push(&mut self, chunk: &[u8]) {
+        if self.overflowed || self.buffer.len().saturating_add(chunk.len()) > self.buffer_limit() {
+            self.overflowed = true;
+            self.buffer.clear();
+            return;
         }
         self.buffer.extend_from_slice(chunk);
-        Ok(())
     }
 
     /// Bytes currently buffered.
@@ -100,6 +115,11 @@ impl StreamFramer {
 
     /// The next whole message, `Ok(None)` when more input is needed.
     pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FramingError> {
+        if self.overflowed {
+            return Err(FramingError::BufferFull {
+                limit: self.buffer_limit(),
+            });
+        }
         let keepalive_bytes = self
             .buffer
             .iter()
@@ -183,9 +203,9 @@ mod tests {
     #[test]
     fn split_input_is_reassembled() {
         let text = message("hello");
-        let mut framer = StreamFramer::new(StreamFramerConfig::default());
+        let mut framer = StreamFramer::with_config(StreamFramerConfig::default());
         for chunk in text.as_bytes().chunks(7) {
-            framer.push(chunk).expect("fits");
+            framer.push(chunk);
         }
         assert_eq!(
             framer.next_message().expect("ok"),
@@ -198,10 +218,10 @@ mod tests {
     #[test]
     fn byte_by_byte_input_is_reassembled() {
         let text = message("body");
-        let mut framer = StreamFramer::new(StreamFramerConfig::default());
+        let mut framer = StreamFramer::with_config(StreamFramerConfig::default());
         let mut frames = Vec::new();
         for byte in text.as_bytes() {
-            framer.push(std::slice::from_ref(byte)).expect("fits");
+            framer.push(std::slice::from_ref(byte));
             while let Some(frame) = framer.next_message().expect("ok") {
                 frames.push(frame);
             }
@@ -213,10 +233,8 @@ mod tests {
     fn merged_messages_and_keepalives_are_split() {
         let first = message("one");
         let second = message("");
-        let mut framer = StreamFramer::new(StreamFramerConfig::default());
-        framer
-            .push(format!("\r\n\r\n{first}\r\n{second}\r\n\r\n").as_bytes())
-            .expect("fits");
+        let mut framer = StreamFramer::with_config(StreamFramerConfig::default());
+        framer.push(format!("\r\n\r\n{first}\r\n{second}\r\n\r\n").as_bytes());
         assert_eq!(framer.next_message().expect("ok"), Some(first.into_bytes()));
         assert_eq!(framer.next_message().expect("ok"), Some(second.into_bytes()));
         assert_eq!(framer.next_message().expect("ok"), None);
@@ -228,43 +246,38 @@ mod tests {
             max_header_bytes: 128,
             max_message_bytes: 256,
         };
-        let mut framer = StreamFramer::new(config);
-        framer.push(&[b'a'; 200]).expect("fits");
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(&[b'a'; 200]);
         assert_eq!(
             framer.next_message(),
             Err(FramingError::HeaderBlockTooLarge { limit: 128 })
         );
 
-        let mut framer = StreamFramer::new(config);
-        framer
-            .push(message(&"b".repeat(600)).as_bytes())
-            .expect_err("over the buffer limit");
-        framer
-            .push(b"INVITE sip:a SIP/2.0\r\nContent-Length: 1000\r\n\r\n")
-            .expect("fits");
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(message(&"b".repeat(600)).as_bytes());
+        assert_eq!(
+            framer.next_message(),
+            Err(FramingError::BufferFull { limit: 512 })
+        );
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(b"INVITE sip:a SIP/2.0\r\nContent-Length: 1000\r\n\r\n");
         assert_eq!(
             framer.next_message(),
             Err(FramingError::MessageTooLarge { limit: 256 })
         );
 
-        let mut framer = StreamFramer::new(config);
-        framer
-            .push(b"INVITE sip:a SIP/2.0\r\nContent-Length: 99999999999999999999999\r\n\r\n")
-            .expect("fits");
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(b"INVITE sip:a SIP/2.0\r\nContent-Length: 99999999999999999999999\r\n\r\n");
         assert_eq!(framer.next_message(), Err(FramingError::ContentLengthMalformed));
     }
 
     #[test]
     fn content_length_is_required_and_must_agree() {
-        let mut framer = StreamFramer::new(StreamFramerConfig::default());
-        framer
-            .push(b"OPTIONS sip:a SIP/2.0\r\nCall-ID: x\r\n\r\n")
-            .expect("fits");
+        let mut framer = StreamFramer::with_config(StreamFramerConfig::default());
+        framer.push(b"OPTIONS sip:a SIP/2.0\r\nCall-ID: x\r\n\r\n");
         assert_eq!(framer.next_message(), Err(FramingError::ContentLengthMissing));
-        let mut framer = StreamFramer::new(StreamFramerConfig::default());
-        framer
-            .push(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 1\r\nl: 2\r\n\r\nab")
-            .expect("fits");
+        let mut framer = StreamFramer::with_config(StreamFramerConfig::default());
+        framer.push(b"OPTIONS sip:a SIP/2.0\r\nContent-Length: 1\r\nl: 2\r\n\r\nab");
         assert_eq!(framer.next_message(), Err(FramingError::ContentLengthMalformed));
     }
 }

@@ -33,12 +33,10 @@ pub fn parse_and_frame(start: Instant, data: &[u8]) {
         transport: Transport::Tcp,
         ..udp
     };
-    let mut framer = StreamFramer::new(StreamFramerConfig::default());
+    let mut framer = StreamFramer::with_config(StreamFramerConfig::default());
     let (first, second) = data.split_at(data.len() / 2);
     for chunk in [first, second] {
-        if framer.push(chunk).is_err() {
-            break;
-        }
+        framer.push(chunk);
         while let Ok(Some(frame)) = framer.next_message() {
             endpoint.handle_message(start, tcp, &frame);
         }
