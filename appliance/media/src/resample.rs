@@ -1,12 +1,13 @@
 //! Sample-rate conversion between the codec rates a call mixes (8, 16, 32, 44.1, 48 kHz).
 //!
-//! Quality: deliberately simple. Upsampling interpolates linearly between neighbouring samples, which
-//! keeps speech intelligible and adds no delay but leaves faint images above the source Nyquist frequency
-//! (about −20 dB at 3.4 kHz for 8→16 kHz, lower for lower frequencies). Downsampling averages each output
-//! sample's source span (a box filter), a weak anti-alias filter. Each call is independent: at the end of a
-//! buffer the last sample is held rather than interpolated toward the next buffer, so a per-packet call
-//! leaves a sub-sample step at packet boundaries. Good enough for recording telephony speech; not a
-//! high-fidelity converter.
+//! Quality: deliberately simple. Upsampling interpolates linearly between neighbouring samples (a
+//! triangular filter): no delay and no state, but its response is sinc²-shaped. For 8→16 kHz a 1 kHz tone
+//! passes at −0.4 dB with its 7 kHz image at −17 dB; near the telephone band edge (3.4 kHz) the tone is at
+//! −5.5 dB and its 4.6 kHz image only about 5 dB below it. Downsampling averages each output sample's source
+//! span (a box filter), a weak anti-alias filter. Each call is independent: at the end of a buffer the last
+//! sample is held rather than interpolated toward the next buffer, so per-packet calls leave a one-sample
+//! step at packet boundaries. Adequate for putting a narrowband leg beside a wideband one in a recording of
+//! speech, where most energy lies below 1 kHz; not a high-fidelity converter.
 
 use std::borrow::Cow;
 

@@ -25,6 +25,8 @@ pub const REORDER_CAPACITY: usize = 32;
 pub const OUTPUT_CAPACITY: usize = 64;
 /// A new timeline starting this close to where the previous one ended is joined to it seamlessly.
 pub const CONTINUITY_SNAP: Duration = Duration::from_millis(100);
+/// For this long after an SSRC change, old-numbered packets of the previous SSRC are stragglers (late).
+const STRAGGLER_WINDOW: Duration = Duration::from_secs(1);
 /// Sequence numbers further ahead than this (RFC 3550 A.1's MAX_DROPOUT) start a restart probation.
 const MAX_DROPOUT: i64 = 3000;
 /// Sequence numbers further behind than this (RFC 3550 A.1's MAX_MISORDER) start a restart probation.
@@ -156,14 +158,16 @@ struct OpenEvent {
 
 /// Receives one RTP stream. Feed it every datagram of the stream's port with [`Receiver::handle_packet`],
 /// call [`Receiver::handle_timeout`] at [`Receiver::poll_timeout`], and drain [`Receiver::poll_output`]
-/// after each call.
+/// after each call. Memory is bounded: at most `REORDER_CAPACITY + OUTPUT_CAPACITY` payload copies (plus
+/// one sequence-restart candidate), each no larger than the datagrams the caller passes in.
 #[derive(Debug)]
 pub struct Receiver {
     config: ReceiverConfig,
     started: Instant,
     timeline: Option<Timeline>,
-    /// The SSRC the stream switched away from and its highest sequence number: its stragglers are late.
-    retired: Option<(u32, i64)>,
+    /// The SSRC the stream switched away from, its highest sequence number and the end of its straggler
+    /// window.
+    retired: Option<(u32, i64, Instant)>,
     /// Sorted by descending sequence number: the next to release is last.
     reorder: heapless::Vec<Buffered, REORDER_CAPACITY>,
     outputs: heapless::Deque<ReceiverOutput, OUTPUT_CAPACITY>,
@@ -224,7 +228,7 @@ impl Receiver {
             payload: packet.payload.to_vec(),
             arrival: now,
         };
-        if self.is_straggler(&packet) {
+        if self.is_straggler(now, &packet) {
             self.stats.late += 1;
             return Ok(());
         }
@@ -232,7 +236,8 @@ impl Receiver {
             None => self.begin_timeline(packet.ssrc, &incoming, None),
             Some(timeline) if timeline.ssrc != packet.ssrc => {
                 let previous_arrival = timeline.last_arrival;
-                self.retired = Some((timeline.ssrc, timeline.highest_sequence));
+                let window_end = now.checked_add(STRAGGLER_WINDOW).unwrap_or(now);
+                self.retired = Some((timeline.ssrc, timeline.highest_sequence, window_end));
                 self.flush();
                 self.stats.ssrc_changes += 1;
                 self.push(ReceiverOutput::SsrcChanged);
@@ -275,11 +280,13 @@ impl Receiver {
         self.stats
     }
 
-    /// A packet of the SSRC the stream just switched away from, numbered at or before the last one seen
-    /// from it: delayed in the network, not a switch back.
-    fn is_straggler(&self, packet: &RtpPacket<'_>) -> bool {
-        self.retired.is_some_and(|(ssrc, highest)| {
-            ssrc == packet.ssrc && packet.sequence_number.wrapping_sub(highest as u16) as i16 <= 0
+    /// A packet of the SSRC the stream just switched away from, arriving soon after the switch and
+    /// numbered at or before the last one seen from it: delayed in the network, not a switch back.
+    fn is_straggler(&self, now: Instant, packet: &RtpPacket<'_>) -> bool {
+        self.retired.is_some_and(|(ssrc, highest, window_end)| {
+            ssrc == packet.ssrc
+                && now < window_end
+                && packet.sequence_number.wrapping_sub(highest as u16) as i16 <= 0
         })
     }
 

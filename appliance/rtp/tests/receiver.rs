@@ -405,6 +405,16 @@ fn switching_back_to_the_previous_ssrc_is_a_change_too() {
     let outputs = drain(&mut receiver);
     assert_eq!(media(&outputs), [(0, 0), (1, 160), (2, 320)]);
     assert_eq!(receiver.stats().ssrc_changes, 2);
+    // Long after a switch, even an old-numbered packet of the previous SSRC is a switch (back), not a
+    // straggler: a source that restarted its numbering must not be ignored forever.
+    let third = Stream {
+        start: first.at(2) + Duration::from_secs(2),
+        ssrc: 5,
+        ..Stream::new(start)
+    };
+    third.send(&mut receiver, 0);
+    assert!(drain(&mut receiver).contains(&ReceiverOutput::SsrcChanged));
+    assert_eq!((receiver.stats().ssrc_changes, receiver.stats().late), (3, 0));
 }
 
 #[test]
