@@ -571,6 +571,28 @@ mod tests {
     }
 
     #[test]
+    fn every_truncated_offer_negotiates_or_fails_cleanly_and_our_answer_parses() {
+        let full = "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+            m=audio 4000 RTP/AVP 0 8 9 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n\
+            a=label:1\r\na=sendonly\r\nm=video 4002 RTP/AVP 96\r\nm=audio 4004 RTP/SAVP 0\r\n\
+            m=audio 4006 RTP/AVP 97\r\na=rtpmap:97 L16/16000/2\r\nc=IN IP4 0.0.0.0\r\na=label:2\r\n";
+        for end in 0..=full.len() {
+            let Ok(offer) = SessionDescription::parse(&full[..end]) else {
+                continue;
+            };
+            let ports: Vec<u16> = (0..audio_stream_count(&offer))
+                .map(|index| 9000 + index as u16)
+                .collect();
+            if let Ok(negotiation) = negotiate(&offer, &ports) {
+                assert_eq!(negotiation.decisions().len(), offer.media.len());
+                let answer = negotiation.answer_sdp(&mut AnswerOrigin::new(3), ADDRESS.parse().unwrap());
+                let parsed = SessionDescription::parse(&answer).unwrap();
+                assert_eq!(parsed.media.len(), offer.media.len());
+            }
+        }
+    }
+
+    #[test]
     fn answer_versions_increase_within_a_dialog() {
         let sdp = offer("m=audio 4000 RTP/AVP 0\r\n");
         let mut origin = AnswerOrigin::new(99);
