@@ -4,7 +4,9 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(xml) = std::str::from_utf8(data) else { return };
+    let Ok(xml) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(document) = airlock_siprec::metadata::parse(xml) {
         let mut state = airlock_siprec::metadata::RecordingMetadata::default();
         let _ = state.apply(document.clone());
