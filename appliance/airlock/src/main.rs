@@ -1,2 +1,175 @@
-//! The `airlock` command: loads configuration and runs the appliance.
-fn main() {}
+//! The `airlock` command: `run` loads the configuration (or the embedded defaults) and runs the appliance
+//! until SIGTERM/SIGINT; `check-config` validates a file and names the first bad key.
+
+mod config;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use airlock_recording::{DevIdentity, Recipient};
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Validated};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "airlock",
+    version,
+    about = "On-prem SIPREC recorder: records calls encrypted to public keys"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the appliance (embedded defaults when no --config is given).
+    Run {
+        /// TOML configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate a configuration file and exit (0 = valid, 2 = invalid).
+    CheckConfig {
+        /// TOML configuration file.
+        file: PathBuf,
+    },
+}
+
+/// Exit status for configuration errors.
+const EXIT_CONFIG: u8 = 2;
+
+/// The dev identity's file name inside the data directory.
+const DEV_IDENTITY_FILE: &str = "dev-identity.txt";
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { file } => match Config::load(&file) {
+            Ok(_) => {
+                eprintln!("{}: configuration is valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        Command::Run { config } => {
+            airlock_telemetry::init_tracing();
+            let validated = match config {
+                Some(path) => Config::load(&path),
+                None => Config::default().validate(),
+            };
+            let validated = match validated {
+                Ok(validated) => validated,
+                Err(error) => {
+                    eprintln!("{error}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            run(validated)
+        }
+    }
+}
+
+fn run(validated: Validated) -> ExitCode {
+    let config = &validated.config;
+    let recipients = match recipients(config) {
+        Ok(recipients) => recipients,
+        Err(error) => {
+            eprintln!("{error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let settings = airlock_runtime::Settings {
+        sip_udp: validated.sip_udp,
+        sip_tcp: validated.sip_tcp,
+        strict_src: config.sip.strict_src,
+        max_calls: config.sip.max_calls,
+        retry_after_secs: config.sip.retry_after_secs,
+        media_bind_ip: config.media.bind_ip,
+        media_advertise_ip: config.media.advertise_ip.unwrap_or(config.media.bind_ip),
+        rtp_port_min: config.media.port_min,
+        rtp_port_max: config.media.port_max,
+        inactivity_timeout: Duration::from_secs(config.media.inactivity_timeout_secs),
+        reorder_delay: Duration::from_millis(config.media.reorder_delay_ms),
+        recipients,
+        data_dir: config.storage.data_dir.clone(),
+        metrics_listen: validated.metrics_listen,
+        grace: config.shutdown.grace(),
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(airlock_runtime::run(settings, termination_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// The configured recipients, or the development identity's recipient (generated on first use).
+fn recipients(config: &Config) -> Result<Vec<Recipient>, String> {
+    if !config.recording.recipients.is_empty() {
+        return config
+            .recording
+            .recipients
+            .iter()
+            .map(|text| Recipient::parse(text).map_err(|error| format!("recording.recipients: {error}")))
+            .collect();
+    }
+    let data_dir = &config.storage.data_dir;
+    let path = data_dir.join(DEV_IDENTITY_FILE);
+    let identity = load_or_create_dev_identity(data_dir, &path)?;
+    tracing::warn!(
+        identity_file = %path.display(),
+        "NO RECIPIENTS CONFIGURED: recording to a development identity whose SECRET KEY is stored on this \
+         machine. Anyone with this file can decrypt every recording. Never use this on a real appliance: \
+         set recording.recipients to public keys whose secret halves live elsewhere."
+    );
+    Ok(vec![identity.recipient()])
+}
+
+fn load_or_create_dev_identity(data_dir: &Path, path: &Path) -> Result<DevIdentity, String> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        return DevIdentity::from_identity_file(&text)
+            .map_err(|error| format!("{}: not a usable age identity file: {error}", path.display()));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|error| format!("{}: {error}", data_dir.display()))?;
+    let identity = DevIdentity::generate()
+        .map_err(|error| format!("cannot generate a development identity: {error}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    file.write_all(identity.to_identity_file().as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|error| format!("{}: {error}", path.display()))?;
+    Ok(identity)
+}

@@ -1,1 +1,200 @@
-//! airlock-runtime: under construction.
+//! The Airlock runtime: the only place where sockets, files, tasks and clocks meet the sans-IO cores.
+//! [`run`] binds the SIP and metrics listeners, finalises recordings a crash interrupted, then drives the
+//! SIPREC server until shutdown, with one task per recorded call.
+
+mod call;
+mod clock;
+mod control;
+mod manifest;
+mod metrics_http;
+mod sip_io;
+mod storage;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use airlock_recording::Recipient;
+use airlock_siprec::srs::{Srs, SrsConfig};
+use airlock_telemetry::{CallOutcome, Metrics};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+pub use storage::DataDir;
+
+/// Everything the runtime needs, already validated by the binary.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub sip_udp: Option<SocketAddr>,
+    pub sip_tcp: Option<SocketAddr>,
+    pub strict_src: bool,
+    pub max_calls: usize,
+    pub retry_after_secs: u32,
+    pub media_bind_ip: IpAddr,
+    pub media_advertise_ip: IpAddr,
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    pub inactivity_timeout: Duration,
+    pub reorder_delay: Duration,
+    pub recipients: Vec<Recipient>,
+    pub data_dir: PathBuf,
+    pub metrics_listen: Option<SocketAddr>,
+    pub grace: Duration,
+}
+
+/// Start-up failures.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot open the data directory {path}: {source}")]
+    DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot listen for SIP: {0}")]
+    SipListen(std::io::Error),
+    #[error("cannot listen for metrics on {addr}: {source}")]
+    MetricsListen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the appliance until `shutdown` resolves, then ends calls within the grace period and returns.
+pub async fn run(
+    settings: Settings,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RuntimeError> {
+    let metrics = Metrics::default();
+    let data_dir = DataDir::open(&settings.data_dir).map_err(|source| RuntimeError::DataDir {
+        path: settings.data_dir.clone(),
+        source,
+    })?;
+    recover_interrupted_calls(&data_dir, &metrics);
+
+    let metrics_task = match settings.metrics_listen {
+        Some(addr) => {
+            let listener = metrics_http::bind(addr)
+                .await
+                .map_err(|source| RuntimeError::MetricsListen { addr, source })?;
+            Some(tokio::spawn(metrics_http::serve(listener, metrics.clone())))
+        }
+        None => None,
+    };
+
+    let (inbound_tx, inbound_rx) = mpsc::channel(control::CONTROL_QUEUE);
+    let sip = sip_io::start(
+        settings.sip_udp,
+        settings.sip_tcp,
+        inbound_tx.clone(),
+        metrics.clone(),
+    )
+    .await
+    .map_err(RuntimeError::SipListen)?;
+    let srs = Srs::new(srs_config(&settings));
+    let environment = call::CallEnvironment {
+        data_dir,
+        recipients: Arc::new(settings.recipients.clone()),
+        bind_ip: settings.media_bind_ip,
+        inactivity_timeout: settings.inactivity_timeout,
+        reorder_delay: settings.reorder_delay,
+        metrics,
+        control: inbound_tx,
+    };
+    tracing::info!(
+        sip_udp = ?settings.sip_udp,
+        sip_tcp = ?settings.sip_tcp,
+        metrics = ?settings.metrics_listen,
+        "airlock is recording"
+    );
+    control::Control::new(srs, inbound_rx, sip, environment, settings.grace)
+        .run(shutdown)
+        .await;
+    if let Some(task) = metrics_task {
+        task.abort();
+    }
+    tracing::info!("all calls finalised; stopped");
+    Ok(())
+}
+
+fn srs_config(settings: &Settings) -> SrsConfig {
+    let contact = settings.sip_udp.or(settings.sip_tcp);
+    let seed = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+        ^ u64::from(std::process::id());
+    SrsConfig {
+        strict_src: settings.strict_src,
+        max_calls: settings.max_calls,
+        retry_after_secs: settings.retry_after_secs,
+        rtp_port_min: settings.rtp_port_min,
+        rtp_port_max: settings.rtp_port_max,
+        media_address: settings.media_advertise_ip,
+        contact_address: contact,
+        call_id_seed: seed,
+        ..SrsConfig::default()
+    }
+}
+
+#[derive(Serialize)]
+struct CallEvent<'a> {
+    event: &'static str,
+    call: &'a str,
+    at: String,
+    end_reason: Option<&'a str>,
+    recording_sha256: Option<&'a str>,
+}
+
+/// Moves a finished call to `uplink/` and logs the event.
+fn publish_call(data_dir: &DataDir, dir_name: &str, manifest: &manifest::Manifest) {
+    if let Err(error) = data_dir.publish(dir_name) {
+        tracing::error!(%error, "cannot move the finished call to uplink/");
+        return;
+    }
+    let event = CallEvent {
+        event: "call_recorded",
+        call: dir_name,
+        at: clock::rfc3339(SystemTime::now()),
+        end_reason: manifest.end_reason.as_deref(),
+        recording_sha256: manifest.recording.as_ref().map(|r| r.sha256.as_str()),
+    };
+    if let Err(error) = data_dir.append_event(&event) {
+        tracing::error!(%error, "cannot append to the event log");
+    }
+}
+
+/// Finalises every call left in `active/` by a crash: the recording is completed from its last checkpoint
+/// (no key needed), the manifest marked as recovered, and the call published.
+fn recover_interrupted_calls(data_dir: &DataDir, metrics: &Metrics) {
+    let Ok(entries) = std::fs::read_dir(data_dir.active_root()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Some(dir_name) = dir.file_name().and_then(|n| n.to_str()).map(str::to_string) else {
+            continue;
+        };
+        let manifest_path = dir.join("manifest.json");
+        let manifest: Option<manifest::Manifest> = std::fs::read(&manifest_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok());
+        let Some(mut manifest) = manifest else {
+            tracing::warn!(call = %dir_name, "interrupted call has no readable manifest; left in place");
+            continue;
+        };
+        match airlock_recording::recover(&dir) {
+            Ok(Some(finished)) => {
+                manifest.complete(&finished, SystemTime::now(), CallOutcome::Recovered);
+                if let Err(error) = storage::write_json_atomically(&manifest_path, &manifest) {
+                    tracing::error!(%error, "cannot write the manifest of a recovered call");
+                    continue;
+                }
+                metrics.call_ended(CallOutcome::Recovered);
+                publish_call(data_dir, &dir_name, &manifest);
+                tracing::warn!(call = %dir_name, "finalised a recording interrupted by a crash");
+            }
+            Ok(None) => tracing::warn!(call = %dir_name, "interrupted call had no recording to recover"),
+            Err(error) => {
+                tracing::error!(call = %dir_name, %error, "cannot recover an interrupted recording")
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! The appliance configuration file: TOML, every key optional (the embedded defaults make `airlock run`
+//! work with no file), unknown keys rejected, and every error names the key it is about.
+//! docs/CONFIG.md is the reference for operators; keep the two in step.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything the appliance can be told, after defaults are applied.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub sip: SipSection,
+    pub media: MediaSection,
+    pub recording: RecordingSection,
+    pub storage: StorageSection,
+    pub metrics: MetricsSection,
+    pub shutdown: ShutdownSection,
+}
+
+/// `[sip]`: where SIPREC signalling is accepted and how strictly.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipSection {
+    /// UDP listen address; an empty string disables UDP.
+    pub udp: String,
+    /// TCP listen address; an empty string disables TCP.
+    pub tcp: String,
+    /// Require both `Require: siprec` and `+sip.src` (RFC 7866 §6.2) instead of accepting either.
+    pub strict_src: bool,
+    /// Calls recorded at once; further INVITEs get 503 with Retry-After.
+    pub max_calls: usize,
+    /// Seconds put in Retry-After when refusing a call for capacity.
+    pub retry_after_secs: u32,
+}
+
+impl Default for SipSection {
+    fn default() -> Self {
+        SipSection {
+            udp: "127.0.0.1:5060".into(),
+            tcp: "127.0.0.1:5060".into(),
+            strict_src: false,
+            max_calls: 256,
+            retry_after_secs: 30,
+        }
+    }
+}
+
+/// `[media]`: RTP sockets.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaSection {
+    /// Address RTP sockets bind to.
+    pub bind_ip: IpAddr,
+    /// Address written into SDP answers (defaults to `bind_ip`).
+    pub advertise_ip: Option<IpAddr>,
+    /// First port of the RTP range (even).
+    pub port_min: u16,
+    /// Last port of the RTP range.
+    pub port_max: u16,
+    /// A call whose streams all stay silent (no RTP at all) this long is ended with reason `rtp_timeout`.
+    pub inactivity_timeout_secs: u64,
+    /// How long a packet may wait in the reorder buffer for a gap to fill, in milliseconds.
+    pub reorder_delay_ms: u64,
+}
+
+impl Default for MediaSection {
+    fn default() -> Self {
+        MediaSection {
+            bind_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            advertise_ip: None,
+            port_min: 20000,
+            port_max: 20999,
+            inactivity_timeout_secs: 30,
+            reorder_delay_ms: 60,
+        }
+    }
+}
+
+/// `[recording]`: who can decrypt what the appliance records.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecordingSection {
+    /// age X25519 recipients (`age1…`). Empty: a development identity is generated in the data directory.
+    pub recipients: Vec<String>,
+}
+
+/// `[storage]`: where calls are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSection {
+    pub data_dir: PathBuf,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        StorageSection {
+            data_dir: PathBuf::from("./airlock-data"),
+        }
+    }
+}
+
+/// `[metrics]`: the Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Listen address of `GET /metrics`; an empty string disables it.
+    pub listen: String,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        MetricsSection {
+            listen: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// `[shutdown]`: how SIGTERM is handled.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownSection {
+    /// Seconds active calls get to end after SIGTERM before they are ended and finalised anyway.
+    pub grace_secs: u64,
+}
+
+impl Default for ShutdownSection {
+    fn default() -> Self {
+        ShutdownSection { grace_secs: 10 }
+    }
+}
+
+/// A configuration problem, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config key `{key}`: {problem}")]
+    Invalid { key: &'static str, problem: String },
+}
+
+/// Listen addresses and limits after validation.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub config: Config,
+    pub sip_udp: Option<SocketAddr>,
+    pub sip_tcp: Option<SocketAddr>,
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Validated, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text)
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            })?
+            .validate()
+    }
+
+    fn parse(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|error| error.to_string())
+    }
+
+    /// Checks every value once and resolves listen addresses.
+    pub fn validate(self) -> Result<Validated, ConfigError> {
+        let sip_udp = optional_addr("sip.udp", &self.sip.udp)?;
+        let sip_tcp = optional_addr("sip.tcp", &self.sip.tcp)?;
+        if sip_udp.is_none() && sip_tcp.is_none() {
+            return Err(invalid(
+                "sip.udp",
+                "at least one of sip.udp and sip.tcp must be set",
+            ));
+        }
+        let metrics_listen = optional_addr("metrics.listen", &self.metrics.listen)?;
+        if self.sip.max_calls == 0 {
+            return Err(invalid("sip.max_calls", "must be at least 1"));
+        }
+        let media = &self.media;
+        if media.port_min == 0 || media.port_min % 2 != 0 {
+            return Err(invalid("media.port_min", "must be an even port above 0"));
+        }
+        if media.port_max <= media.port_min {
+            return Err(invalid(
+                "media.port_max",
+                format!("must be above media.port_min ({})", media.port_min),
+            ));
+        }
+        if media.inactivity_timeout_secs == 0 {
+            return Err(invalid("media.inactivity_timeout_secs", "must be at least 1"));
+        }
+        if media.reorder_delay_ms > 1000 {
+            return Err(invalid("media.reorder_delay_ms", "must be at most 1000"));
+        }
+        for recipient in &self.recording.recipients {
+            if let Err(error) = airlock_recording::Recipient::parse(recipient) {
+                return Err(invalid(
+                    "recording.recipients",
+                    format!("not an age X25519 recipient: {error}"),
+                ));
+            }
+        }
+        if self.storage.data_dir.as_os_str().is_empty() {
+            return Err(invalid("storage.data_dir", "must not be empty"));
+        }
+        Ok(Validated {
+            config: self,
+            sip_udp,
+            sip_tcp,
+            metrics_listen,
+        })
+    }
+}
+
+impl ShutdownSection {
+    pub fn grace(&self) -> Duration {
+        Duration::from_secs(self.grace_secs)
+    }
+}
+
+fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        problem: problem.into(),
+    }
+}
+
+fn optional_addr(key: &'static str, value: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    value
+        .parse()
+        .map(Some)
+        .map_err(|_| invalid(key, format!("`{value}` is not an IP:port socket address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_valid() {
+        let validated = Config::default().validate().expect("defaults validate");
+        assert_eq!(validated.sip_udp, Some("127.0.0.1:5060".parse().expect("addr")));
+        assert_eq!(validated.config.storage.data_dir, PathBuf::from("./airlock-data"));
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let message = Config::parse("[sip]\nudpp = \"127.0.0.1:5060\"\n").expect_err("unknown key");
+        assert!(message.contains("udpp"), "{message}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let config = Config::parse("[media]\nport_min = 3000\nport_max = 2000\n").expect("parses");
+        let error = config.validate().expect_err("range inverted").to_string();
+        assert!(error.contains("media.port_max"), "{error}");
+        let config = Config::parse("[sip]\nudp = \"localhost\"\n").expect("parses");
+        let error = config.validate().expect_err("not an address").to_string();
+        assert!(error.contains("sip.udp"), "{error}");
+        let config = Config::parse("[recording]\nrecipients = [\"age1nope\"]\n").expect("parses");
+        let error = config.validate().expect_err("bad recipient").to_string();
+        assert!(error.contains("recording.recipients"), "{error}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let message = Config::parse("[sip]\nmax_calls = \"many\"\n").expect_err("wrong type");
+        assert!(message.contains("max_calls"), "{message}");
+    }
+}

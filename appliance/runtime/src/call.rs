@@ -1,0 +1,575 @@
+//! One task per recorded call: binds the RTP sockets of its streams, runs each stream's `rtp::Receiver`,
+//! decodes the audio, lines the legs up in time and writes them as channels of one encrypted WAV, then
+//! finalises the recording and its manifest and publishes the call to `uplink/`.
+//!
+//! Queue policy: each socket task forwards datagrams into the call's bounded packet queue and waits when it
+//! is full (recording never drops); the kernel socket buffer absorbs the wait, and what it cannot absorb is
+//! lost before we see it. Audio is written and checkpointed once a second, so a crash loses at most that.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use airlock_media::{Codec, Decoder};
+use airlock_recording::{Interleaver, Recipient, RecordingWriter, WavFormat};
+use airlock_rtp::{Receiver, ReceiverConfig, ReceiverOutput};
+use airlock_siprec::srs::{CallId, MediaEvent, PlannedStream, RecordingPlan};
+use airlock_telemetry::{CallOutcome, Metrics};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::control::ControlInput;
+use crate::manifest::{Manifest, PauseInterval, StreamReport};
+use crate::storage::{DataDir, write_json_atomically};
+
+/// Datagrams queued from the sockets of one call before socket tasks wait.
+const PACKET_QUEUE: usize = 4096;
+/// How often buffered audio is encrypted to disk and checkpointed (the most a crash can lose).
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often receivers are polled for reorder deadlines and inactivity.
+const TICK: Duration = Duration::from_millis(100);
+/// Audio this recent is not written yet: late packets within it still land in place.
+const WRITE_BEHIND: Duration = Duration::from_millis(400);
+/// How far a stream's RTP clock may stray from the wall clock before it is re-anchored.
+const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
+/// Commands queued toward a call task.
+const COMMAND_QUEUE: usize = 16;
+
+/// What the call task needs from the appliance.
+#[derive(Debug, Clone)]
+pub struct CallEnvironment {
+    pub data_dir: DataDir,
+    pub recipients: Arc<Vec<Recipient>>,
+    pub bind_ip: IpAddr,
+    pub inactivity_timeout: Duration,
+    pub reorder_delay: Duration,
+    pub metrics: Metrics,
+    pub control: mpsc::Sender<ControlInput>,
+}
+
+/// Instructions from the control loop.
+#[derive(Debug)]
+pub enum CallCommand {
+    /// The SRC changed the session (streams added/removed, pause/resume, metadata).
+    Update(RecordingPlan),
+    /// The call is over: finalise with this outcome.
+    End(CallOutcome),
+}
+
+/// The control loop's handle on a running call.
+#[derive(Debug)]
+pub struct CallHandle {
+    pub commands: mpsc::Sender<CallCommand>,
+}
+
+/// Starts the task recording `call` according to `plan`.
+pub fn spawn(call: CallId, plan: RecordingPlan, environment: CallEnvironment) -> CallHandle {
+    let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    tokio::spawn(async move {
+        let control = environment.control.clone();
+        let outcome = run(call, plan, environment, command_rx).await;
+        let _ = control.send(ControlInput::CallFinished { call, outcome }).await;
+    });
+    CallHandle { commands }
+}
+
+struct Datagram {
+    stream: usize,
+    received_at: Instant,
+    bytes: Vec<u8>,
+}
+
+/// One SIPREC stream (one m-line, one `a=label`) as recorded.
+struct StreamState {
+    label: String,
+    channel: usize,
+    receiver: Receiver,
+    decoders: BTreeMap<u8, (Codec, Decoder)>,
+    /// Call-timeline sample at which this receiver's position 0 lies.
+    origin_sample: u64,
+    /// Decoded PCM samples per RTP clock unit, as a ratio (G.722: 2/1).
+    pcm_per_clock: (u64, u64),
+    socket_task: Option<JoinHandle<()>>,
+    paused_since: Option<Duration>,
+    inactive: bool,
+    scratch: Vec<i16>,
+    last_codec: Option<Codec>,
+}
+
+struct Recording {
+    writer: RecordingWriter,
+    interleaver: Interleaver,
+    sample_rate: u32,
+    channels: usize,
+}
+
+struct CallTask {
+    dir_name: String,
+    environment: CallEnvironment,
+    started: Instant,
+    streams: Vec<StreamState>,
+    recording: Recording,
+    packets: mpsc::Sender<Datagram>,
+    manifest: Manifest,
+    written_until: u64,
+}
+
+async fn run(
+    call: CallId,
+    plan: RecordingPlan,
+    environment: CallEnvironment,
+    mut commands: mpsc::Receiver<CallCommand>,
+) -> CallOutcome {
+    let (packets, mut packet_rx) = mpsc::channel(PACKET_QUEUE);
+    let mut task = match CallTask::start(call, &plan, environment, packets).await {
+        Ok(task) => task,
+        Err((environment, outcome)) => {
+            let _ = environment
+                .control
+                .send(ControlInput::Media {
+                    call,
+                    event: media_event_for(outcome),
+                })
+                .await;
+            return outcome;
+        }
+    };
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_checkpoint = Instant::now() + CHECKPOINT_INTERVAL;
+    let mut inactivity_reported = false;
+    loop {
+        tokio::select! {
+            Some(datagram) = packet_rx.recv() => task.on_datagram(datagram),
+            command = commands.recv() => match command {
+                Some(CallCommand::Update(plan)) => task.update(&plan).await,
+                Some(CallCommand::End(outcome)) => return task.finish(outcome).await,
+                None => return task.finish(CallOutcome::Shutdown).await,
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                task.poll_receivers(now);
+                if !inactivity_reported && task.all_streams_inactive() {
+                    inactivity_reported = true;
+                    let input = ControlInput::Media { call, event: MediaEvent::RtpInactivityTimeout };
+                    let _ = task.environment.control.send(input).await;
+                }
+                if now >= next_checkpoint {
+                    next_checkpoint = now + CHECKPOINT_INTERVAL;
+                    if let Err(error) = task.write_and_checkpoint(now).await {
+                        tracing::error!(%error, "recording write failed; ending the call");
+                        let input = ControlInput::Media { call, event: MediaEvent::RecordingFailed };
+                        let _ = task.environment.control.send(input).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn media_event_for(outcome: CallOutcome) -> MediaEvent {
+    match outcome {
+        CallOutcome::RecordingFailed => MediaEvent::RecordingFailed,
+        _ => MediaEvent::MediaBindFailed,
+    }
+}
+
+impl CallTask {
+    async fn start(
+        call: CallId,
+        plan: &RecordingPlan,
+        environment: CallEnvironment,
+        packets: mpsc::Sender<Datagram>,
+    ) -> Result<CallTask, (CallEnvironment, CallOutcome)> {
+        let started = Instant::now();
+        let started_wall = SystemTime::now();
+        let dir_name = format!("{}-{call}", crate::clock::compact(started_wall));
+        let dir = environment.data_dir.active_call(&dir_name);
+        let audio_streams: Vec<&PlannedStream> = plan.streams.iter().collect();
+        let sample_rate = audio_streams
+            .iter()
+            .filter_map(|stream| stream.codecs.first().map(|(_, codec)| codec.pcm_sample_rate()))
+            .max()
+            .unwrap_or(8000);
+        let channels = audio_streams.len().max(1);
+        let recording = match open_recording(&dir, &environment.recipients, sample_rate, channels) {
+            Ok(recording) => recording,
+            Err(error) => {
+                tracing::error!(%error, "cannot create the recording");
+                return Err((environment, CallOutcome::RecordingFailed));
+            }
+        };
+        let manifest = Manifest::new(
+            call,
+            &dir_name,
+            started_wall,
+            (sample_rate, channels),
+            plan,
+            &environment.recipients,
+        );
+        let mut task = CallTask {
+            dir_name,
+            environment,
+            started,
+            streams: Vec::new(),
+            recording,
+            packets,
+            manifest,
+            written_until: 0,
+        };
+        for stream in &plan.streams {
+            if let Err(error) = task.add_stream(stream).await {
+                tracing::error!(%error, "cannot bind an RTP port");
+                task.stop_sockets();
+                return Err((task.environment, CallOutcome::MediaFailed));
+            }
+        }
+        task.save_manifest();
+        Ok(task)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.environment.data_dir.active_call(&self.dir_name)
+    }
+
+    async fn add_stream(&mut self, planned: &PlannedStream) -> std::io::Result<()> {
+        let index = self.streams.len();
+        let channel = self
+            .free_channel()
+            .unwrap_or(index.min(self.recording.channels - 1));
+        let socket = UdpSocket::bind(SocketAddr::new(self.environment.bind_ip, planned.local_port)).await?;
+        let packets = self.packets.clone();
+        let socket_task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            while let Ok((len, _peer)) = socket.recv_from(&mut buf).await {
+                let datagram = Datagram {
+                    stream: index,
+                    received_at: Instant::now(),
+                    bytes: buf.get(..len).unwrap_or_default().to_vec(),
+                };
+                if packets.send(datagram).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let clock_rate = planned
+            .codecs
+            .first()
+            .map(|(_, codec)| codec.rtp_clock_rate())
+            .unwrap_or(8000);
+        let pcm_rate = planned
+            .codecs
+            .first()
+            .map(|(_, codec)| codec.pcm_sample_rate())
+            .unwrap_or(8000);
+        let now = Instant::now();
+        let receiver = Receiver::new(
+            ReceiverConfig {
+                clock_rate,
+                telephone_event_pt: planned.telephone_event_pt,
+                reorder_delay: self.environment.reorder_delay,
+                inactivity_timeout: self.environment.inactivity_timeout,
+            },
+            now,
+        );
+        let decoders = planned
+            .codecs
+            .iter()
+            .map(|&(pt, codec)| (pt, (codec, Decoder::new(codec))))
+            .collect();
+        let origin_sample = self.call_sample_at(now);
+        self.streams.push(StreamState {
+            label: planned.label.clone(),
+            channel,
+            receiver,
+            decoders,
+            origin_sample,
+            pcm_per_clock: (u64::from(pcm_rate), u64::from(clock_rate)),
+            socket_task: Some(socket_task),
+            paused_since: planned.paused.then(|| now.duration_since(self.started)),
+            inactive: false,
+            scratch: Vec::with_capacity(1024),
+            last_codec: None,
+        });
+        Ok(())
+    }
+
+    /// A channel no live stream is using (a stream removed earlier frees its channel for a new one).
+    fn free_channel(&self) -> Option<usize> {
+        (0..self.recording.channels).find(|channel| {
+            !self
+                .streams
+                .iter()
+                .any(|s| s.socket_task.is_some() && s.channel == *channel)
+        })
+    }
+
+    fn call_sample_at(&self, now: Instant) -> u64 {
+        call_sample_at(self.started, now, u64::from(self.recording.sample_rate))
+    }
+
+    fn on_datagram(&mut self, datagram: Datagram) {
+        let Some(stream) = self.streams.get_mut(datagram.stream) else {
+            return;
+        };
+        if let Err(_malformed) = stream
+            .receiver
+            .handle_packet(datagram.received_at, &datagram.bytes)
+        {
+            self.environment.metrics.rtp_packets_malformed.inc();
+        }
+        self.environment.metrics.rtp_packets_received.inc();
+        self.drain_stream(datagram.stream, datagram.received_at);
+    }
+
+    fn poll_receivers(&mut self, now: Instant) {
+        for index in 0..self.streams.len() {
+            if let Some(stream) = self.streams.get_mut(index) {
+                stream.receiver.handle_timeout(now);
+            }
+            self.drain_stream(index, now);
+        }
+    }
+
+    fn all_streams_inactive(&self) -> bool {
+        let live: Vec<&StreamState> = self
+            .streams
+            .iter()
+            .filter(|s| s.socket_task.is_some() && s.paused_since.is_none())
+            .collect();
+        !live.is_empty() && live.iter().all(|s| s.inactive)
+    }
+
+    /// Moves everything the receiver of stream `index` has released into the interleaver.
+    fn drain_stream(&mut self, index: usize, now: Instant) {
+        let rate = u64::from(self.recording.sample_rate);
+        let started = self.started;
+        let Some(stream) = self.streams.get_mut(index) else {
+            return;
+        };
+        while let Some(output) = stream.receiver.poll_output() {
+            match output {
+                ReceiverOutput::Media {
+                    payload_type,
+                    position,
+                    payload,
+                } => {
+                    stream.inactive = false;
+                    let Some((codec, decoder)) = stream.decoders.get_mut(&payload_type) else {
+                        continue;
+                    };
+                    stream.scratch.clear();
+                    if decoder.decode(&payload, &mut stream.scratch).is_err() {
+                        self.environment.metrics.rtp_packets_malformed.inc();
+                        continue;
+                    }
+                    stream.last_codec = Some(*codec);
+                    let pcm_rate = u64::from(codec.pcm_sample_rate());
+                    let (per_clock_num, per_clock_den) = stream.pcm_per_clock;
+                    let pcm_position = position.saturating_mul(per_clock_num) / per_clock_den.max(1);
+                    let stream_position = pcm_position.saturating_mul(rate) / pcm_rate.max(1);
+                    let mut call_position = stream.origin_sample.saturating_add(stream_position);
+                    // A timestamp jump by a broken SRC must not make us write hours of silence (or keep a
+                    // leg silent forever): if the stream's clock strays from the wall clock by more than
+                    // MAX_CLOCK_DRIFT, re-anchor it at the wall clock.
+                    let wall_position = call_sample_at(started, now, rate);
+                    if call_position.abs_diff(wall_position) > MAX_CLOCK_DRIFT.as_secs() * rate {
+                        stream.origin_sample = wall_position.saturating_sub(stream_position);
+                        call_position = stream.origin_sample.saturating_add(stream_position);
+                    }
+                    let samples = airlock_media::resample(&stream.scratch, pcm_rate as u32, rate as u32);
+                    self.recording
+                        .interleaver
+                        .push(stream.channel, call_position, &samples);
+                }
+                ReceiverOutput::TelephoneEvent {
+                    event,
+                    position,
+                    duration,
+                    ..
+                } => {
+                    self.environment.metrics.rtp_telephone_events.inc();
+                    let at_ms = (stream.origin_sample * 1000 / rate.max(1))
+                        + position * 1000 / stream.pcm_per_clock.1.max(1);
+                    self.manifest
+                        .telephone_event(&stream.label, event, at_ms, duration);
+                }
+                ReceiverOutput::Inactive => stream.inactive = true,
+                ReceiverOutput::SsrcChanged => {}
+            }
+        }
+    }
+
+    /// Writes the audio older than the write-behind window and makes it durable.
+    async fn write_and_checkpoint(&mut self, now: Instant) -> std::io::Result<()> {
+        let behind = self.call_sample_at(now.checked_sub(WRITE_BEHIND).unwrap_or(self.started));
+        self.flush_until(behind).await
+    }
+
+    async fn flush_until(&mut self, until: u64) -> std::io::Result<()> {
+        if until <= self.written_until {
+            return Ok(());
+        }
+        let frames = self.recording.interleaver.drain_ready(until);
+        self.written_until = until;
+        let writer = &mut self.recording.writer;
+        tokio::task::block_in_place(|| {
+            writer.write_interleaved(&frames)?;
+            writer.checkpoint()
+        })
+        .map_err(std::io::Error::other)
+    }
+
+    async fn update(&mut self, plan: &RecordingPlan) {
+        let now = Instant::now();
+        let at = now.duration_since(self.started);
+        for planned in &plan.streams {
+            match self
+                .streams
+                .iter_mut()
+                .find(|s| s.label == planned.label && s.socket_task.is_some())
+            {
+                Some(stream) => match (stream.paused_since, planned.paused) {
+                    (None, true) => stream.paused_since = Some(at),
+                    (Some(since), false) => {
+                        stream.paused_since = None;
+                        self.manifest
+                            .pauses
+                            .push(PauseInterval::new(&stream.label, since, at));
+                    }
+                    _ => {}
+                },
+                None => {
+                    if let Err(error) = self.add_stream(planned).await {
+                        tracing::warn!(%error, "cannot bind an RTP port for an added stream");
+                    }
+                }
+            }
+        }
+        for stream in &mut self.streams {
+            if stream.socket_task.is_some() && !plan.streams.iter().any(|p| p.label == stream.label) {
+                if let Some(task) = stream.socket_task.take() {
+                    task.abort();
+                }
+            }
+        }
+        self.manifest.apply_plan(plan, &self.environment.recipients);
+        self.save_manifest();
+    }
+
+    fn stop_sockets(&mut self) {
+        for stream in &mut self.streams {
+            if let Some(task) = stream.socket_task.take() {
+                task.abort();
+            }
+        }
+    }
+
+    fn save_manifest(&self) {
+        if let Err(error) = write_json_atomically(&self.dir().join("manifest.json"), &self.manifest) {
+            tracing::warn!(%error, "cannot write the call manifest");
+        }
+    }
+
+    async fn finish(mut self, outcome: CallOutcome) -> CallOutcome {
+        self.stop_sockets();
+        let now = Instant::now();
+        let far = now + self.environment.reorder_delay + Duration::from_millis(1);
+        for stream in &mut self.streams {
+            stream.receiver.handle_timeout(far);
+        }
+        for index in 0..self.streams.len() {
+            self.drain_stream(index, now);
+        }
+        let end = self.recording.interleaver.end_position().max(self.written_until);
+        let flushed = self.flush_until(end).await;
+        let at = now.duration_since(self.started);
+        for stream in &self.streams {
+            if let Some(since) = stream.paused_since {
+                self.manifest
+                    .pauses
+                    .push(PauseInterval::new(&stream.label, since, at));
+            }
+        }
+        self.manifest.streams = self.streams.iter().map(stream_report).collect();
+        for report in &self.manifest.streams {
+            let metrics = &self.environment.metrics;
+            metrics.rtp_packets_lost.inc_by(report.packets_lost);
+            metrics.rtp_packets_late.inc_by(report.packets_late);
+            metrics.rtp_packets_duplicate.inc_by(report.packets_duplicate);
+        }
+        let outcome = match flushed {
+            Ok(()) => outcome,
+            Err(_) => CallOutcome::RecordingFailed,
+        };
+        let Recording { writer, .. } = self.recording;
+        match tokio::task::block_in_place(|| writer.finish()) {
+            Ok(finished) => {
+                self.environment.metrics.recorded_bytes.inc_by(finished.bytes);
+                self.manifest.finish(
+                    &finished,
+                    SystemTime::now(),
+                    outcome,
+                    &self.environment.recipients,
+                );
+            }
+            Err(error) => tracing::error!(%error, "cannot finalise the recording"),
+        }
+        let dir = self.environment.data_dir.active_call(&self.dir_name);
+        if let Err(error) = write_json_atomically(&dir.join("manifest.json"), &self.manifest) {
+            tracing::error!(%error, "cannot write the final manifest");
+        }
+        crate::publish_call(&self.environment.data_dir, &self.dir_name, &self.manifest);
+        outcome
+    }
+}
+
+/// The call-timeline sample (at `rate`) that corresponds to the instant `now`.
+fn call_sample_at(started: Instant, now: Instant, rate: u64) -> u64 {
+    let elapsed = now.saturating_duration_since(started);
+    u64::try_from(elapsed.as_micros())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(rate)
+        / 1_000_000
+}
+
+fn open_recording(
+    dir: &std::path::Path,
+    recipients: &[Recipient],
+    sample_rate: u32,
+    channels: usize,
+) -> std::io::Result<Recording> {
+    std::fs::create_dir_all(dir)?;
+    let writer = RecordingWriter::create(
+        dir,
+        recipients,
+        WavFormat {
+            sample_rate,
+            channels: u16::try_from(channels).unwrap_or(u16::MAX),
+        },
+    )
+    .map_err(std::io::Error::other)?;
+    Ok(Recording {
+        writer,
+        interleaver: Interleaver::new(channels),
+        sample_rate,
+        channels,
+    })
+}
+
+fn stream_report(stream: &StreamState) -> StreamReport {
+    let stats = stream.receiver.stats();
+    StreamReport {
+        label: stream.label.clone(),
+        channel: stream.channel,
+        codec: stream.last_codec.map(|c| c.rtpmap_name().to_string()),
+        packets_received: stats.received,
+        packets_lost: stats.lost,
+        packets_late: stats.late,
+        packets_duplicate: stats.duplicate,
+        ssrc_changes: stats.ssrc_changes,
+    }
+}

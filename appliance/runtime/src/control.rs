@@ -1,0 +1,182 @@
+//! The control loop: the one task that owns the sans-IO SIPREC server (`siprec::srs::Srs`). It feeds it
+//! SIP messages, media events and timer expiries, and carries out what it asks for: send a message, start,
+//! update or end a call task. Its inbound queue is bounded (see `sip_io` for who waits and who drops).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use airlock_sip::Remote;
+use airlock_siprec::srs::{CallId, EndReason, MediaEvent, Srs, SrsOutput};
+use airlock_telemetry::{CallOutcome, Metrics, SipMethodLabel, SipResponseClass};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::call::{self, CallCommand, CallEnvironment, CallHandle};
+use crate::sip_io::SipSender;
+
+/// Messages queued toward the control loop.
+pub const CONTROL_QUEUE: usize = 4096;
+
+/// What reaches the control loop.
+#[derive(Debug)]
+pub enum ControlInput {
+    /// One whole SIP message from a peer.
+    Sip { from: Remote, bytes: Vec<u8> },
+    /// Something happened to a call's media (inactivity, socket or disk failure).
+    Media { call: CallId, event: MediaEvent },
+    /// A call task finished: its recording is final and published.
+    CallFinished { call: CallId, outcome: CallOutcome },
+}
+
+pub struct Control {
+    pub srs: Srs,
+    pub inbound: mpsc::Receiver<ControlInput>,
+    pub sip: SipSender,
+    pub environment: CallEnvironment,
+    pub grace: Duration,
+    calls: HashMap<CallId, CallHandle>,
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("active_calls", &self.calls.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Control {
+    pub fn new(
+        srs: Srs,
+        inbound: mpsc::Receiver<ControlInput>,
+        sip: SipSender,
+        environment: CallEnvironment,
+        grace: Duration,
+    ) -> Control {
+        Control {
+            srs,
+            inbound,
+            sip,
+            environment,
+            grace,
+            calls: HashMap::new(),
+        }
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.environment.metrics
+    }
+
+    /// Runs until `shutdown` resolves and every call has been finalised (or the grace period ran out and
+    /// the remaining calls were ended and finalised anyway).
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut grace_deadline: Option<Instant> = None;
+        let mut forced = false;
+        loop {
+            self.carry_out_outputs().await;
+            if grace_deadline.is_some() && self.calls.is_empty() {
+                break;
+            }
+            let timer = self.srs.poll_timeout().map(Instant::from_std);
+            tokio::select! {
+                input = self.inbound.recv() => match input {
+                    Some(input) => self.on_input(input),
+                    None => break,
+                },
+                () = sleep_until(timer) => self.srs.handle_timeout(Instant::now().into_std()),
+                () = &mut shutdown, if grace_deadline.is_none() => {
+                    tracing::info!(active_calls = self.calls.len(), "shutting down: no new calls, ending active ones");
+                    self.srs.begin_shutdown(Instant::now().into_std());
+                    grace_deadline = Some(Instant::now() + self.grace);
+                }
+                () = sleep_until(grace_deadline), if !forced => {
+                    forced = true;
+                    tracing::warn!(active_calls = self.calls.len(), "grace period over: finalising remaining calls");
+                    for handle in self.calls.values() {
+                        let _ = handle.commands.try_send(CallCommand::End(CallOutcome::Shutdown));
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_input(&mut self, input: ControlInput) {
+        let now = Instant::now().into_std();
+        match input {
+            ControlInput::Sip { from, bytes } => {
+                if let Some(method) = request_method(&bytes) {
+                    self.metrics().sip_request(SipMethodLabel::of_method(method));
+                }
+                self.srs.handle_sip(now, from, &bytes);
+            }
+            ControlInput::Media { call, event } => self.srs.handle_media_event(now, call, event),
+            ControlInput::CallFinished { call, outcome } => {
+                if self.calls.remove(&call).is_some() {
+                    self.metrics().call_ended(outcome);
+                    self.metrics().active_calls.set(self.calls.len() as i64);
+                }
+            }
+        }
+    }
+
+    async fn carry_out_outputs(&mut self) {
+        while let Some(output) = self.srs.poll_output() {
+            match output {
+                SrsOutput::Transmit { to, bytes } => {
+                    if let Some(class) = response_status(&bytes).and_then(SipResponseClass::of_status) {
+                        self.metrics().sip_response(class);
+                    }
+                    self.sip.send(to, bytes).await;
+                }
+                SrsOutput::StartCall { call, plan } => {
+                    let handle = call::spawn(call, plan, self.environment.clone());
+                    self.calls.insert(call, handle);
+                    self.metrics().active_calls.set(self.calls.len() as i64);
+                }
+                SrsOutput::UpdateCall { call, plan } => {
+                    if let Some(handle) = self.calls.get(&call) {
+                        let _ = handle.commands.send(CallCommand::Update(plan)).await;
+                    }
+                }
+                SrsOutput::EndCall { call, reason } => {
+                    if let Some(handle) = self.calls.get(&call) {
+                        let _ = handle.commands.send(CallCommand::End(outcome_of(reason))).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn outcome_of(reason: EndReason) -> CallOutcome {
+    match reason {
+        EndReason::RemoteBye => CallOutcome::RemoteBye,
+        EndReason::Cancelled => CallOutcome::Cancelled,
+        EndReason::AckTimeout => CallOutcome::AckTimeout,
+        EndReason::RtpInactivityTimeout => CallOutcome::RtpTimeout,
+        EndReason::MediaBindFailed => CallOutcome::MediaFailed,
+        EndReason::RecordingFailed => CallOutcome::RecordingFailed,
+        EndReason::Shutdown => CallOutcome::Shutdown,
+    }
+}
+
+/// The method token of a SIP request (`None` for responses and garbage).
+fn request_method(bytes: &[u8]) -> Option<&str> {
+    let first_space = bytes.iter().position(|&b| b == b' ')?;
+    let token = std::str::from_utf8(bytes.get(..first_space)?).ok()?;
+    (!token.starts_with("SIP/") && token.bytes().all(|b| b.is_ascii_uppercase())).then_some(token)
+}
+
+/// The status code of a SIP response we are about to send.
+fn response_status(bytes: &[u8]) -> Option<u16> {
+    let rest = bytes.strip_prefix(b"SIP/2.0 ")?;
+    std::str::from_utf8(rest.get(..3)?).ok()?.parse().ok()
+}

@@ -1,0 +1,201 @@
+//! `manifest.json`: what a recorded call produced and how it went — times, streams and channels, codecs,
+//! pause intervals, packet statistics, the SHA-256 of the recording. Personal data (the SIPREC metadata
+//! with participants' addresses and names, DTMF digits) is only stored sealed to the recording recipients
+//! as ASCII-armored age messages. Written when the call starts, on every change, and when it ends, so a
+//! call interrupted by a crash can still be described after restart.
+
+use std::time::{Duration, SystemTime};
+
+use airlock_recording::{FinishedRecording, Recipient, seal_text};
+use airlock_siprec::srs::{CallId, RecordingPlan};
+use airlock_telemetry::CallOutcome;
+use serde::{Deserialize, Serialize};
+
+/// The manifest format identifier.
+pub const FORMAT: &str = "airlock.call-manifest.v1";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format: String,
+    /// Our own id for the call (never the SIP Call-ID).
+    pub call: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
+    pub end_reason: Option<String>,
+    /// PCM sample rate of the recording in Hz.
+    pub sample_rate: u32,
+    /// Channels of the recording: one per stream.
+    pub channel_count: usize,
+    pub recording: Option<RecordingReport>,
+    pub channels: Vec<ChannelReport>,
+    pub streams: Vec<StreamReport>,
+    pub pauses: Vec<PauseInterval>,
+    /// Count of RFC 4733 telephone events; the events themselves are in `telephone_events_sealed`.
+    pub telephone_event_count: u64,
+    pub telephone_events_sealed: Option<String>,
+    /// The SIPREC metadata documents received, sealed to the recipients.
+    pub metadata_sealed: Vec<String>,
+    #[serde(skip)]
+    telephone_events: Vec<TelephoneEvent>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordingReport {
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+    pub sample_rate: u32,
+    pub channels: usize,
+    pub frames: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChannelReport {
+    pub channel: usize,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamReport {
+    pub label: String,
+    pub channel: usize,
+    pub codec: Option<String>,
+    pub packets_received: u64,
+    pub packets_lost: u64,
+    pub packets_late: u64,
+    pub packets_duplicate: u64,
+    pub ssrc_changes: u64,
+}
+
+/// A stream paused (a=inactive, c=0.0.0.0 or metadata) from `start_ms` to `end_ms` after the call began.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PauseInterval {
+    pub label: String,
+    pub start_ms: u64,
+    pub end_ms: u64,
+}
+
+impl PauseInterval {
+    pub fn new(label: &str, start: Duration, end: Duration) -> Self {
+        PauseInterval {
+            label: label.to_string(),
+            start_ms: millis(start),
+            end_ms: millis(end),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct TelephoneEvent {
+    label: String,
+    event: u8,
+    at_ms: u64,
+    duration: u16,
+}
+
+impl Manifest {
+    pub fn new(
+        _call: CallId,
+        dir_name: &str,
+        started: SystemTime,
+        (sample_rate, channel_count): (u32, usize),
+        plan: &RecordingPlan,
+        recipients: &[Recipient],
+    ) -> Manifest {
+        let mut manifest = Manifest {
+            format: FORMAT.to_string(),
+            call: dir_name.to_string(),
+            started_at: crate::clock::rfc3339(started),
+            ended_at: None,
+            end_reason: None,
+            sample_rate,
+            channel_count,
+            recording: None,
+            channels: Vec::new(),
+            streams: Vec::new(),
+            pauses: Vec::new(),
+            telephone_event_count: 0,
+            telephone_events_sealed: None,
+            metadata_sealed: Vec::new(),
+            telephone_events: Vec::new(),
+        };
+        manifest.channels = plan
+            .streams
+            .iter()
+            .enumerate()
+            .map(|(channel, stream)| ChannelReport {
+                channel,
+                label: stream.label.clone(),
+            })
+            .collect();
+        manifest.apply_plan(plan, recipients);
+        manifest
+    }
+
+    /// Seals any metadata document the plan carries that is not stored yet.
+    pub fn apply_plan(&mut self, plan: &RecordingPlan, recipients: &[Recipient]) {
+        if let Some(xml) = &plan.metadata_xml {
+            match seal_text(recipients, xml.expose()) {
+                Ok(sealed) => self.metadata_sealed.push(sealed),
+                Err(error) => tracing::warn!(%error, "cannot seal SIPREC metadata"),
+            }
+        }
+    }
+
+    pub fn telephone_event(&mut self, label: &str, event: u8, at_ms: u64, duration: u16) {
+        self.telephone_event_count += 1;
+        self.telephone_events.push(TelephoneEvent {
+            label: label.to_string(),
+            event,
+            at_ms,
+            duration,
+        });
+    }
+
+    /// Completes the manifest once the recording is final.
+    pub fn finish(
+        &mut self,
+        recording: &FinishedRecording,
+        ended: SystemTime,
+        outcome: CallOutcome,
+        recipients: &[Recipient],
+    ) {
+        self.complete(recording, ended, outcome);
+        if !self.telephone_events.is_empty() {
+            let json = serde_json::to_string(&self.telephone_events).unwrap_or_default();
+            self.telephone_events_sealed = seal_text(recipients, &json).ok();
+        }
+    }
+
+    /// Records the final recording and how the call ended (also used for calls recovered after a crash).
+    pub fn complete(&mut self, recording: &FinishedRecording, ended: SystemTime, outcome: CallOutcome) {
+        self.ended_at = Some(crate::clock::rfc3339(ended));
+        self.end_reason = Some(outcome_name(outcome).to_string());
+        self.recording = Some(RecordingReport {
+            file: "recording.wav.age".to_string(),
+            sha256: recording.sha256.clone(),
+            bytes: recording.bytes,
+            sample_rate: self.sample_rate,
+            channels: self.channel_count,
+            frames: recording.frames,
+        });
+    }
+}
+
+/// The snake_case name of an outcome used in manifests and events.
+pub fn outcome_name(outcome: CallOutcome) -> &'static str {
+    match outcome {
+        CallOutcome::RemoteBye => "remote_bye",
+        CallOutcome::Cancelled => "cancelled",
+        CallOutcome::AckTimeout => "ack_timeout",
+        CallOutcome::RtpTimeout => "rtp_timeout",
+        CallOutcome::MediaFailed => "media_failed",
+        CallOutcome::RecordingFailed => "recording_failed",
+        CallOutcome::Shutdown => "shutdown",
+        CallOutcome::Recovered => "recovered_after_interruption",
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
