@@ -6,7 +6,7 @@
 //! is full (recording never drops); the kernel socket buffer absorbs the wait, and what it cannot absorb is
 //! lost before we see it. Audio is written and checkpointed once a second, so a crash loses at most that.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +35,9 @@ const TICK: Duration = Duration::from_millis(100);
 const WRITE_BEHIND: Duration = Duration::from_millis(400);
 /// How far a stream's RTP clock may stray from the wall clock before it is re-anchored.
 const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
+/// The manifest (with stream statistics) is rewritten every this many checkpoints, so a call
+/// recovered after a crash still reports its streams.
+const MANIFEST_EVERY_CHECKPOINTS: u64 = 3;
 /// Commands queued toward a call task.
 const COMMAND_QUEUE: usize = 16;
 
@@ -50,30 +53,52 @@ pub struct CallEnvironment {
     pub control: mpsc::Sender<ControlInput>,
 }
 
+/// RTP sockets bound by the control loop before it answers, keyed by local port, so the SRC's first
+/// packets (sent as soon as it reads our answer) find an open port.
+pub type MediaSockets = HashMap<u16, UdpSocket>;
+
+/// Binds a socket for every stream of `plan` whose port is not in `bound` yet.
+pub async fn bind_new_streams(
+    bind_ip: IpAddr,
+    plan: &RecordingPlan,
+    bound: &HashSet<u16>,
+) -> std::io::Result<MediaSockets> {
+    let mut sockets = MediaSockets::new();
+    for stream in plan
+        .streams
+        .iter()
+        .filter(|stream| !bound.contains(&stream.local_port))
+    {
+        let socket = UdpSocket::bind(SocketAddr::new(bind_ip, stream.local_port)).await?;
+        sockets.insert(stream.local_port, socket);
+    }
+    Ok(sockets)
+}
+
 /// Instructions from the control loop.
 #[derive(Debug)]
 pub enum CallCommand {
-    /// The SRC changed the session (streams added/removed, pause/resume, metadata).
-    Update(RecordingPlan),
+    /// The SRC changed the session (streams added/removed, pause/resume, metadata); sockets for the
+    /// streams it added are already bound.
+    Update(RecordingPlan, MediaSockets),
     /// The call is over: finalise with this outcome.
     End(CallOutcome),
 }
 
-/// The control loop's handle on a running call.
-#[derive(Debug)]
-pub struct CallHandle {
-    pub commands: mpsc::Sender<CallCommand>,
-}
-
-/// Starts the task recording `call` according to `plan`.
-pub fn spawn(call: CallId, plan: RecordingPlan, environment: CallEnvironment) -> CallHandle {
+/// Starts the task recording `call` according to `plan`; returns its command queue.
+pub fn spawn(
+    call: CallId,
+    plan: RecordingPlan,
+    sockets: MediaSockets,
+    environment: CallEnvironment,
+) -> mpsc::Sender<CallCommand> {
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
     tokio::spawn(async move {
         let control = environment.control.clone();
-        let outcome = run(call, plan, environment, command_rx).await;
+        let outcome = run(call, plan, sockets, environment, command_rx).await;
         let _ = control.send(ControlInput::CallFinished { call, outcome }).await;
     });
-    CallHandle { commands }
+    commands
 }
 
 struct Datagram {
@@ -115,16 +140,18 @@ struct CallTask {
     packets: mpsc::Sender<Datagram>,
     manifest: Manifest,
     written_until: u64,
+    checkpoints: u64,
 }
 
 async fn run(
     call: CallId,
     plan: RecordingPlan,
+    sockets: MediaSockets,
     environment: CallEnvironment,
     mut commands: mpsc::Receiver<CallCommand>,
 ) -> CallOutcome {
     let (packets, mut packet_rx) = mpsc::channel(PACKET_QUEUE);
-    let mut task = match CallTask::start(call, &plan, environment, packets).await {
+    let mut task = match CallTask::start(call, &plan, sockets, environment, packets).await {
         Ok(task) => task,
         Err((environment, outcome)) => {
             let _ = environment
@@ -145,7 +172,7 @@ async fn run(
         tokio::select! {
             Some(datagram) = packet_rx.recv() => task.on_datagram(datagram),
             command = commands.recv() => match command {
-                Some(CallCommand::Update(plan)) => task.update(&plan).await,
+                Some(CallCommand::Update(plan, sockets)) => task.update(&plan, sockets),
                 Some(CallCommand::End(outcome)) => return task.finish(outcome).await,
                 None => return task.finish(CallOutcome::Shutdown).await,
             },
@@ -181,6 +208,7 @@ impl CallTask {
     async fn start(
         call: CallId,
         plan: &RecordingPlan,
+        mut sockets: MediaSockets,
         environment: CallEnvironment,
         packets: mpsc::Sender<Datagram>,
     ) -> Result<CallTask, (CallEnvironment, CallOutcome)> {
@@ -219,14 +247,17 @@ impl CallTask {
             packets,
             manifest,
             written_until: 0,
+            checkpoints: 0,
         };
         for stream in &plan.streams {
-            if let Err(error) = task.add_stream(stream).await {
-                tracing::error!(%error, "cannot bind an RTP port");
+            let Some(socket) = sockets.remove(&stream.local_port) else {
+                tracing::error!("no RTP socket was bound for a stream");
                 task.stop_sockets();
                 return Err((task.environment, CallOutcome::MediaFailed));
-            }
+            };
+            task.add_stream(stream, socket);
         }
+        task.manifest.streams = task.streams.iter().map(stream_report).collect();
         task.save_manifest();
         Ok(task)
     }
@@ -235,12 +266,11 @@ impl CallTask {
         self.environment.data_dir.active_call(&self.dir_name)
     }
 
-    async fn add_stream(&mut self, planned: &PlannedStream) -> std::io::Result<()> {
+    fn add_stream(&mut self, planned: &PlannedStream, socket: UdpSocket) {
         let index = self.streams.len();
         let channel = self
             .free_channel()
             .unwrap_or(index.min(self.recording.channels - 1));
-        let socket = UdpSocket::bind(SocketAddr::new(self.environment.bind_ip, planned.local_port)).await?;
         let packets = self.packets.clone();
         let socket_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
@@ -294,7 +324,6 @@ impl CallTask {
             scratch: Vec::with_capacity(1024),
             last_codec: None,
         });
-        Ok(())
     }
 
     /// A channel no live stream is using (a stream removed earlier frees its channel for a new one).
@@ -406,7 +435,13 @@ impl CallTask {
     /// Writes the audio older than the write-behind window and makes it durable.
     async fn write_and_checkpoint(&mut self, now: Instant) -> std::io::Result<()> {
         let behind = self.call_sample_at(now.checked_sub(WRITE_BEHIND).unwrap_or(self.started));
-        self.flush_until(behind).await
+        self.flush_until(behind).await?;
+        self.checkpoints += 1;
+        if self.checkpoints % MANIFEST_EVERY_CHECKPOINTS == 0 {
+            self.manifest.streams = self.streams.iter().map(stream_report).collect();
+            self.save_manifest();
+        }
+        Ok(())
     }
 
     async fn flush_until(&mut self, until: u64) -> std::io::Result<()> {
@@ -423,15 +458,14 @@ impl CallTask {
         .map_err(std::io::Error::other)
     }
 
-    async fn update(&mut self, plan: &RecordingPlan) {
-        let now = Instant::now();
-        let at = now.duration_since(self.started);
+    fn update(&mut self, plan: &RecordingPlan, mut sockets: MediaSockets) {
+        let at = Instant::now().duration_since(self.started);
         for planned in &plan.streams {
-            match self
+            let live = self
                 .streams
                 .iter_mut()
-                .find(|s| s.label == planned.label && s.socket_task.is_some())
-            {
+                .find(|s| s.label == planned.label && s.socket_task.is_some());
+            match live {
                 Some(stream) => match (stream.paused_since, planned.paused) {
                     (None, true) => stream.paused_since = Some(at),
                     (Some(since), false) => {
@@ -442,11 +476,10 @@ impl CallTask {
                     }
                     _ => {}
                 },
-                None => {
-                    if let Err(error) = self.add_stream(planned).await {
-                        tracing::warn!(%error, "cannot bind an RTP port for an added stream");
-                    }
-                }
+                None => match sockets.remove(&planned.local_port) {
+                    Some(socket) => self.add_stream(planned, socket),
+                    None => tracing::warn!("no RTP socket was bound for an added stream"),
+                },
             }
         }
         for stream in &mut self.streams {

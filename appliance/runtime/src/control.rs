@@ -2,16 +2,16 @@
 //! SIP messages, media events and timer expiries, and carries out what it asks for: send a message, start,
 //! update or end a call task. Its inbound queue is bounded (see `sip_io` for who waits and who drops).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use airlock_sip::Remote;
-use airlock_siprec::srs::{CallId, EndReason, MediaEvent, Srs, SrsOutput};
+use airlock_siprec::srs::{CallId, EndReason, MediaEvent, RecordingPlan, Srs, SrsOutput};
 use airlock_telemetry::{CallOutcome, Metrics, SipMethodLabel, SipResponseClass};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::call::{self, CallCommand, CallEnvironment, CallHandle};
+use crate::call::{self, CallCommand, CallEnvironment};
 use crate::sip_io::SipSender;
 
 /// Messages queued toward the control loop.
@@ -26,6 +26,14 @@ pub enum ControlInput {
     Media { call: CallId, event: MediaEvent },
     /// A call task finished: its recording is final and published.
     CallFinished { call: CallId, outcome: CallOutcome },
+}
+
+/// A running call as the control loop sees it.
+#[derive(Debug)]
+struct CallHandle {
+    commands: mpsc::Sender<CallCommand>,
+    /// Local RTP ports whose sockets belong to the call task.
+    bound_ports: HashSet<u16>,
 }
 
 pub struct Control {
@@ -120,30 +128,82 @@ impl Control {
         }
     }
 
+    /// Carries out what the SRS asked for. Media sockets of new or changed calls are bound before any
+    /// message goes out, so RTP the SRC sends the moment it reads our answer finds an open port.
     async fn carry_out_outputs(&mut self) {
-        while let Some(output) = self.srs.poll_output() {
-            match output {
-                SrsOutput::Transmit { to, bytes } => {
-                    if let Some(class) = response_status(&bytes).and_then(SipResponseClass::of_status) {
-                        self.metrics().sip_response(class);
+        loop {
+            let mut outputs = Vec::new();
+            while let Some(output) = self.srs.poll_output() {
+                outputs.push(output);
+            }
+            if outputs.is_empty() {
+                return;
+            }
+            let mut in_order = Vec::with_capacity(outputs.len());
+            for output in outputs {
+                match output {
+                    SrsOutput::StartCall { call, plan } => self.start_call(call, plan).await,
+                    SrsOutput::UpdateCall { call, plan } => self.update_call(call, plan).await,
+                    other => in_order.push(other),
+                }
+            }
+            for output in in_order {
+                match output {
+                    SrsOutput::Transmit { to, bytes } => {
+                        if let Some(class) = response_status(&bytes).and_then(SipResponseClass::of_status) {
+                            self.metrics().sip_response(class);
+                        }
+                        self.sip.send(to, bytes).await;
                     }
-                    self.sip.send(to, bytes).await;
-                }
-                SrsOutput::StartCall { call, plan } => {
-                    let handle = call::spawn(call, plan, self.environment.clone());
-                    self.calls.insert(call, handle);
-                    self.metrics().active_calls.set(self.calls.len() as i64);
-                }
-                SrsOutput::UpdateCall { call, plan } => {
-                    if let Some(handle) = self.calls.get(&call) {
-                        let _ = handle.commands.send(CallCommand::Update(plan)).await;
+                    SrsOutput::EndCall { call, reason } => {
+                        if let Some(handle) = self.calls.get(&call) {
+                            let _ = handle.commands.send(CallCommand::End(outcome_of(reason))).await;
+                        }
                     }
+                    SrsOutput::StartCall { .. } | SrsOutput::UpdateCall { .. } => {}
                 }
-                SrsOutput::EndCall { call, reason } => {
-                    if let Some(handle) = self.calls.get(&call) {
-                        let _ = handle.commands.send(CallCommand::End(outcome_of(reason))).await;
-                    }
-                }
+            }
+        }
+    }
+
+    async fn start_call(&mut self, call: CallId, plan: RecordingPlan) {
+        match call::bind_new_streams(self.environment.bind_ip, &plan, &HashSet::new()).await {
+            Ok(sockets) => {
+                let bound_ports = sockets.keys().copied().collect();
+                let commands = call::spawn(call, plan, sockets, self.environment.clone());
+                self.calls.insert(
+                    call,
+                    CallHandle {
+                        commands,
+                        bound_ports,
+                    },
+                );
+                self.metrics().active_calls.set(self.calls.len() as i64);
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot bind the RTP ports of a new call");
+                self.metrics().call_ended(CallOutcome::MediaFailed);
+                self.srs
+                    .handle_media_event(Instant::now().into_std(), call, MediaEvent::MediaBindFailed);
+            }
+        }
+    }
+
+    async fn update_call(&mut self, call: CallId, plan: RecordingPlan) {
+        let Some(handle) = self.calls.get_mut(&call) else {
+            return;
+        };
+        let wanted: HashSet<u16> = plan.streams.iter().map(|stream| stream.local_port).collect();
+        handle.bound_ports.retain(|port| wanted.contains(port));
+        match call::bind_new_streams(self.environment.bind_ip, &plan, &handle.bound_ports).await {
+            Ok(sockets) => {
+                handle.bound_ports.extend(sockets.keys().copied());
+                let _ = handle.commands.send(CallCommand::Update(plan, sockets)).await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot bind the RTP port of an added stream");
+                self.srs
+                    .handle_media_event(Instant::now().into_std(), call, MediaEvent::MediaBindFailed);
             }
         }
     }
