@@ -17,12 +17,16 @@
 //!
 //! Memory: between calls the buffer holds at most `max_pending_frames` frames (during a push, that plus the
 //! push); the output queue holds only frames forced out since the last `drain_ready`, i.e. no more than what
-//! was pushed in between.
+//! was pushed in between; and one `drain_ready` produces at most 16 × `max_pending_frames` frames of silence
+//! (a drain point further ahead than that is reached by skipping silence, counted).
 
 use std::collections::VecDeque;
 
 /// Frames the buffer may span before audio is forced out: 10 s at 48 kHz, 60 s at 8 kHz.
 pub const DEFAULT_MAX_PENDING_FRAMES: u64 = 480_000;
+
+/// How many times `max_pending_frames` of silence one `drain_ready` may produce at most.
+const SILENCE_LIMIT_FACTOR: u64 = 16;
 
 /// Per-leg PCM at sample positions in, interleaved frames out (see the module docs for the policy).
 #[derive(Debug)]
@@ -42,6 +46,7 @@ pub struct Interleaver {
     end_position: u64,
     late_samples: u64,
     reanchored_jumps: u64,
+    skipped_silence_frames: u64,
 }
 
 impl Interleaver {
@@ -63,6 +68,7 @@ impl Interleaver {
             end_position: 0,
             late_samples: 0,
             reanchored_jumps: 0,
+            skipped_silence_frames: 0,
         }
     }
 
@@ -129,9 +135,27 @@ impl Interleaver {
 
     /// Interleaved frames from the previous drain point up to `until` (exclusive), silence where no leg
     /// wrote, preceded by any frames forced out early. Returns nothing new when `until` was reached already.
+    ///
+    /// Memory guard: one call produces at most `SILENCE_LIMIT_FACTOR × max_pending_frames` frames of
+    /// trailing silence; a drain point further ahead (a caller clock gone wrong) is reached by skipping the
+    /// rest, counted in `skipped_silence_frames()`.
     pub fn drain_ready(&mut self, until: u64) -> Vec<i16> {
-        self.force_out_until(until);
+        let buffered_frames = (self.pending.len() / self.channels.max(1)) as u64;
+        let limit = self
+            .drain_point
+            .saturating_add(buffered_frames)
+            .saturating_add(self.max_pending_frames.saturating_mul(SILENCE_LIMIT_FACTOR));
+        self.force_out_until(until.min(limit));
+        if until > self.drain_point {
+            self.skipped_silence_frames += until - self.drain_point;
+            self.drain_point = until;
+        }
         std::mem::take(&mut self.forced)
+    }
+
+    /// Frames of silence `drain_ready` skipped instead of producing (see there).
+    pub fn skipped_silence_frames(&self) -> u64 {
+        self.skipped_silence_frames
     }
 
     /// One past the highest position pushed so far (after re-anchoring): drain up to here at the end of a
@@ -215,5 +239,19 @@ mod tests {
         assert_eq!(interleaver.reanchored_jumps(), 1);
         assert_eq!(interleaver.end_position(), 5);
         assert_eq!(interleaver.drain_ready(5), vec![1, 0, 2, 0, 0, 7, 0, 8, 0, 9]);
+    }
+
+    #[test]
+    fn an_absurd_drain_point_skips_silence_instead_of_allocating_it() {
+        let mut interleaver = Interleaver::with_max_pending_frames(1, 2);
+        interleaver.push(0, 0, &[1]);
+        let frames = interleaver.drain_ready(u64::MAX);
+        assert_eq!(frames.len() as u64, 1 + 2 * SILENCE_LIMIT_FACTOR);
+        assert_eq!(
+            interleaver.skipped_silence_frames(),
+            u64::MAX - frames.len() as u64
+        );
+        interleaver.push(0, 5, &[2]);
+        assert_eq!(interleaver.late_samples(), 1);
     }
 }

@@ -8,7 +8,7 @@ use airlock_recording::{
     DevIdentity, RecordingError, RecordingWriter, WavFormat, find_interrupted, recover, seal_text,
 };
 use sha2::{Digest, Sha256};
-use support::{Scratch, decrypt_with, expected_wav, samples_of_consistent_wav, signal};
+use support::{Scratch, decrypt_with, samples_of_consistent_wav, signal};
 
 const MONO_8K: WavFormat = WavFormat {
     sample_rate: 8000,
@@ -16,6 +16,14 @@ const MONO_8K: WavFormat = WavFormat {
 };
 const CHUNK: usize = 64 * 1024;
 const WAV_HEADER: usize = 44;
+
+/// The WAV the writer should produce for these samples.
+pub fn expected_wav(sample_rate: u32, channels: u16, samples: &[i16]) -> Vec<u8> {
+    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let mut wav = airlock_media::wav::header(sample_rate, channels, data.len() as u32).to_vec();
+    wav.extend_from_slice(&data);
+    wav
+}
 
 /// Mono sample count whose WAV (header included) is `stream_bytes` long (rounded down to whole samples).
 fn samples_for_stream(stream_bytes: usize) -> usize {
@@ -332,14 +340,25 @@ fn throughput_8khz_stereo_with_one_checkpoint_per_second() {
     }
     let elapsed = started.elapsed();
     let finished = writer.finish().unwrap();
+    let unsynced_dir = scratch.recording_dir("bench-no-checkpoints");
+    let mut unsynced = RecordingWriter::create(&unsynced_dir, &scratch.recipients, format).unwrap();
+    let unsynced_started = Instant::now();
+    for _ in 0..seconds {
+        for block in second.chunks(320) {
+            unsynced.write_interleaved(block).unwrap();
+        }
+    }
+    let unsynced_elapsed = unsynced_started.elapsed();
+    drop(unsynced);
     let megabytes = (seconds * 32_000) as f64 / 1e6;
     eprintln!(
         "{seconds} s of 8 kHz stereo ({megabytes:.1} MB PCM) in {:.3} s: {:.1} MB/s, {:.0}x real time, \
-         {:.2} ms per checkpointed second; finish {} bytes",
+         {:.2} ms per checkpointed second; finish {} bytes; without checkpoints {:.1} MB/s",
         elapsed.as_secs_f64(),
         megabytes / elapsed.as_secs_f64(),
         f64::from(seconds) / elapsed.as_secs_f64(),
         elapsed.as_secs_f64() * 1000.0 / f64::from(seconds),
-        finished.bytes
+        finished.bytes,
+        megabytes / unsynced_elapsed.as_secs_f64(),
     );
 }

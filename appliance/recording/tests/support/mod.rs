@@ -62,14 +62,6 @@ pub fn decrypt_with(identity_file: &Path, file: &Path) -> Vec<u8> {
     output.stdout
 }
 
-/// The WAV the writer should produce for these samples.
-pub fn expected_wav(sample_rate: u32, channels: u16, samples: &[i16]) -> Vec<u8> {
-    let data: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-    let mut wav = airlock_media::wav::header(sample_rate, channels, data.len() as u32).to_vec();
-    wav.extend_from_slice(&data);
-    wav
-}
-
 /// Checks the RIFF and data sizes against the bytes present and returns the samples.
 pub fn samples_of_consistent_wav(wav: &[u8]) -> Vec<i16> {
     assert!(wav.len() >= 44, "WAV shorter than its header");
