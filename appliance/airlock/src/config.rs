@@ -186,7 +186,7 @@ impl Config {
             return Err(invalid("sip.max_calls", "must be at least 1"));
         }
         let media = &self.media;
-        if media.port_min == 0 || media.port_min % 2 != 0 {
+        if media.port_min == 0 || !media.port_min.is_multiple_of(2) {
             return Err(invalid("media.port_min", "must be an even port above 0"));
         }
         if media.port_max <= media.port_min {

@@ -103,15 +103,20 @@ fn full_path(dir: &Path, recipient: &airlock_recording::Recipient, legs: &[Vec<V
     for second in 0..SECONDS_OF_AUDIO {
         for n in second * PACKETS_PER_SECOND..(second + 1) * PACKETS_PER_SECOND {
             let now = start + Duration::from_millis(20 * n as u64);
-            for (leg, receiver) in receivers.iter_mut().enumerate() {
-                let _ = receiver.handle_packet(now, &legs[leg][n]);
+            for (leg, (receiver, datagrams)) in receivers.iter_mut().zip(legs).enumerate() {
+                let Some(datagram) = datagrams.get(n) else {
+                    continue;
+                };
+                let _ = receiver.handle_packet(now, datagram);
                 while let Some(output) = receiver.poll_output() {
                     if let ReceiverOutput::Media {
                         position, payload, ..
                     } = output
                     {
                         pcm.clear();
-                        let _ = decoders[leg].decode(&payload, &mut pcm);
+                        if let Some(decoder) = decoders.get_mut(leg) {
+                            let _ = decoder.decode(&payload, &mut pcm);
+                        }
                         interleaver.push(leg, position, &pcm);
                     }
                 }

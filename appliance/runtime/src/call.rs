@@ -437,7 +437,7 @@ impl CallTask {
         let behind = self.call_sample_at(now.checked_sub(WRITE_BEHIND).unwrap_or(self.started));
         self.flush_until(behind).await?;
         self.checkpoints += 1;
-        if self.checkpoints % MANIFEST_EVERY_CHECKPOINTS == 0 {
+        if self.checkpoints.is_multiple_of(MANIFEST_EVERY_CHECKPOINTS) {
             self.manifest.streams = self.streams.iter().map(stream_report).collect();
             self.save_manifest();
         }
@@ -483,10 +483,10 @@ impl CallTask {
             }
         }
         for stream in &mut self.streams {
-            if stream.socket_task.is_some() && !plan.streams.iter().any(|p| p.label == stream.label) {
-                if let Some(task) = stream.socket_task.take() {
-                    task.abort();
-                }
+            if !plan.streams.iter().any(|p| p.label == stream.label)
+                && let Some(task) = stream.socket_task.take()
+            {
+                task.abort();
             }
         }
         self.manifest.apply_plan(plan, &self.environment.recipients);

@@ -130,23 +130,71 @@ impl Metrics {
     /// A registry holding every family, for the `/metrics` endpoint.
     pub fn registry(&self) -> Registry {
         let mut registry = Registry::with_prefix("airlock");
-        registry.register("active_calls", "Calls being recorded now", self.active_calls.clone());
-        registry.register("calls", "Recorded calls that ended, by outcome", self.calls.clone());
-        registry.register("sip_requests", "SIP requests received, by method", self.sip_requests.clone());
-        registry.register("sip_responses", "SIP responses sent, by class", self.sip_responses.clone());
-        registry.register("sip_malformed", "SIP messages that could not be parsed", self.sip_malformed.clone());
+        registry.register(
+            "active_calls",
+            "Calls being recorded now",
+            self.active_calls.clone(),
+        );
+        registry.register(
+            "calls",
+            "Recorded calls that ended, by outcome",
+            self.calls.clone(),
+        );
+        registry.register(
+            "sip_requests",
+            "SIP requests received, by method",
+            self.sip_requests.clone(),
+        );
+        registry.register(
+            "sip_responses",
+            "SIP responses sent, by class",
+            self.sip_responses.clone(),
+        );
+        registry.register(
+            "sip_malformed",
+            "SIP messages that could not be parsed",
+            self.sip_malformed.clone(),
+        );
         registry.register(
             "sip_dropped_overload",
             "SIP datagrams dropped because the signalling queue was full",
             self.sip_dropped_overload.clone(),
         );
-        registry.register("rtp_packets_received", "RTP packets received", self.rtp_packets_received.clone());
-        registry.register("rtp_packets_lost", "RTP packets never received (sequence gaps)", self.rtp_packets_lost.clone());
-        registry.register("rtp_packets_late", "RTP packets that arrived too late to record", self.rtp_packets_late.clone());
-        registry.register("rtp_packets_duplicate", "Duplicate RTP packets dropped", self.rtp_packets_duplicate.clone());
-        registry.register("rtp_packets_malformed", "Datagrams on media ports that were not RTP", self.rtp_packets_malformed.clone());
-        registry.register("rtp_telephone_events", "RFC 4733 telephone events recorded", self.rtp_telephone_events.clone());
-        registry.register("recorded_bytes", "Bytes of encrypted recordings finalised", self.recorded_bytes.clone());
+        registry.register(
+            "rtp_packets_received",
+            "RTP packets received",
+            self.rtp_packets_received.clone(),
+        );
+        registry.register(
+            "rtp_packets_lost",
+            "RTP packets never received (sequence gaps)",
+            self.rtp_packets_lost.clone(),
+        );
+        registry.register(
+            "rtp_packets_late",
+            "RTP packets that arrived too late to record",
+            self.rtp_packets_late.clone(),
+        );
+        registry.register(
+            "rtp_packets_duplicate",
+            "Duplicate RTP packets dropped",
+            self.rtp_packets_duplicate.clone(),
+        );
+        registry.register(
+            "rtp_packets_malformed",
+            "Datagrams on media ports that were not RTP",
+            self.rtp_packets_malformed.clone(),
+        );
+        registry.register(
+            "rtp_telephone_events",
+            "RFC 4733 telephone events recorded",
+            self.rtp_telephone_events.clone(),
+        );
+        registry.register(
+            "recorded_bytes",
+            "Bytes of encrypted recordings finalised",
+            self.recorded_bytes.clone(),
+        );
         registry
     }
 
@@ -172,9 +220,18 @@ mod tests {
         metrics.sip_request(SipMethodLabel::of_method("FOO"));
         let text = metrics.encode();
         assert!(text.contains("airlock_active_calls 2"), "{text}");
-        assert!(text.contains("airlock_calls_total{outcome=\"RemoteBye\"} 1"), "{text}");
-        assert!(text.contains("airlock_sip_responses_total{class=\"ClientError\"} 1"), "{text}");
-        assert!(text.contains("airlock_sip_requests_total{method=\"Other\"} 1"), "{text}");
+        assert!(
+            text.contains("airlock_calls_total{outcome=\"RemoteBye\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_sip_responses_total{class=\"ClientError\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_sip_requests_total{method=\"Other\"} 1"),
+            "{text}"
+        );
         assert!(SipResponseClass::of_status(99).is_none());
     }
 }
