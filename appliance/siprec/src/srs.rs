@@ -1,12 +1,17 @@
 //! The SRS call-control state machine: turns SIP requests from an SRC into recording calls.
 //!
 //! Owns admission (before any call state exists), SIPREC recognition (lenient by default, `strict_src`
-//! for RFC 7866 §6.2), the four rejection classes (400 malformed, 415 body type, 420 extension, 488 media),
-//! the SDP answer (plain `application/sdp`, `+sip.srs` Contact), re-INVITE/UPDATE with SDP-only or
-//! metadata-only bodies, pause/resume (`a=inactive`, `c=0.0.0.0`, metadata without `send`), call end (BYE,
-//! CANCEL, ACK timeout, media failures, shutdown) and the media [`PortPool`]. The SIP transactions below
+//! for RFC 7866 §6.2), which response a refused request gets (403, 420, 488, 503 here; 400/413/415 and
+//! 488/503 from the body modules' errors, with their reason phrases), re-INVITE/UPDATE with SDP-only or
+//! metadata-only bodies, pause/resume (`a=inactive`, `c=0.0.0.0`, a metadata sender that stops sending),
+//! call end (BYE, CANCEL, ACK timeout, media failures, shutdown) and the media [`PortPool`]: a stream keeps
+//! its port under the same label for the whole call.
+//!
+//! Bodies are read only by this crate's body modules: [`crate::multipart::classify`] splits them,
+//! [`crate::sdp`] parses the offer, [`crate::negotiate`] decides the streams and writes the answer (plain
+//! `application/sdp`, one [`crate::sdp::AnswerOrigin`] per dialog), and each call keeps one
+//! [`crate::metadata::RecordingMetadata`] that every document is applied to. The SIP transactions below
 //! it are `airlock_sip::Endpoint`'s. Sans-IO: time is a parameter, the runtime binds ports and sockets.
-
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,10 +24,13 @@ use airlock_sip::{
 };
 use airlock_telemetry::Pii;
 
+use crate::metadata::{self, MetadataError, Participant, RecordingMetadata};
+use crate::multipart::{self, BodyError, MetadataPart};
+use crate::negotiate::{self, NegotiateError, Negotiation};
+use crate::sdp::{AnswerOrigin, SdpError, SessionDescription};
+
 /// Methods we implement, for Allow.
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
-/// Body types we take, for Accept.
-const ACCEPT: &str = "application/sdp, multipart/mixed, application/rs-metadata+xml, application/rs-metadata";
 /// The only option tag we implement.
 const SIPREC_OPTION_TAG: &str = "siprec";
 
@@ -97,7 +105,8 @@ pub struct PlannedStream {
     pub telephone_event_pt: Option<u8>,
     /// The SRC paused this stream (`a=inactive`, `c=0.0.0.0`, or metadata without `send`).
     pub paused: bool,
-    /// The metadata participant sending this stream (AoR when given, else its id).
+    /// Who the metadata says sends this stream now (AoR when given, else the participant id; several,
+    /// comma-separated, for a mixed stream).
     pub participant: Option<Pii<String>>,
 }
 
@@ -147,7 +156,8 @@ pub struct SrsConfig {
     pub call_id_seed: u64,
     /// Most streams accepted per call; more is 488.
     pub max_streams_per_call: usize,
-    /// Largest metadata document accepted, in bytes; more is 400.
+    /// Largest metadata document accepted, in bytes (at most `metadata::MAX_METADATA_BYTES` applies
+    /// anyway); more is 413.
     pub max_metadata_bytes: usize,
     /// Outputs held before `handle_sip`/`handle_media_event` refuse input (the input is dropped and
     /// counted; SIP retransmits). Shutdown and timers may add up to two outputs per call beyond it.
@@ -183,6 +193,7 @@ pub struct SrsStats {
     pub rejected_overload: u64,
     pub rejected_not_siprec: u64,
     pub rejected_bad_extension: u64,
+    /// 400 and 413: malformed bodies, or bodies beyond our limits.
     pub rejected_malformed: u64,
     pub rejected_media_type: u64,
     pub rejected_not_acceptable: u64,
@@ -238,24 +249,28 @@ impl PortPool {
     }
 }
 
-/// Why an INVITE/UPDATE is refused, grouped by whose fault. Each maps to a status and reason phrase.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why an INVITE/UPDATE is refused. The body modules' errors carry their own status and reason phrase;
+/// the other variants are the SRS's own decisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Rejection {
-    // Our limits.
-    #[error("Service Unavailable")]
+    /// Our limits (calls, admission, shutdown): 503 + Retry-After.
     Overloaded,
-    // The peer asks for what we do not support.
-    #[error("Bad Extension")]
+    /// `Require` lists option tags we do not implement: 420 + Unsupported.
     BadExtension(Vec<String>),
-    #[error("Unsupported Media Type")]
-    UnsupportedMediaType,
-    #[error("Not a recording session")]
+    /// Not recognised as a Recording Session: 403.
     NotRecordingSession,
-    #[error("{0}")]
+    /// An offer beyond our per-call limits: 488.
     NotAcceptable(&'static str),
-    // The peer sent garbage.
-    #[error("{0}")]
+    /// Malformed beyond what the body modules check (no Contact, repeated stream label): 400.
     Malformed(&'static str),
+    /// The body framing or type (400, 413, 415 + Accept).
+    Body(BodyError),
+    /// The SDP offer does not parse (400).
+    Sdp(SdpError),
+    /// Nothing recordable in the offer (488), or no media ports left (503 + Retry-After).
+    Negotiate(NegotiateError),
+    /// The metadata document or the state it would grow (400, 413).
+    Metadata(MetadataError),
 }
 
 impl Rejection {
@@ -263,15 +278,31 @@ impl Rejection {
         match self {
             Rejection::Overloaded => 503,
             Rejection::BadExtension(_) => 420,
-            Rejection::UnsupportedMediaType => 415,
             Rejection::NotRecordingSession => 403,
             Rejection::NotAcceptable(_) => 488,
-            Rejection::Malformed(_) => 400,
+            Rejection::Malformed(_) | Rejection::Sdp(_) => 400,
+            Rejection::Body(error) => error.sip_status(),
+            Rejection::Negotiate(error) => error.sip_status(),
+            Rejection::Metadata(error) => error.sip_status(),
+        }
+    }
+
+    /// The reason phrase: fixed text, never peer data.
+    fn reason_phrase(&self) -> &'static str {
+        match self {
+            Rejection::Overloaded => "Service Unavailable",
+            Rejection::BadExtension(_) => "Bad Extension",
+            Rejection::NotRecordingSession => "Not a recording session",
+            Rejection::NotAcceptable(reason) | Rejection::Malformed(reason) => reason,
+            Rejection::Body(error) => error.reason_phrase(),
+            Rejection::Sdp(error) => error.reason_phrase(),
+            Rejection::Negotiate(error) => error.reason_phrase(),
+            Rejection::Metadata(error) => error.reason_phrase(),
         }
     }
 }
 
-/// One m-line of a call as last negotiated.
+/// One accepted m-line of a call as last negotiated, with what the metadata says about it.
 #[derive(Debug, Clone)]
 struct CallStream {
     label: String,
@@ -279,6 +310,17 @@ struct CallStream {
     codecs: Vec<(u8, Codec)>,
     telephone_event_pt: Option<u8>,
     paused_by_sdp: bool,
+    /// Who the metadata says sends on it now (see [`refresh_senders`]).
+    participant: Option<Pii<String>>,
+    /// The metadata named a sender for it at some point of the call.
+    had_sender: bool,
+}
+
+impl CallStream {
+    /// Paused by SDP, or by metadata: someone sent on it and nobody does now (hold, or the sender left).
+    fn paused(&self) -> bool {
+        self.paused_by_sdp || self.had_sender && self.participant.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -290,19 +332,21 @@ struct Call {
     /// EndCall already emitted; the BYE waits for the ACK (RFC 3261 §15: no BYE before ACK).
     ending: bool,
     streams: Vec<CallStream>,
-    metadata: MetadataState,
-    sdp_session_id: u64,
-    sdp_version: u64,
-    last_answer: Vec<u8>,
+    /// The Recording Session's metadata, merged over every document received.
+    metadata: RecordingMetadata,
+    /// Our `o=` line for this dialog.
+    answer_origin: AnswerOrigin,
+    /// The negotiation our current answer was rendered from, and that answer.
+    negotiation: Negotiation,
+    answer: String,
 }
 
-/// Who sends which stream, accumulated over complete and partial metadata documents.
-#[derive(Debug, Default)]
-struct MetadataState {
-    stream_labels: HashMap<String, String>,
-    participant_names: HashMap<String, String>,
-    sender_of_label: HashMap<String, String>,
-    paused_labels: HashSet<String>,
+/// A checked SDP offer: the decisions, the streams they give, and the ports taken for it that the call did
+/// not hold before (to be released if the request fails after all).
+struct MediaChange {
+    negotiation: Negotiation,
+    streams: Vec<CallStream>,
+    allocated: Vec<u16>,
 }
 
 /// The SRS. See the module docs.
@@ -463,23 +507,23 @@ impl Srs {
     }
 
     fn reject(&mut self, now: Instant, txn: ServerTxnId, request: &Request, rejection: &Rejection) {
-        let counter = match rejection {
-            Rejection::Overloaded => &mut self.stats.rejected_overload,
-            Rejection::BadExtension(_) => &mut self.stats.rejected_bad_extension,
-            Rejection::UnsupportedMediaType => &mut self.stats.rejected_media_type,
-            Rejection::NotRecordingSession => &mut self.stats.rejected_not_siprec,
-            Rejection::NotAcceptable(_) => &mut self.stats.rejected_not_acceptable,
-            Rejection::Malformed(_) => &mut self.stats.rejected_malformed,
+        let status = rejection.status();
+        let counter = match status {
+            503 => &mut self.stats.rejected_overload,
+            420 => &mut self.stats.rejected_bad_extension,
+            415 => &mut self.stats.rejected_media_type,
+            403 => &mut self.stats.rejected_not_siprec,
+            488 => &mut self.stats.rejected_not_acceptable,
+            _ => &mut self.stats.rejected_malformed,
         };
         bump(counter);
-        tracing::debug!(status = rejection.status(), reason = %rejection, "refusing a request");
-        let mut response = Response::for_request(request, rejection.status(), &rejection.to_string());
-        match rejection {
-            Rejection::Overloaded => {
-                response.add_header("Retry-After", &self.config.retry_after_secs.to_string())
-            }
-            Rejection::BadExtension(tags) => response.add_header("Unsupported", &tags.join(", ")),
-            Rejection::UnsupportedMediaType => response.add_header("Accept", ACCEPT),
+        let reason = rejection.reason_phrase();
+        tracing::debug!(status, reason, "refusing a request");
+        let mut response = Response::for_request(request, status, reason);
+        match (status, rejection) {
+            (503, _) => response.add_header("Retry-After", &self.config.retry_after_secs.to_string()),
+            (_, Rejection::BadExtension(tags)) => response.add_header("Unsupported", &tags.join(", ")),
+            (415, _) => response.add_header("Accept", multipart::ACCEPTED_CONTENT_TYPES),
             _ => {}
         }
         self.respond(now, txn, response);
@@ -491,7 +535,7 @@ impl Srs {
                 let response = Response::for_request(&request, 200, "OK")
                     .with_header("Allow", ALLOW)
                     .with_header("Supported", SIPREC_OPTION_TAG)
-                    .with_header("Accept", ACCEPT);
+                    .with_header("Accept", multipart::ACCEPTED_CONTENT_TYPES);
                 self.respond(now, txn, response);
             }
             Method::Invite | Method::Update | Method::Bye => {
@@ -546,7 +590,8 @@ impl Srs {
     /// Validates a new INVITE, allocates ports and creates the call; returns the 200 OK to send.
     fn admit(&mut self, invite: &Request, from: Remote) -> Result<(CallId, Response), Rejection> {
         check_required_extensions(invite)?;
-        let bodies = body::split(invite, self.config.max_metadata_bytes)?;
+        let body =
+            multipart::classify(invite.headers().content_type(), invite.body()).map_err(Rejection::Body)?;
         let has_require = invite.headers().has_token("Require", SIPREC_OPTION_TAG);
         let has_src_tag = invite.headers().contacts().iter().any(|contact| {
             contact.has_param("+sip.src") || contact.has_param("src") || contact.has_param("+sip-src")
@@ -554,39 +599,36 @@ impl Srs {
         let recognised = if self.config.strict_src {
             has_require && has_src_tag
         } else {
-            has_require || has_src_tag || bodies.recording_session_part
+            has_require || has_src_tag || body.has_recording_session_disposition
         };
         if !recognised {
             return Err(Rejection::NotRecordingSession);
         }
-        let offer = bodies.sdp.ok_or(Rejection::Malformed("Missing SDP offer"))?;
-        let offer = body::Offer::parse(&offer).ok_or(Rejection::Malformed("Malformed SDP"))?;
-        let mut metadata = MetadataState::default();
-        let metadata_xml = match bodies.metadata {
-            Some(xml) => {
-                metadata
-                    .apply(&xml)
-                    .ok_or(Rejection::Malformed("Malformed recording metadata"))?;
-                Some(xml)
-            }
-            None => None,
-        };
+        let offer = body.require_sdp().map_err(Rejection::Body)?;
+        let metadata = self.read_metadata(body.metadata, &RecordingMetadata::default())?;
+        let media = self.negotiate_offer(offer, &[])?;
 
         self.call_counter = self.call_counter.wrapping_add(1);
         let call = CallId::from_counter(self.config.call_id_seed, self.call_counter);
-        let mut streams = Vec::new();
-        let answer_lines = self.negotiate(&offer, &[], &mut streams)?;
-        let sdp_session_id = call.0 >> 1;
-        let answer = self.answer_sdp(sdp_session_id, 1, &answer_lines);
+        let mut answer_origin = AnswerOrigin::new(call.0 >> 1);
+        let answer = media
+            .negotiation
+            .answer_sdp(&mut answer_origin, self.config.media_address);
         let mut ok = self.success_response(invite, &answer);
         ok.set_to_tag(&call.to_string());
         let dialog = match Dialog::new_uas(invite, &ok) {
             Ok(dialog) => dialog,
             Err(_) => {
-                self.release_ports(&streams);
+                self.release_ports(media.allocated);
                 return Err(Rejection::Malformed("Missing Contact"));
             }
         };
+        let (metadata, metadata_xml) = match metadata {
+            Some((state, xml)) => (state, Some(xml)),
+            None => (RecordingMetadata::default(), None),
+        };
+        let mut streams = media.streams;
+        refresh_senders(&mut streams, &metadata);
         let state = Call {
             dialog,
             remote: from,
@@ -594,9 +636,9 @@ impl Srs {
             ending: false,
             streams,
             metadata,
-            sdp_session_id,
-            sdp_version: 1,
-            last_answer: answer,
+            answer_origin,
+            negotiation: media.negotiation,
+            answer,
         };
         let plan = plan_for(&state, metadata_xml);
         self.dialogs.insert(state.dialog.id().clone(), call);
@@ -607,7 +649,7 @@ impl Srs {
         Ok((call, ok))
     }
 
-    fn success_response(&self, request: &Request, sdp: &[u8]) -> Response {
+    fn success_response(&self, request: &Request, sdp: &str) -> Response {
         let contact = self
             .config
             .contact_address
@@ -617,94 +659,105 @@ impl Srs {
             .with_header("Allow", ALLOW)
             .with_header("Supported", SIPREC_OPTION_TAG);
         if !sdp.is_empty() {
-            response.set_body("application/sdp", sdp.to_vec());
+            response.set_body("application/sdp", sdp.as_bytes().to_vec());
         }
         response
     }
 
-    /// Matches the offer's m-lines to `existing` streams by label, allocating ports for new ones and
-    /// releasing ports of streams that disappeared. Fills `streams` with the result (m-line order) and
-    /// returns the answer's media sections.
-    fn negotiate(
-        &mut self,
-        offer: &body::Offer,
-        existing: &[CallStream],
-        streams: &mut Vec<CallStream>,
-    ) -> Result<Vec<String>, Rejection> {
-        let accepted: Vec<(usize, body::Negotiated)> = offer
-            .media
-            .iter()
-            .enumerate()
-            .filter_map(|(index, media)| media.negotiate().map(|n| (index, n)))
-            .collect();
-        if accepted.is_empty() {
-            return Err(Rejection::NotAcceptable("No acceptable codec"));
+    /// Parses a metadata part and applies it to a copy of `state` (complete replaces, partial merges).
+    /// Returns the new state and the document; `state` itself is left for the caller to replace.
+    fn read_metadata<'a>(
+        &self,
+        part: Option<MetadataPart<'a>>,
+        state: &RecordingMetadata,
+    ) -> Result<Option<(RecordingMetadata, &'a str)>, Rejection> {
+        let Some(part) = part else {
+            return Ok(None);
+        };
+        if part.xml.len() > self.config.max_metadata_bytes {
+            return Err(Rejection::Metadata(MetadataError::TooLarge));
         }
-        if accepted.len() > self.config.max_streams_per_call {
+        let document = metadata::parse(part.xml).map_err(Rejection::Metadata)?;
+        let mut merged = state.clone();
+        merged.apply(document).map_err(Rejection::Metadata)?;
+        Ok(Some((merged, part.xml)))
+    }
+
+    /// Parses and negotiates an offer. A stream keeps the port it holds in `existing` under the same label
+    /// (`a=label`, else the m-line index — the runtime keys streams by label); new ones get fresh ports, all
+    /// or nothing. On error no port stays taken.
+    fn negotiate_offer(&mut self, sdp: &str, existing: &[CallStream]) -> Result<MediaChange, Rejection> {
+        let offer = SessionDescription::parse(sdp).map_err(Rejection::Sdp)?;
+        let acceptable = negotiate::acceptable_streams(&offer);
+        if acceptable.len() > self.config.max_streams_per_call {
             return Err(Rejection::NotAcceptable("Too many streams"));
         }
-        let new_needed = accepted
+        let labels: Vec<String> = acceptable
             .iter()
-            .filter(|(index, _)| {
-                !existing
-                    .iter()
-                    .any(|stream| stream.label == offer.label_of(*index))
-            })
-            .count();
-        if new_needed > self.ports.available() {
-            return Err(Rejection::Overloaded);
+            .map(|stream| stream_label(stream.index, stream.label.as_deref()))
+            .collect();
+        if labels
+            .iter()
+            .enumerate()
+            .any(|(at, label)| labels[..at].contains(label))
+        {
+            return Err(Rejection::Malformed("Duplicate Stream Label"));
         }
-        let mut lines = Vec::new();
-        for (index, media) in offer.media.iter().enumerate() {
-            let label = offer.label_of(index);
-            let Some((_, negotiated)) = accepted
-                .iter()
-                .find(|(accepted_index, _)| *accepted_index == index)
-            else {
-                lines.push(media.rejected_answer_line());
-                continue;
-            };
-            let port = match existing.iter().find(|stream| stream.label == label) {
-                Some(stream) => stream.local_port,
-                None => self.ports.allocate().ok_or(Rejection::Overloaded)?,
-            };
-            lines.push(negotiated.answer_section(port, media.label.as_deref()));
-            streams.push(CallStream {
-                label,
-                local_port: port,
-                codecs: negotiated.codecs.clone(),
-                telephone_event_pt: negotiated.telephone_event_pt,
-                paused_by_sdp: negotiated.paused || offer.session_connection_zero && !media.has_connection,
-            });
-        }
-        for stream in existing {
-            if !streams.iter().any(|kept| kept.label == stream.label) {
-                self.ports.release(stream.local_port);
+        let mut ports = Vec::with_capacity(labels.len());
+        let mut allocated = Vec::new();
+        for label in &labels {
+            let held = existing.iter().find(|stream| stream.label == *label);
+            match held
+                .map(|stream| stream.local_port)
+                .or_else(|| self.ports.allocate())
+            {
+                Some(port) => {
+                    if held.is_none() {
+                        allocated.push(port);
+                    }
+                    ports.push(port);
+                }
+                None => {
+                    self.release_ports(allocated);
+                    return Err(Rejection::Negotiate(NegotiateError::NoLocalPorts));
+                }
             }
         }
-        Ok(lines)
-    }
-
-    fn answer_sdp(&self, session_id: u64, version: u64, media_sections: &[String]) -> Vec<u8> {
-        let address_type = if self.config.media_address.is_ipv6() {
-            "IP6"
-        } else {
-            "IP4"
+        let negotiation = match negotiate::negotiate(&offer, &ports) {
+            Ok(negotiation) => negotiation,
+            Err(error) => {
+                self.release_ports(allocated);
+                return Err(Rejection::Negotiate(error));
+            }
         };
-        let address = self.config.media_address;
-        let mut sdp = format!(
-            "v=0\r\no=airlock {} {} IN {address_type} {address}\r\ns=airlock\r\nc=IN {address_type} {address}\r\nt=0 0\r\n",
-            session_id, version
-        );
-        for section in media_sections {
-            sdp.push_str(section);
-        }
-        sdp.into_bytes()
+        let streams = negotiation
+            .accepted()
+            .map(|accepted| {
+                let label = stream_label(accepted.index, accepted.label.as_deref());
+                let had_sender = existing
+                    .iter()
+                    .any(|stream| stream.label == label && stream.had_sender);
+                CallStream {
+                    label,
+                    local_port: accepted.local_port,
+                    codecs: accepted.codecs.clone(),
+                    telephone_event_pt: accepted.telephone_event_pt,
+                    paused_by_sdp: accepted.paused,
+                    participant: None,
+                    had_sender,
+                }
+            })
+            .collect();
+        Ok(MediaChange {
+            negotiation,
+            streams,
+            allocated,
+        })
     }
 
-    fn release_ports(&mut self, streams: &[CallStream]) {
-        for stream in streams {
-            self.ports.release(stream.local_port);
+    fn release_ports(&mut self, ports: impl IntoIterator<Item = u16>) {
+        for port in ports {
+            self.ports.release(port);
         }
     }
 
@@ -741,76 +794,69 @@ impl Srs {
                 let response = Response::for_request(request, 481, "Call/Transaction Does Not Exist");
                 self.respond(now, txn, response);
             }
-            _ => match self.modify_session(call, request) {
-                Ok(response) => {
-                    let is_invite = *request.method() == Method::Invite;
-                    self.respond(now, txn, response);
-                    if is_invite && let Some(state) = self.calls.get_mut(&call) {
-                        state.awaiting_ack = Some(txn);
-                    }
+            _ => {
+                let Some(mut state) = self.calls.remove(&call) else {
+                    return;
+                };
+                let result = self.modify_session(call, &mut state, request);
+                if result.is_ok() && *request.method() == Method::Invite {
+                    state.awaiting_ack = Some(txn);
                 }
-                Err(rejection) => self.reject(now, txn, request, &rejection),
-            },
+                self.calls.insert(call, state);
+                match result {
+                    Ok(response) => self.respond(now, txn, response),
+                    Err(rejection) => self.reject(now, txn, request, &rejection),
+                }
+            }
         }
     }
 
     /// re-INVITE or UPDATE: SDP and/or metadata changes. A failed request leaves the call unchanged.
-    fn modify_session(&mut self, call: CallId, request: &Request) -> Result<Response, Rejection> {
+    fn modify_session(
+        &mut self,
+        call: CallId,
+        state: &mut Call,
+        request: &Request,
+    ) -> Result<Response, Rejection> {
         check_required_extensions(request)?;
-        let bodies = body::split(request, self.config.max_metadata_bytes)?;
-        let Some(state) = self.calls.get(&call) else {
-            return Err(Rejection::Malformed("Unknown call"));
-        };
-        let previous_plan = plan_for(state, None);
-        let existing = state.streams.clone();
-        let (session_id, version, last_answer) =
-            (state.sdp_session_id, state.sdp_version, state.last_answer.clone());
-        let offer = match &bodies.sdp {
-            Some(sdp) => Some(body::Offer::parse(sdp).ok_or(Rejection::Malformed("Malformed SDP"))?),
+        let body =
+            multipart::classify(request.headers().content_type(), request.body()).map_err(Rejection::Body)?;
+        let metadata = self.read_metadata(body.metadata, &state.metadata)?;
+        let media = match body.sdp {
+            Some(sdp) => Some(self.negotiate_offer(sdp, &state.streams)?),
             None => None,
         };
-        let mut metadata_update = None;
-        if let Some(xml) = &bodies.metadata {
-            let mut metadata = state.metadata.clone_state();
-            metadata
-                .apply(xml)
-                .ok_or(Rejection::Malformed("Malformed recording metadata"))?;
-            metadata_update = Some(metadata);
-        }
-        let mut streams = Vec::new();
-        let answer_lines = match &offer {
-            Some(offer) => Some(self.negotiate(offer, &existing, &mut streams)?),
-            None => None,
-        };
-        let answer = match answer_lines {
-            Some(lines) => {
+        let previous_streams = plan_for(state, None).streams;
+        let answer = match media {
+            Some(media) => {
                 // RFC 3264 §8: the version moves only when the answer changes (session refreshes keep it).
-                let mut version = version;
-                let mut sdp = self.answer_sdp(session_id, version, &lines);
-                if sdp != last_answer {
-                    version = version.saturating_add(1);
-                    sdp = self.answer_sdp(session_id, version, &lines);
+                if media.negotiation != state.negotiation {
+                    state.answer = media
+                        .negotiation
+                        .answer_sdp(&mut state.answer_origin, self.config.media_address);
+                    state.negotiation = media.negotiation;
                 }
-                let Some(state) = self.calls.get_mut(&call) else {
-                    return Err(Rejection::Malformed("Unknown call"));
-                };
-                state.streams = streams;
-                state.sdp_version = version;
-                state.last_answer = sdp.clone();
-                sdp
+                let removed: Vec<u16> = state
+                    .streams
+                    .iter()
+                    .filter(|old| !media.streams.iter().any(|new| new.label == old.label))
+                    .map(|old| old.local_port)
+                    .collect();
+                self.release_ports(removed);
+                state.streams = media.streams;
+                state.answer.clone()
             }
             // An offerless re-INVITE (session refresh): our current SDP is the offer.
-            None if *request.method() == Method::Invite => last_answer,
-            None => Vec::new(),
+            None if *request.method() == Method::Invite => state.answer.clone(),
+            None => String::new(),
         };
-        if let (Some(metadata), Some(state)) = (metadata_update, self.calls.get_mut(&call)) {
-            state.metadata = metadata;
-        }
-        let Some(state) = self.calls.get(&call) else {
-            return Err(Rejection::Malformed("Unknown call"));
-        };
-        let plan = plan_for(state, bodies.metadata.clone());
-        if plan.metadata_xml.is_some() || plan.streams != previous_plan.streams {
+        let metadata_xml = metadata.map(|(merged, xml)| {
+            state.metadata = merged;
+            xml
+        });
+        refresh_senders(&mut state.streams, &state.metadata);
+        let plan = plan_for(state, metadata_xml);
+        if plan.metadata_xml.is_some() || plan.streams != previous_streams {
             bump(&mut self.stats.session_updates);
             self.outputs.push_back(SrsOutput::UpdateCall { call, plan });
         }
@@ -846,7 +892,7 @@ impl Srs {
         }
         state.ending = true;
         let streams = std::mem::take(&mut state.streams);
-        self.release_ports(&streams);
+        self.release_ports(streams.iter().map(|stream| stream.local_port));
         bump(&mut self.stats.calls_ended);
         tracing::info!(%call, ?reason, "recording call ended");
         self.outputs.push_back(SrsOutput::EndCall { call, reason });
@@ -884,7 +930,7 @@ impl Srs {
     fn forget_call(&mut self, call: CallId) {
         if let Some(state) = self.calls.remove(&call) {
             self.dialogs.remove(state.dialog.id());
-            self.release_ports(&state.streams);
+            self.release_ports(state.streams.iter().map(|stream| stream.local_port));
         }
     }
 }
@@ -905,7 +951,33 @@ fn check_required_extensions(request: &Request) -> Result<(), Rejection> {
     }
 }
 
-fn plan_for(call: &Call, metadata_xml: Option<String>) -> RecordingPlan {
+/// The plan label of an m-line: its `a=label`, or `stream-N` by m-line index.
+fn stream_label(index: usize, label: Option<&str>) -> String {
+    label.map_or_else(|| format!("stream-{index}"), str::to_owned)
+}
+
+/// Names each stream's current senders from the metadata state (AoR, else participant id; several, for a
+/// mixed stream, comma-separated) and remembers that it had one, so that losing them all pauses it.
+fn refresh_senders(streams: &mut [CallStream], metadata: &RecordingMetadata) {
+    for stream in streams {
+        let senders = metadata.stream_participants(&stream.label);
+        stream.had_sender |= !senders.is_empty();
+        stream.participant = (!senders.is_empty()).then(|| {
+            let names: Vec<&str> = senders.iter().map(|sender| participant_name(sender)).collect();
+            Pii::new(names.join(", "))
+        });
+    }
+}
+
+fn participant_name(participant: &Participant) -> &str {
+    participant
+        .name_ids
+        .iter()
+        .find_map(|name_id| name_id.aor.as_ref())
+        .map_or(participant.id.as_str(), |aor| aor.expose().as_str())
+}
+
+fn plan_for(call: &Call, metadata_xml: Option<&str>) -> RecordingPlan {
     let streams: Vec<PlannedStream> = call
         .streams
         .iter()
@@ -914,545 +986,15 @@ fn plan_for(call: &Call, metadata_xml: Option<String>) -> RecordingPlan {
             local_port: stream.local_port,
             codecs: stream.codecs.clone(),
             telephone_event_pt: stream.telephone_event_pt,
-            paused: stream.paused_by_sdp || call.metadata.paused_labels.contains(&stream.label),
-            participant: call.metadata.participant_for(&stream.label).map(Pii::new),
+            paused: stream.paused(),
+            participant: stream.participant.clone(),
         })
         .collect();
     let paused = !streams.is_empty() && streams.iter().all(|stream| stream.paused);
     RecordingPlan {
         streams,
-        metadata_xml: metadata_xml.map(Pii::new),
+        metadata_xml: metadata_xml.map(|xml| Pii::new(xml.to_owned())),
         paused,
-    }
-}
-
-impl MetadataState {
-    fn clone_state(&self) -> MetadataState {
-        MetadataState {
-            stream_labels: self.stream_labels.clone(),
-            participant_names: self.participant_names.clone(),
-            sender_of_label: self.sender_of_label.clone(),
-            paused_labels: self.paused_labels.clone(),
-        }
-    }
-
-    fn participant_for(&self, label: &str) -> Option<String> {
-        let participant = self.sender_of_label.get(label)?;
-        Some(
-            self.participant_names
-                .get(participant)
-                .cloned()
-                .unwrap_or_else(|| participant.clone()),
-        )
-    }
-
-    /// Merges one metadata document (complete or partial). `None` when it is not XML.
-    fn apply(&mut self, xml: &str) -> Option<()> {
-        let summary = body::MetadataSummary::parse(xml)?;
-        self.stream_labels.extend(summary.stream_labels);
-        self.participant_names.extend(summary.participant_names);
-        for (participant, sent_streams) in summary.sends {
-            let sent_labels: HashSet<String> = sent_streams
-                .iter()
-                .map(|stream| {
-                    self.stream_labels
-                        .get(stream)
-                        .cloned()
-                        .unwrap_or_else(|| stream.clone())
-                })
-                .collect();
-            let previously_sent: Vec<String> = self
-                .sender_of_label
-                .iter()
-                .filter(|(label, sender)| **sender == participant && !sent_labels.contains(*label))
-                .map(|(label, _)| label.clone())
-                .collect();
-            for label in previously_sent {
-                self.paused_labels.insert(label);
-            }
-            for label in sent_labels {
-                self.paused_labels.remove(&label);
-                self.sender_of_label.insert(label, participant.clone());
-            }
-        }
-        Some(())
-    }
-}
-
-/// Interim body handling for the SRS: multipart split, the SDP facts negotiation needs, the answer's
-/// media sections, and the who-sends-what summary of rs-metadata. The full parsers live in this crate's
-/// `multipart`, `sdp`, `metadata` and `negotiate` modules (another engineer's work in progress); this
-/// adapter keeps the SRS testable until their APIs land and is what to replace with them.
-mod body {
-    use std::collections::HashMap;
-
-    use airlock_media::Codec;
-    use airlock_sip::Request;
-
-    use super::Rejection;
-
-    /// The parts of a request body the SRS uses.
-    #[derive(Debug, Default)]
-    pub(super) struct Bodies {
-        pub sdp: Option<String>,
-        pub metadata: Option<String>,
-        pub recording_session_part: bool,
-    }
-
-    fn media_type(content_type: &str) -> String {
-        content_type
-            .split(';')
-            .next()
-            .unwrap_or_default()
-            .trim()
-            .to_ascii_lowercase()
-    }
-
-    fn is_metadata_type(media_type: &str) -> bool {
-        matches!(
-            media_type,
-            "application/rs-metadata+xml" | "application/rs-metadata"
-        )
-    }
-
-    /// Splits a request body by Content-Type: SDP alone, metadata alone, or multipart/mixed with both.
-    pub(super) fn split(request: &Request, max_metadata_bytes: usize) -> Result<Bodies, Rejection> {
-        let body = request.body();
-        let content_type = request.headers().content_type();
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(Bodies::default());
-        }
-        let Some(content_type) = content_type else {
-            return Err(Rejection::Malformed("Missing Content-Type"));
-        };
-        let text = std::str::from_utf8(body).map_err(|_| Rejection::Malformed("Body is not UTF-8"))?;
-        let mut bodies = Bodies::default();
-        match media_type(content_type).as_str() {
-            "application/sdp" => bodies.sdp = Some(text.to_owned()),
-            kind if is_metadata_type(kind) => bodies.metadata = Some(text.to_owned()),
-            "multipart/mixed" => {
-                let boundary =
-                    boundary_of(content_type).ok_or(Rejection::Malformed("Malformed multipart body"))?;
-                let parts = multipart_parts(text, &boundary)
-                    .ok_or(Rejection::Malformed("Malformed multipart body"))?;
-                for Part { headers, content } in parts {
-                    let part_type = headers
-                        .iter()
-                        .find(|(name, _)| name.eq_ignore_ascii_case("Content-Type"))
-                        .map(|(_, value)| media_type(value))
-                        .unwrap_or_else(|| "text/plain".to_owned());
-                    let disposition_is_recording = headers.iter().any(|(name, value)| {
-                        name.eq_ignore_ascii_case("Content-Disposition")
-                            && media_type(value).eq_ignore_ascii_case("recording-session")
-                    });
-                    bodies.recording_session_part |= disposition_is_recording;
-                    if part_type == "application/sdp" && bodies.sdp.is_none() {
-                        bodies.sdp = Some(content);
-                    } else if is_metadata_type(&part_type) && bodies.metadata.is_none() {
-                        bodies.metadata = Some(content);
-                    }
-                }
-                if bodies.sdp.is_none() && bodies.metadata.is_none() {
-                    return Err(Rejection::Malformed("Malformed multipart body"));
-                }
-            }
-            _ => return Err(Rejection::UnsupportedMediaType),
-        }
-        if bodies
-            .metadata
-            .as_ref()
-            .is_some_and(|xml| xml.len() > max_metadata_bytes)
-        {
-            return Err(Rejection::Malformed("Recording metadata too large"));
-        }
-        Ok(bodies)
-    }
-
-    fn boundary_of(content_type: &str) -> Option<String> {
-        content_type
-            .split(';')
-            .skip(1)
-            .find_map(|param| {
-                let (name, value) = param.split_once('=')?;
-                name.trim()
-                    .eq_ignore_ascii_case("boundary")
-                    .then(|| value.trim().trim_matches('"').to_owned())
-            })
-            .filter(|boundary| !boundary.is_empty())
-    }
-
-    /// One body part of a multipart body.
-    struct Part {
-        headers: Vec<(String, String)>,
-        content: String,
-    }
-
-    /// The parts between `--boundary` lines. `None` when there is no delimiter.
-    fn multipart_parts(text: &str, boundary: &str) -> Option<Vec<Part>> {
-        let delimiter = format!("--{boundary}");
-        let mut sections = text.split(delimiter.as_str());
-        sections.next()?;
-        let mut parts = Vec::new();
-        for section in sections {
-            if section.starts_with("--") {
-                break;
-            }
-            let section = section
-                .strip_prefix("\r\n")
-                .or_else(|| section.strip_prefix('\n'))
-                .unwrap_or(section);
-            let (head, content) = match section.find("\r\n\r\n") {
-                Some(at) => (section.get(..at)?, section.get(at + 4..)?),
-                None => match section.find("\n\n") {
-                    Some(at) => (section.get(..at)?, section.get(at + 2..)?),
-                    None => ("", section),
-                },
-            };
-            let headers: Vec<(String, String)> = head
-                .lines()
-                .filter_map(|line| line.split_once(':'))
-                .map(|(name, value)| (name.trim().to_owned(), value.trim().to_owned()))
-                .collect();
-            let declared_length = headers
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case("Content-Length"))
-                .and_then(|(_, value)| value.parse::<usize>().ok());
-            let content = match declared_length.and_then(|length| content.get(..length)) {
-                Some(exact) => exact,
-                None => content
-                    .strip_suffix("\r\n")
-                    .or_else(|| content.strip_suffix('\n'))
-                    .unwrap_or(content),
-            };
-            parts.push(Part {
-                headers,
-                content: content.to_owned(),
-            });
-        }
-        (!parts.is_empty()).then_some(parts)
-    }
-
-    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-    enum Direction {
-        SendRecv,
-        SendOnly,
-        RecvOnly,
-        Inactive,
-    }
-
-    /// One offered m-line.
-    #[derive(Debug, Clone)]
-    pub(super) struct OfferedMedia {
-        kind: String,
-        port: u16,
-        protocol: String,
-        formats: Vec<String>,
-        pub label: Option<String>,
-        direction: Option<Direction>,
-        connection_zero: bool,
-        pub has_connection: bool,
-        rtpmaps: HashMap<u8, (String, u32, u8)>,
-        fmtps: HashMap<u8, String>,
-    }
-
-    /// An accepted m-line.
-    #[derive(Debug, Clone)]
-    pub(super) struct Negotiated {
-        pub codecs: Vec<(u8, Codec)>,
-        pub telephone_event_pt: Option<u8>,
-        pub paused: bool,
-        answer_direction: &'static str,
-        rtpmap_lines: Vec<String>,
-    }
-
-    /// The SDP facts the SRS uses.
-    #[derive(Debug, Clone)]
-    pub(super) struct Offer {
-        pub media: Vec<OfferedMedia>,
-        pub session_connection_zero: bool,
-        session_direction: Option<Direction>,
-    }
-
-    fn direction_of(attribute: &str) -> Option<Direction> {
-        match attribute {
-            "sendrecv" => Some(Direction::SendRecv),
-            "sendonly" => Some(Direction::SendOnly),
-            "recvonly" => Some(Direction::RecvOnly),
-            "inactive" => Some(Direction::Inactive),
-            _ => None,
-        }
-    }
-
-    fn is_zero_address(connection: &str) -> bool {
-        connection
-            .split_whitespace()
-            .nth(2)
-            .is_some_and(|address| address == "0.0.0.0" || address == "::")
-    }
-
-    impl Offer {
-        /// Parses the lines the SRS needs; `None` when there is no `v=` line or an m-line is malformed.
-        pub(super) fn parse(sdp: &str) -> Option<Offer> {
-            let mut offer = Offer {
-                media: Vec::new(),
-                session_connection_zero: false,
-                session_direction: None,
-            };
-            let mut saw_version = false;
-            for line in sdp.lines().map(str::trim_end) {
-                let Some((kind, value)) = line.split_once('=') else {
-                    continue;
-                };
-                match kind {
-                    "v" => saw_version = true,
-                    "m" => {
-                        let mut fields = value.split_whitespace();
-                        let media_kind = fields.next()?.to_owned();
-                        let port = fields.next()?.split('/').next()?.parse().ok()?;
-                        let protocol = fields.next()?.to_owned();
-                        let formats = fields.map(str::to_owned).collect();
-                        offer.media.push(OfferedMedia {
-                            kind: media_kind,
-                            port,
-                            protocol,
-                            formats,
-                            label: None,
-                            direction: None,
-                            connection_zero: false,
-                            has_connection: false,
-                            rtpmaps: HashMap::new(),
-                            fmtps: HashMap::new(),
-                        });
-                    }
-                    "c" => match offer.media.last_mut() {
-                        Some(media) => {
-                            media.has_connection = true;
-                            media.connection_zero = is_zero_address(value);
-                        }
-                        None => offer.session_connection_zero = is_zero_address(value),
-                    },
-                    "a" => {
-                        let (name, argument) = value.split_once(':').unwrap_or((value, ""));
-                        match offer.media.last_mut() {
-                            None => offer.session_direction = offer.session_direction.or(direction_of(name)),
-                            Some(media) => media.apply_attribute(name, argument),
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            saw_version.then_some(offer)
-        }
-
-        /// The stream's label: `a=label`, or `stream-N` by position.
-        pub(super) fn label_of(&self, index: usize) -> String {
-            self.media
-                .get(index)
-                .and_then(|media| media.label.clone())
-                .unwrap_or_else(|| format!("stream-{index}"))
-        }
-    }
-
-    impl OfferedMedia {
-        fn apply_attribute(&mut self, name: &str, argument: &str) {
-            if let Some(direction) = direction_of(name) {
-                self.direction = Some(direction);
-                return;
-            }
-            match name {
-                "label" if !argument.trim().is_empty() => self.label = Some(argument.trim().to_owned()),
-                "rtpmap" => {
-                    let Some((pt, encoding)) = argument.split_once(' ') else {
-                        return;
-                    };
-                    let mut parts = encoding.trim().split('/');
-                    let (Ok(pt), Some(name), Some(rate)) = (pt.parse::<u8>(), parts.next(), parts.next())
-                    else {
-                        return;
-                    };
-                    let Ok(rate) = rate.parse::<u32>() else {
-                        return;
-                    };
-                    let channels = parts
-                        .next()
-                        .and_then(|channels| channels.parse().ok())
-                        .unwrap_or(1);
-                    self.rtpmaps.insert(pt, (name.to_owned(), rate, channels));
-                }
-                "fmtp" => {
-                    if let Some((pt, parameters)) = argument.split_once(' ')
-                        && let Ok(pt) = pt.parse::<u8>()
-                    {
-                        self.fmtps.insert(pt, parameters.trim().to_owned());
-                    }
-                }
-                _ => {}
-            }
-        }
-
-        /// Accepts an audio RTP/AVP m-line with at least one codec we decode.
-        pub(super) fn negotiate(&self) -> Option<Negotiated> {
-            if self.port == 0
-                || !self.kind.eq_ignore_ascii_case("audio")
-                || !self.protocol.eq_ignore_ascii_case("RTP/AVP")
-            {
-                return None;
-            }
-            let mut codecs = Vec::new();
-            let mut telephone_event_pt = None;
-            let mut rtpmap_lines = Vec::new();
-            for format in &self.formats {
-                let Ok(pt) = format.parse::<u8>() else {
-                    continue;
-                };
-                let codec = match self.rtpmaps.get(&pt) {
-                    Some((name, _, _)) if name.eq_ignore_ascii_case("telephone-event") => {
-                        if telephone_event_pt.is_none() {
-                            telephone_event_pt = Some(pt);
-                            rtpmap_lines.push(format!("a=rtpmap:{pt} {name}/8000\r\n"));
-                            if let Some(parameters) = self.fmtps.get(&pt) {
-                                rtpmap_lines.push(format!("a=fmtp:{pt} {parameters}\r\n"));
-                            }
-                        }
-                        continue;
-                    }
-                    Some((name, rate, channels)) => Codec::from_rtpmap(name, *rate, *channels),
-                    None if pt < 96 => Codec::from_static_payload_type(pt),
-                    None => None,
-                };
-                if let Some(codec) = codec {
-                    codecs.push((pt, codec));
-                    let channels = if codec.channels() > 1 {
-                        format!("/{}", codec.channels())
-                    } else {
-                        String::new()
-                    };
-                    rtpmap_lines.push(format!(
-                        "a=rtpmap:{pt} {}/{}{channels}\r\n",
-                        codec.rtpmap_name(),
-                        codec.rtp_clock_rate()
-                    ));
-                }
-            }
-            if codecs.is_empty() {
-                return None;
-            }
-            let direction = self.direction.unwrap_or(Direction::SendRecv);
-            let paused =
-                matches!(direction, Direction::Inactive | Direction::RecvOnly) || self.connection_zero;
-            let answer_direction = if matches!(direction, Direction::Inactive | Direction::RecvOnly) {
-                "inactive"
-            } else {
-                "recvonly"
-            };
-            Some(Negotiated {
-                codecs,
-                telephone_event_pt,
-                paused,
-                answer_direction,
-                rtpmap_lines,
-            })
-        }
-
-        /// The answer for an m-line we refuse: same media and protocol, port 0.
-        pub(super) fn rejected_answer_line(&self) -> String {
-            let format = self.formats.first().map_or("0", String::as_str);
-            format!("m={} 0 {} {format}\r\n", self.kind, self.protocol)
-        }
-    }
-
-    impl Negotiated {
-        /// The answer's media section: our port, the accepted payload types, the label echoed.
-        pub(super) fn answer_section(&self, port: u16, label: Option<&str>) -> String {
-            let mut payload_types: Vec<String> = self.codecs.iter().map(|(pt, _)| pt.to_string()).collect();
-            if let Some(pt) = self.telephone_event_pt {
-                payload_types.push(pt.to_string());
-            }
-            let mut section = format!("m=audio {port} RTP/AVP {}\r\n", payload_types.join(" "));
-            for line in &self.rtpmap_lines {
-                section.push_str(line);
-            }
-            if let Some(label) = label {
-                section.push_str(&format!("a=label:{label}\r\n"));
-            }
-            section.push_str(&format!("a={}\r\n", self.answer_direction));
-            section
-        }
-    }
-
-    /// Who sends which stream, per one metadata document (any of the three namespaces or none).
-    #[derive(Debug, Default)]
-    pub(super) struct MetadataSummary {
-        /// stream id → label.
-        pub stream_labels: HashMap<String, String>,
-        /// participant id → AoR.
-        pub participant_names: HashMap<String, String>,
-        /// participant id → stream ids it sends (only participants with an association in this document).
-        pub sends: Vec<(String, Vec<String>)>,
-    }
-
-    fn attribute_of<'a>(node: roxmltree::Node<'a, 'a>, names: &[&str]) -> Option<&'a str> {
-        names.iter().find_map(|name| node.attribute(*name))
-    }
-
-    fn child_texts<'a>(node: roxmltree::Node<'a, 'a>, name: &str) -> Vec<String> {
-        node.children()
-            .filter(|child| child.tag_name().name().eq_ignore_ascii_case(name))
-            .filter_map(|child| {
-                let text = child.text().map(str::trim).filter(|text| !text.is_empty());
-                text.or_else(|| {
-                    child
-                        .children()
-                        .find(|id| id.tag_name().name() == "id")
-                        .and_then(|id| id.text())
-                })
-                .map(|text| text.trim().to_owned())
-            })
-            .collect()
-    }
-
-    impl MetadataSummary {
-        pub(super) fn parse(xml: &str) -> Option<MetadataSummary> {
-            let document = roxmltree::Document::parse(xml).ok()?;
-            let mut summary = MetadataSummary::default();
-            for node in document.descendants().filter(roxmltree::Node::is_element) {
-                match node.tag_name().name() {
-                    "stream" => {
-                        if let (Some(id), Some(label)) = (
-                            attribute_of(node, &["stream_id", "id"]),
-                            child_texts(node, "label").into_iter().next(),
-                        ) {
-                            summary.stream_labels.insert(id.to_owned(), label);
-                        }
-                    }
-                    "participant" => {
-                        let Some(id) = attribute_of(node, &["participant_id", "id"]) else {
-                            continue;
-                        };
-                        let aor = node
-                            .descendants()
-                            .find(|child| child.tag_name().name() == "nameID")
-                            .and_then(|name_id| name_id.attribute("aor"))
-                            .map(str::to_owned)
-                            .or_else(|| child_texts(node, "aor").into_iter().next());
-                        if let Some(aor) = aor {
-                            summary.participant_names.insert(id.to_owned(), aor);
-                        }
-                        let sends = child_texts(node, "send");
-                        if !sends.is_empty() {
-                            summary.sends.push((id.to_owned(), sends));
-                        }
-                    }
-                    "participantstreamassoc" => {
-                        if let Some(id) = attribute_of(node, &["participant_id", "id"]) {
-                            summary.sends.push((id.to_owned(), child_texts(node, "send")));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            Some(summary)
-        }
     }
 }
 
@@ -1640,6 +1182,14 @@ m=audio 20002 RTP/AVP 8 0\r\na=label:2\r\na=sendonly\r\n";
             .collect()
     }
 
+    /// Who the plan says sends on a stream.
+    fn sender(stream: &PlannedStream) -> Option<&str> {
+        stream
+            .participant
+            .as_ref()
+            .map(|participant| participant.expose().as_str())
+    }
+
     fn small_pool() -> SrsConfig {
         SrsConfig {
             rtp_port_min: 30_000,
@@ -1665,10 +1215,7 @@ m=audio 20002 RTP/AVP 8 0\r\na=label:2\r\na=sendonly\r\n";
         assert_eq!(plan.streams[0].codecs, vec![(0, Codec::Pcmu), (8, Codec::Pcma)]);
         assert_eq!(plan.streams[0].telephone_event_pt, Some(101));
         assert_eq!(
-            plan.streams[0]
-                .participant
-                .as_ref()
-                .map(|participant| participant.expose().as_str()),
+            sender(&plan.streams[0]),
             Some("sip:+15551230001@carrier.example.net")
         );
         assert!(plan.metadata_xml.is_some());
@@ -1735,8 +1282,11 @@ m=audio 20002 RTP/AVP 8 0\r\na=label:2\r\na=sendonly\r\n";
         let mut src = Src::new(small_pool());
         started(&src.invite(0, "call-c"));
         src.ack(0, "call-c");
+        // A transfer (RFC 7865: leaving is a disassociate-time, never an omission) while P1 holds.
         let partial = "<recording xmlns=\"urn:ietf:params:xml:ns:recording\"><datamode>partial</datamode>\
 <participant participant_id=\"P3\"><nameID aor=\"sip:agent2002@cc.example.com\"/></participant>\
+<participantsessionassoc participant_id=\"P2\" session_id=\"X\">\
+<disassociate-time>2026-11-23T09:20:00Z</disassociate-time></participantsessionassoc>\
 <participantstreamassoc participant_id=\"P3\"><send>S2</send></participantstreamassoc>\
 <participantstreamassoc participant_id=\"P1\"><recv>S2</recv></participantstreamassoc></recording>";
         let update = src.request("UPDATE", "call-c", "", "application/rs-metadata", partial);
@@ -1753,15 +1303,23 @@ m=audio 20002 RTP/AVP 8 0\r\na=label:2\r\na=sendonly\r\n";
             Some(partial)
         );
         let stream_two = &plan.streams[1];
-        assert_eq!(
-            stream_two
-                .participant
-                .as_ref()
-                .map(|participant| participant.expose().as_str()),
-            Some("sip:agent2002@cc.example.com")
-        );
+        assert_eq!(sender(stream_two), Some("sip:agent2002@cc.example.com"));
         assert!(plan.streams[0].paused, "P1 no longer sends stream 1");
+        assert!(plan.streams[0].participant.is_none());
         assert!(!stream_two.paused);
+        assert!(!plan.paused);
+
+        // P1 sends again: stream 1 resumes, still by metadata alone (legacy type, in an UPDATE).
+        let resume = "<recording xmlns=\"urn:ietf:params:xml:ns:recording\"><datamode>partial</datamode>\
+<participantstreamassoc participant_id=\"P1\"><send>S1</send><recv>S2</recv></participantstreamassoc></recording>";
+        let update = src.request("UPDATE", "call-c", "", "application/rs-metadata", resume);
+        let plan = updated(&src.send(40, &update)).expect("UpdateCall");
+        assert!(!plan.streams[0].paused);
+        assert_eq!(
+            sender(&plan.streams[0]),
+            Some("sip:+15551230001@carrier.example.net")
+        );
+        assert_eq!(src.srs.stats().session_updates, 2);
     }
 
     #[test]
@@ -1800,7 +1358,7 @@ m=audio 20002 RTP/AVP 8 0\r\na=label:2\r\na=sendonly\r\n";
         let response = final_response(&src.send(0, &broken));
         assert_eq!(
             (response.status(), response.reason()),
-            (400, "Malformed multipart body")
+            (400, "Multipart Boundary Not Found")
         );
 
         let text = src.request("INVITE", "e2", "Require: siprec\r\n", "text/plain", "hello");
@@ -1839,7 +1397,7 @@ m=audio 20002 RTP/AVP 8 0\r\na=label:2\r\na=sendonly\r\n";
         let response = final_response(&src.send(0, &codec));
         assert_eq!(
             (response.status(), response.reason()),
-            (488, "No acceptable codec")
+            (488, "No Acceptable Audio Codec")
         );
 
         assert_eq!(src.srs.active_calls(), 0);
@@ -2019,5 +1577,178 @@ m=audio 20002 RTP/AVP 8 0\r\na=label:2\r\na=sendonly\r\n";
         src.local_tag = Some("nope".to_owned());
         let bye = src.request("BYE", "ghost", "", "", "");
         assert_eq!(final_response(&src.send(0, &bye)).status(), 481);
+    }
+
+    const BOUNDARY: &str = "multipart/mixed;boundary=OSS-unique-boundary-42";
+
+    #[test]
+    fn unsupported_body_types_get_415_with_accept() {
+        let mut src = Src::new(small_pool());
+        let text = src.request("INVITE", "u1", "Require: siprec\r\n", "text/plain", "hello");
+        let response = final_response(&src.send(0, &text));
+        assert_eq!(
+            (response.status(), response.reason()),
+            (415, "Unsupported Media Type")
+        );
+        assert_eq!(
+            response.headers().get("Accept"),
+            Some(multipart::ACCEPTED_CONTENT_TYPES)
+        );
+
+        // An unknown part the SRC marks as required is refused the same way; an optional one is ignored.
+        let required_part = |handling: &str| {
+            multipart(SDP_TWO_STREAMS, METADATA).replace(
+                "--OSS-unique-boundary-42--",
+                &format!(
+                    "--OSS-unique-boundary-42\r\nContent-Type: application/gtd\r\n\
+                     Content-Disposition: signal;handling={handling}\r\n\r\nIAM,\r\n--OSS-unique-boundary-42--"
+                ),
+            )
+        };
+        let body = required_part("required");
+        let invite = src.request("INVITE", "u2", "Require: siprec\r\n", BOUNDARY, &body);
+        let response = final_response(&src.send(1, &invite));
+        assert_eq!(response.status(), 415);
+        assert!(response.headers().get("Accept").is_some());
+        let body = required_part("optional");
+        let invite = src.request("INVITE", "u3", "Require: siprec\r\n", BOUNDARY, &body);
+        assert_eq!(final_response(&src.send(2, &invite)).status(), 200);
+        assert_eq!(src.srs.stats().rejected_media_type, 2);
+    }
+
+    #[test]
+    fn limits_answer_413_and_leave_the_call_unchanged() {
+        let mut src = Src::new(SrsConfig {
+            max_metadata_bytes: METADATA.len(),
+            ..small_pool()
+        });
+        let (_, first) = started(&src.invite(0, "l1"));
+        src.ack(0, "l1");
+
+        let oversized = format!("{METADATA}<!-- {} -->", "x".repeat(64));
+        let update = src.request("UPDATE", "l1", "", "application/rs-metadata+xml", &oversized);
+        let outputs = src.send(10, &update);
+        let response = final_response(&outputs);
+        assert_eq!(
+            (response.status(), response.reason()),
+            (413, "Recording Metadata Too Large")
+        );
+        assert!(updated(&outputs).is_none());
+
+        let mut body = multipart(SDP_TWO_STREAMS, METADATA);
+        for _ in 0..multipart::MAX_PARTS {
+            body = body.replace(
+                "--OSS-unique-boundary-42--",
+                "--OSS-unique-boundary-42\r\nContent-Type: text/plain\r\n\r\nx\r\n--OSS-unique-boundary-42--",
+            );
+        }
+        let reinvite = src.request("INVITE", "l1", "", BOUNDARY, &body);
+        let outputs = src.send(20, &reinvite);
+        let response = final_response(&outputs);
+        assert_eq!(
+            (response.status(), response.reason()),
+            (413, "Too Many Body Parts")
+        );
+        assert!(updated(&outputs).is_none());
+        assert_eq!(src.srs.stats().rejected_malformed, 2);
+
+        // The call still records as before: a refresh changes nothing and keeps the ports.
+        let refresh = src.request("INVITE", "l1", "", "application/sdp", SDP_TWO_STREAMS);
+        let outputs = src.send(30, &refresh);
+        assert_eq!(final_response(&outputs).status(), 200);
+        assert!(updated(&outputs).is_none());
+        assert_eq!(src.srs.ports.available(), 3);
+        assert_eq!(first.streams.len(), 2);
+    }
+
+    #[test]
+    fn label_one_before_label_zero_keeps_m_line_order_and_binds_by_label() {
+        // rtpengine's loopback order (siprec.md R7): never infer the stream from m-line position.
+        let sdp = "v=0\r\no=SRC 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+m=audio 20000 RTP/AVP 0\r\na=label:1\r\na=sendonly\r\n\
+m=audio 20002 RTP/AVP 8\r\na=label:0\r\na=sendonly\r\n";
+        let metadata = METADATA
+            .replace("<label>1</label>", "<label>0</label>")
+            .replace("<label>2</label>", "<label>1</label>");
+        let mut src = Src::new(small_pool());
+        let body = multipart(sdp, &metadata);
+        let invite = src.request("INVITE", "lb", "Require: siprec\r\n", BOUNDARY, &body);
+        let outputs = src.send(0, &invite);
+        let (_, plan) = started(&outputs);
+        let summary: Vec<(&str, Codec, Option<&str>)> = plan
+            .streams
+            .iter()
+            .map(|stream| (stream.label.as_str(), stream.codecs[0].1, sender(stream)))
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                ("1", Codec::Pcmu, Some("sip:agent1001@cc.example.com")),
+                ("0", Codec::Pcma, Some("sip:+15551230001@carrier.example.net")),
+            ]
+        );
+        let ok = final_response(&outputs);
+        src.local_tag = ok.headers().to().and_then(|to| to.tag().map(str::to_owned));
+        let answer = String::from_utf8(ok.body().to_vec()).expect("utf8");
+        let one = answer.find("a=label:1").expect("label 1 echoed");
+        let zero = answer.find("a=label:0").expect("label 0 echoed");
+        assert!(one < zero, "answer keeps the offer's m-line order");
+        src.ack(0, "lb");
+
+        // Dropping label 1 (port 0) keeps label 0 on its port and releases the other.
+        let reinvite = src.request(
+            "INVITE",
+            "lb",
+            "",
+            "application/sdp",
+            &sdp.replace("m=audio 20000", "m=audio 0"),
+        );
+        let plan_after = updated(&src.send(10, &reinvite)).expect("UpdateCall");
+        assert_eq!(plan_after.streams.len(), 1);
+        assert_eq!(plan_after.streams[0].label, "0");
+        assert_eq!(plan_after.streams[0].local_port, plan.streams[1].local_port);
+        assert_eq!(src.srs.ports.available(), 4);
+    }
+
+    #[test]
+    fn port_exhaustion_srtp_and_duplicate_labels_are_refused_without_leaks() {
+        let mut src = Src::new(small_pool());
+        started(&src.invite(0, "p1"));
+        src.local_tag = None;
+        started(&src.invite(1, "p2"));
+        src.local_tag = None;
+        assert_eq!(src.srs.ports.available(), 1);
+        let response = final_response(&src.invite(2, "p3"));
+        assert_eq!(
+            (response.status(), response.reason()),
+            (503, "No Media Ports Available")
+        );
+        assert!(response.headers().get("Retry-After").is_some());
+        assert_eq!(src.srs.ports.available(), 1, "the partly allocated port is back");
+
+        src.local_tag = None;
+        let srtp = SDP_TWO_STREAMS.replace("RTP/AVP", "RTP/SAVP");
+        let invite = src.request("INVITE", "p4", "Require: siprec\r\n", "application/sdp", &srtp);
+        let response = final_response(&src.send(3, &invite));
+        assert_eq!(
+            (response.status(), response.reason()),
+            (488, "SRTP Not Supported")
+        );
+
+        let duplicate = SDP_TWO_STREAMS.replace("a=label:2", "a=label:1");
+        let invite = src.request(
+            "INVITE",
+            "p5",
+            "Require: siprec\r\n",
+            "application/sdp",
+            &duplicate,
+        );
+        let response = final_response(&src.send(4, &invite));
+        assert_eq!(
+            (response.status(), response.reason()),
+            (400, "Duplicate Stream Label")
+        );
+        assert_eq!(src.srs.ports.available(), 1);
+        assert_eq!(src.srs.active_calls(), 2);
     }
 }
