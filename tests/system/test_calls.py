@@ -193,16 +193,17 @@ def test_sigterm_ends_calls_with_bye_and_exits_0(airlock, speech_a, speech_b):
         time.sleep(1.5)
         sent_before = {label: s.report.audio_packets for label, s in senders.items()}
         airlock.proc.send_signal(signal.SIGTERM)
-        # New calls are no longer admitted (a refusal or no answer; never a 2xx).
+        bye = call.uac.wait_request("BYE", airlock.config["shutdown"]["grace_secs"] + 3)
+        assert bye is not None, "no BYE from airlock after SIGTERM"
+        # Once shutdown is under way (the BYE proves it), new calls are not admitted: a refusal or no answer
+        # (sockets already closed), never a 2xx.
         ctype, body = siprec_body(["1"], [40000])
         try:
-            resp, _ = late.invite(body, ctype, timeout=2)
+            resp, _ = late.invite(body, ctype, timeout=1)
             assert not 200 <= resp.status < 300, f"INVITE admitted during shutdown: {resp}"
         except AssertionError as exc:
             if "admitted during shutdown" in str(exc):
                 raise
-        bye = call.uac.wait_request("BYE", airlock.config["shutdown"]["grace_secs"] + 3)
-        assert bye is not None, "no BYE from airlock after SIGTERM"
         for s in senders.values():
             s.stop()
         rc = airlock.terminate()  # waits for the exit already under way

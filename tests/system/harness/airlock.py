@@ -84,6 +84,20 @@ class Airlock:
         return self.workdir / f"airlock-{self.runs}.log"
 
     def start(self, timeout: float = 20.0) -> "Airlock":
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except AssertionError as exc:
+                # Another program took a picked port between the pick and airlock's bind: pick again.
+                if "Address already in use" not in str(exc) or attempt == 2:
+                    raise
+                self.sip_port = procs.free_port()
+                self.metrics_port = procs.free_port(tcp_and_udp=False)
+                self.config["sip"].update(udp=f"127.0.0.1:{self.sip_port}", tcp=f"127.0.0.1:{self.sip_port}")
+                self.config["metrics"]["listen"] = f"127.0.0.1:{self.metrics_port}"
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "Airlock":
         self.config_path.write_text(to_toml(self.config))
         self.runs += 1
         env = dict(os.environ)

@@ -12,33 +12,42 @@ from pathlib import Path
 _used_ranges: set[int] = set()
 
 
+# Ports handed out go below the kernel's ephemeral range (32768-60999), so sockets bound to port 0 elsewhere
+# (our own RTP/SIP clients, other programs on the machine) cannot take them between the pick and the bind:
+# single ports from 5000-9999, media ranges from 10000-31999, SIPp's media pair from 32000-32767.
+_handed_out: set[int] = set()
+
+
+def _bindable(port: int, tcp: bool, udp: bool) -> bool:
+    kinds = ([socket.SOCK_STREAM] if tcp else []) + ([socket.SOCK_DGRAM] if udp else [])
+    for kind in kinds:
+        s = socket.socket(socket.AF_INET, kind)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
 def free_port(tcp_and_udp: bool = True) -> int:
     """A loopback port free for TCP and (if asked) UDP at the same number."""
-    for _ in range(200):
-        t = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        t.bind(("127.0.0.1", 0))
-        port = t.getsockname()[1]
-        try:
-            if tcp_and_udp:
-                u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                try:
-                    u.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                finally:
-                    u.close()
+    for _ in range(500):
+        port = random.randrange(5000, 10000)
+        if port not in _handed_out and _bindable(port, True, tcp_and_udp):
+            _handed_out.add(port)
             return port
-        finally:
-            t.close()
     raise RuntimeError("no free loopback port")
 
 
 def free_udp_port() -> int:
-    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    u.bind(("127.0.0.1", 0))
-    port = u.getsockname()[1]
-    u.close()
-    return port
+    for _ in range(500):
+        port = random.randrange(5000, 10000)
+        if port not in _handed_out and _bindable(port, False, True):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free loopback UDP port")
 
 
 def free_udp_pair() -> int:
