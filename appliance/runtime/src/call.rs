@@ -489,7 +489,7 @@ impl CallTask {
                 task.abort();
             }
         }
-        self.manifest.apply_plan(plan, &self.environment.recipients);
+        self.manifest.apply_plan(plan, at, &self.environment.recipients);
         self.save_manifest();
     }
 

@@ -35,8 +35,21 @@ pub struct Manifest {
     pub telephone_events_sealed: Option<String>,
     /// The SIPREC metadata documents received, sealed to the recipients.
     pub metadata_sealed: Vec<String>,
+    /// Who sent on which stream (channel) from when, per the metadata: `[{label, from_ms, participant}]`
+    /// as JSON, sealed to the recipients (participants' AoRs are personal data).
+    pub participants_sealed: Option<String>,
     #[serde(skip)]
     telephone_events: Vec<TelephoneEvent>,
+    #[serde(skip)]
+    participant_timeline: Vec<ParticipantSpan>,
+}
+
+/// From `from_ms` on, `participant` (AoRs from the metadata) sent on the stream labelled `label`.
+#[derive(Debug, Clone, Serialize)]
+struct ParticipantSpan {
+    label: String,
+    from_ms: u64,
+    participant: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,7 +130,9 @@ impl Manifest {
             telephone_event_count: 0,
             telephone_events_sealed: None,
             metadata_sealed: Vec::new(),
+            participants_sealed: None,
             telephone_events: Vec::new(),
+            participant_timeline: Vec::new(),
         };
         manifest.channels = plan
             .streams
@@ -128,16 +143,43 @@ impl Manifest {
                 label: stream.label.clone(),
             })
             .collect();
-        manifest.apply_plan(plan, recipients);
+        manifest.apply_plan(plan, Duration::ZERO, recipients);
         manifest
     }
 
-    /// Seals any metadata document the plan carries that is not stored yet.
-    pub fn apply_plan(&mut self, plan: &RecordingPlan, recipients: &[Recipient]) {
+    /// Records what a new plan (initial, re-INVITE or UPDATE) says, `at` after the call started: the
+    /// metadata document it carried and any change of who sends on a stream, both sealed.
+    pub fn apply_plan(&mut self, plan: &RecordingPlan, at: Duration, recipients: &[Recipient]) {
         if let Some(xml) = &plan.metadata_xml {
             match seal_text(recipients, xml.expose()) {
                 Ok(sealed) => self.metadata_sealed.push(sealed),
                 Err(error) => tracing::warn!(%error, "cannot seal SIPREC metadata"),
+            }
+        }
+        let mut changed = false;
+        for stream in &plan.streams {
+            let Some(participant) = &stream.participant else {
+                continue;
+            };
+            let current = self
+                .participant_timeline
+                .iter()
+                .rev()
+                .find(|span| span.label == stream.label);
+            if current.is_none_or(|span| span.participant != *participant.expose()) {
+                self.participant_timeline.push(ParticipantSpan {
+                    label: stream.label.clone(),
+                    from_ms: millis(at),
+                    participant: participant.expose().clone(),
+                });
+                changed = true;
+            }
+        }
+        if changed {
+            let json = serde_json::to_string(&self.participant_timeline).unwrap_or_default();
+            match seal_text(recipients, &json) {
+                Ok(sealed) => self.participants_sealed = Some(sealed),
+                Err(error) => tracing::warn!(%error, "cannot seal the participant timeline"),
             }
         }
     }
