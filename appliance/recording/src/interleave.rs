@@ -28,6 +28,13 @@ pub const DEFAULT_MAX_PENDING_FRAMES: u64 = 480_000;
 /// How many times `max_pending_frames` of silence one `drain_ready` may produce at most.
 const SILENCE_LIMIT_FACTOR: u64 = 16;
 
+/// What happens where a write meets audio already placed on the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overlap {
+    FirstWins,
+    Sum,
+}
+
 /// Per-leg PCM at sample positions in, interleaved frames out (see the module docs for the policy).
 #[derive(Debug)]
 pub struct Interleaver {
@@ -72,8 +79,19 @@ impl Interleaver {
         }
     }
 
-    /// Places `samples` of leg `channel` starting at sample `position` of the call.
+    /// Places `samples` of leg `channel` starting at sample `position` of the call; where the channel
+    /// already holds audio for a position, the first write wins (a leg's own overlaps).
     pub fn push(&mut self, channel: usize, position: u64, samples: &[i16]) {
+        self.place(channel, position, samples, Overlap::FirstWins);
+    }
+
+    /// Like [`Interleaver::push`], but where the channel already holds audio the two are summed
+    /// (saturating): for a channel that carries more than one leg, so neither leg's audio is lost.
+    pub fn mix(&mut self, channel: usize, position: u64, samples: &[i16]) {
+        self.place(channel, position, samples, Overlap::Sum);
+    }
+
+    fn place(&mut self, channel: usize, position: u64, samples: &[i16], overlap: Overlap) {
         let Some(offset) = self.offsets.get_mut(channel) else {
             return;
         };
@@ -110,10 +128,12 @@ impl Interleaver {
             .range_mut(first_slot..)
             .zip(self.written.range_mut(first_slot..));
         for ((value, written), sample) in slots.step_by(self.channels).zip(samples) {
-            if !*written {
-                *value = *sample;
-                *written = true;
+            match (*written, overlap) {
+                (false, _) => *value = *sample,
+                (true, Overlap::Sum) => *value = value.saturating_add(*sample),
+                (true, Overlap::FirstWins) => {}
             }
+            *written = true;
         }
         if end - self.drain_point > self.max_pending_frames {
             self.force_out_until(end - self.max_pending_frames);
@@ -253,5 +273,14 @@ mod tests {
         );
         interleaver.push(0, 5, &[2]);
         assert_eq!(interleaver.late_samples(), 1);
+    }
+
+    #[test]
+    fn mix_sums_where_a_channel_already_holds_audio() {
+        let mut interleaver = Interleaver::new(1);
+        interleaver.push(0, 0, &[100, 200, i16::MAX]);
+        interleaver.mix(0, 1, &[5, 10, 20]);
+        interleaver.push(0, 0, &[-1, -1]);
+        assert_eq!(interleaver.drain_ready(4), vec![100, 205, i16::MAX, 20]);
     }
 }

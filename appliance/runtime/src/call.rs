@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::control::ControlInput;
-use crate::manifest::{Manifest, PauseInterval, StreamReport};
+use crate::manifest::{ChannelReport, Manifest, PauseInterval, StreamReport};
 use crate::storage::{DataDir, write_json_atomically};
 
 /// Datagrams queued from the sockets of one call before socket tasks wait.
@@ -268,9 +268,12 @@ impl CallTask {
 
     fn add_stream(&mut self, planned: &PlannedStream, socket: UdpSocket) {
         let index = self.streams.len();
-        let channel = self
-            .free_channel()
-            .unwrap_or(index.min(self.recording.channels - 1));
+        let channel = self.free_channel().unwrap_or_else(|| self.least_shared_channel());
+        let now = Instant::now();
+        let from = now.duration_since(self.started);
+        self.manifest
+            .channels
+            .push(ChannelReport::new(channel, &planned.label, from));
         let packets = self.packets.clone();
         let socket_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
@@ -295,7 +298,6 @@ impl CallTask {
             .first()
             .map(|(_, codec)| codec.pcm_sample_rate())
             .unwrap_or(8000);
-        let now = Instant::now();
         let receiver = Receiver::new(
             ReceiverConfig {
                 clock_rate,
@@ -334,6 +336,21 @@ impl CallTask {
                 .iter()
                 .any(|s| s.socket_task.is_some() && s.channel == *channel)
         })
+    }
+
+    /// The channel carrying the fewest live streams (a stream added when every channel is taken is mixed
+    /// into it rather than lost).
+    fn least_shared_channel(&self) -> usize {
+        (0..self.recording.channels)
+            .min_by_key(|channel| self.live_streams_on(*channel))
+            .unwrap_or(0)
+    }
+
+    fn live_streams_on(&self, channel: usize) -> usize {
+        self.streams
+            .iter()
+            .filter(|s| s.socket_task.is_some() && s.channel == channel)
+            .count()
     }
 
     fn call_sample_at(&self, now: Instant) -> u64 {
@@ -376,6 +393,10 @@ impl CallTask {
     fn drain_stream(&mut self, index: usize, now: Instant) {
         let rate = u64::from(self.recording.sample_rate);
         let started = self.started;
+        let shared = self
+            .streams
+            .get(index)
+            .is_some_and(|stream| self.live_streams_on(stream.channel) > 1);
         let Some(stream) = self.streams.get_mut(index) else {
             return;
         };
@@ -410,9 +431,15 @@ impl CallTask {
                         call_position = stream.origin_sample.saturating_add(stream_position);
                     }
                     let samples = airlock_media::resample(&stream.scratch, pcm_rate as u32, rate as u32);
-                    self.recording
-                        .interleaver
-                        .push(stream.channel, call_position, &samples);
+                    if shared {
+                        self.recording
+                            .interleaver
+                            .mix(stream.channel, call_position, &samples);
+                    } else {
+                        self.recording
+                            .interleaver
+                            .push(stream.channel, call_position, &samples);
+                    }
                 }
                 ReceiverOutput::TelephoneEvent {
                     event,

@@ -62,10 +62,23 @@ pub struct RecordingReport {
     pub frames: u64,
 }
 
+/// The stream labelled `label` is recorded on `channel` from `from_ms` on. A stream added mid-call when
+/// no channel is free shares one (the legs are mixed there), so a channel can appear more than once.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ChannelReport {
     pub channel: usize,
     pub label: String,
+    pub from_ms: u64,
+}
+
+impl ChannelReport {
+    pub fn new(channel: usize, label: &str, from: Duration) -> Self {
+        ChannelReport {
+            channel,
+            label: label.to_string(),
+            from_ms: millis(from),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,15 +147,6 @@ impl Manifest {
             telephone_events: Vec::new(),
             participant_timeline: Vec::new(),
         };
-        manifest.channels = plan
-            .streams
-            .iter()
-            .enumerate()
-            .map(|(channel, stream)| ChannelReport {
-                channel,
-                label: stream.label.clone(),
-            })
-            .collect();
         manifest.apply_plan(plan, Duration::ZERO, recipients);
         manifest
     }
