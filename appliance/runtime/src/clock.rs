@@ -5,27 +5,47 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 /// `2026-11-23T21:15:00.123Z` for the given time (times before 1970 print as the epoch).
 pub fn rfc3339(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (year, month, day, seconds_of_day) = civil(since_epoch.as_secs());
+    let utc = Utc::of(time);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        seconds_of_day / 3600,
-        seconds_of_day / 60 % 60,
-        seconds_of_day % 60,
-        since_epoch.subsec_millis()
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.millis
     )
 }
 
 /// `20261123T211500Z`, for names that sort by time.
 pub fn compact(time: SystemTime) -> String {
-    let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let (year, month, day, seconds_of_day) = civil(since_epoch.as_secs());
+    let utc = Utc::of(time);
     format!(
-        "{year:04}{month:02}{day:02}T{:02}{:02}{:02}Z",
-        seconds_of_day / 3600,
-        seconds_of_day / 60 % 60,
-        seconds_of_day % 60
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second
     )
+}
+
+/// A time broken down into UTC calendar fields.
+struct Utc {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u64,
+    minute: u64,
+    second: u64,
+    millis: u32,
+}
+
+impl Utc {
+    fn of(time: SystemTime) -> Utc {
+        let since_epoch = time.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (year, month, day, seconds_of_day) = civil(since_epoch.as_secs());
+        Utc {
+            year,
+            month,
+            day,
+            hour: seconds_of_day / 3600,
+            minute: seconds_of_day / 60 % 60,
+            second: seconds_of_day % 60,
+            millis: since_epoch.subsec_millis(),
+        }
+    }
 }
 
 /// Splits Unix seconds into (year, month, day, seconds of the day).
