@@ -363,13 +363,16 @@ impl CallTask {
         let Some(stream) = self.streams.get_mut(datagram.stream) else {
             return;
         };
-        if let Err(_malformed) = stream
+        match stream
             .receiver
             .handle_packet(datagram.received_at, &datagram.bytes)
         {
-            self.environment.metrics.rtp_packets_malformed.inc();
+            Ok(()) => {
+                stream.inactive = false;
+                self.environment.metrics.rtp_packets_received.inc();
+            }
+            Err(_malformed) => self.environment.metrics.rtp_packets_malformed.inc(),
         }
-        self.environment.metrics.rtp_packets_received.inc();
         self.drain_stream(datagram.stream, datagram.received_at);
     }
 
@@ -409,7 +412,6 @@ impl CallTask {
                     position,
                     payload,
                 } => {
-                    stream.inactive = false;
                     let Some((codec, decoder)) = stream.decoders.get_mut(&payload_type) else {
                         continue;
                     };
