@@ -371,7 +371,9 @@ impl CallTask {
                 stream.inactive = false;
                 self.environment.metrics.rtp_packets_received.inc();
             }
-            Err(_malformed) => self.environment.metrics.rtp_packets_malformed.inc(),
+            Err(_malformed) => {
+                self.environment.metrics.rtp_packets_malformed.inc();
+            }
         }
         self.drain_stream(datagram.stream, datagram.received_at);
     }
