@@ -6,8 +6,14 @@
 //! ([`Endpoint::handle_timeout`]). Output: [`EndpointEvent`]s from [`Endpoint::poll_event`]. Retransmitted
 //! requests are absorbed here and never surface twice. Responses go back to the address the request came
 //! from (symmetric response routing, as `rport` asks), on the same connection for streams.
+//!
+//! Timers: every transaction and pending 2xx keeps its earliest deadline in an ordered index
+//! (`Deadlines`), one entry per timer owner, updated wherever a retransmission or end time is set,
+//! cleared or the owner is removed. So [`Endpoint::poll_timeout`] costs O(log n) and
+//! [`Endpoint::handle_timeout`] visits only the owners that are due, which matters at SIPREC scale
+//! (tens of thousands of live transactions, `poll_timeout` asked after every input).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::message::{BRANCH_MAGIC_COOKIE, Message, Method, ParseError, Request, Response};
@@ -36,6 +42,15 @@ pub struct EndpointConfig {
     pub via_sent_by: String,
     /// Most live server transactions; a new request beyond it is answered 503 with Retry-After, statelessly.
     /// 2xx responses awaiting ACK are bounded by this too (one per INVITE transaction).
+    ///
+    /// Default 40,000. Sizing: every SIPREC call leaves an INVITE transaction (2xx sent, absorbing
+    /// retransmissions until Timer L) and a BYE transaction (Timer J), each living up to 64×T1 = 32 s over
+    /// UDP, so 500 setups/s hold up to 500 × 2 × 32 s = 32,000 at steady state; the rest is headroom for
+    /// bursts and OPTIONS pings. Memory, measured roughly: a `ServerTxn` is 256 bytes, plus its key stored
+    /// twice (~200 bytes with the strings), its deadline-index entry, the retained request and the retained
+    /// last response: ~1.3 KB for a BYE (~0.7 KB parsed request, ~0.25 KB 200 OK) and ~3 KB for a SIPREC
+    /// INVITE with a small metadata body (~1.8 KB parsed request, ~0.6 KB 2xx, plus a second copy of the 2xx
+    /// and its ACK key until the ACK), more with larger metadata. A full table is on the order of 100 MB.
     pub max_server_transactions: usize,
     /// Most live client transactions; `send_request` beyond it fails with `TooManyClientTransactions`.
     pub max_client_transactions: usize,
@@ -56,7 +71,7 @@ impl Default for EndpointConfig {
         Self {
             timers: TimerConfig::default(),
             via_sent_by: "127.0.0.1:5060".to_owned(),
-            max_server_transactions: 4096,
+            max_server_transactions: 40_000,
             max_client_transactions: 1024,
             max_events: 1024,
             max_message_bytes: crate::framing::MAX_DATAGRAM_BYTES,
@@ -202,6 +217,77 @@ enum ServerState {
     Accepted,
 }
 
+/// The timer owners of one kind, ordered by their earliest deadline. Each owner has at most one entry,
+/// `(deadline, key)`, mirrored in the owner's `scheduled` field so it can be found and moved; the index
+/// holds no more entries than there are live owners (bounded by the transaction limits).
+#[derive(Debug)]
+struct Deadlines<K> {
+    entries: BTreeSet<(Instant, K)>,
+}
+
+/// Something with timers: a transaction or a pending 2xx.
+trait TimerOwner {
+    type Key: Ord + Copy;
+    fn timer_key(&self) -> Self::Key;
+    /// The earliest instant at which its timers have work.
+    fn next_deadline(&self) -> Option<Instant>;
+    /// The deadline it is filed under in its [`Deadlines`].
+    fn scheduled(&mut self) -> &mut Option<Instant>;
+}
+
+impl<K: Ord + Copy> Deadlines<K> {
+    fn new() -> Self {
+        Self {
+            entries: BTreeSet::new(),
+        }
+    }
+
+    /// Files `owner` under its current earliest deadline; call after changing any of its timers.
+    fn sync<T: TimerOwner<Key = K>>(&mut self, owner: &mut T) {
+        let next = owner.next_deadline();
+        let key = owner.timer_key();
+        let scheduled = owner.scheduled();
+        if *scheduled == next {
+            return;
+        }
+        if let Some(at) = scheduled.take() {
+            self.entries.remove(&(at, key));
+        }
+        if let Some(at) = next {
+            self.entries.insert((at, key));
+        }
+        *scheduled = next;
+    }
+
+    /// Drops the entry of an owner being removed.
+    fn forget<T: TimerOwner<Key = K>>(&mut self, owner: &mut T) {
+        let key = owner.timer_key();
+        if let Some(at) = owner.scheduled().take() {
+            self.entries.remove(&(at, key));
+        }
+    }
+
+    fn earliest(&self) -> Option<Instant> {
+        self.entries.first().map(|(at, _)| *at)
+    }
+
+    /// The owners due at `now`, earliest first.
+    fn due(&self, now: Instant) -> Vec<K> {
+        self.entries
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .map(|(_, key)| *key)
+            .collect()
+    }
+}
+
+fn earliest_of(retransmit: Option<Retransmit>, ends_at: Option<Instant>) -> Option<Instant> {
+    match (retransmit.map(|retransmit| retransmit.at), ends_at) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 #[derive(Debug)]
 struct ServerTxn {
     id: ServerTxnId,
@@ -213,6 +299,21 @@ struct ServerTxn {
     retransmit: Option<Retransmit>,
     /// Timer H (Completed INVITE: fires AckTimeout), I, J or L (silent end).
     ends_at: Option<Instant>,
+    /// Its entry in `Endpoint::server_deadlines`.
+    scheduled: Option<Instant>,
+}
+
+impl TimerOwner for ServerTxn {
+    type Key = ServerTxnId;
+    fn timer_key(&self) -> ServerTxnId {
+        self.id
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        earliest_of(self.retransmit, self.ends_at)
+    }
+    fn scheduled(&mut self) -> &mut Option<Instant> {
+        &mut self.scheduled
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -230,6 +331,21 @@ struct PendingAck {
     retransmit_at: Instant,
     interval: Duration,
     gives_up_at: Instant,
+    /// Its entry in `Endpoint::ack_deadlines`.
+    scheduled: Option<Instant>,
+}
+
+impl TimerOwner for PendingAck {
+    type Key = ServerTxnId;
+    fn timer_key(&self) -> ServerTxnId {
+        self.txn
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        Some(self.retransmit_at.min(self.gives_up_at))
+    }
+    fn scheduled(&mut self) -> &mut Option<Instant> {
+        &mut self.scheduled
+    }
 }
 
 /// Matches an ACK to its 2xx: Call-ID, From-tag (remote), To-tag (local), CSeq number.
@@ -270,6 +386,21 @@ struct ClientTxn {
     retransmit: Option<Retransmit>,
     /// Timer F (Trying/Proceeding: RequestTimeout) or K (Completed: silent end).
     ends_at: Instant,
+    /// Its entry in `Endpoint::client_deadlines`.
+    scheduled: Option<Instant>,
+}
+
+impl TimerOwner for ClientTxn {
+    type Key = ClientTxnId;
+    fn timer_key(&self) -> ClientTxnId {
+        self.id
+    }
+    fn next_deadline(&self) -> Option<Instant> {
+        earliest_of(self.retransmit, Some(self.ends_at))
+    }
+    fn scheduled(&mut self) -> &mut Option<Instant> {
+        &mut self.scheduled
+    }
 }
 
 /// The SIP endpoint. See the module docs.
@@ -278,9 +409,14 @@ pub struct Endpoint {
     config: EndpointConfig,
     server_txns: HashMap<TxnKey, ServerTxn>,
     server_keys: HashMap<ServerTxnId, TxnKey>,
+    server_deadlines: Deadlines<ServerTxnId>,
     pending_acks: HashMap<AckKey, PendingAck>,
+    /// The key of each pending 2xx by the INVITE transaction that sent it.
+    pending_ack_keys: HashMap<ServerTxnId, AckKey>,
+    ack_deadlines: Deadlines<ServerTxnId>,
     client_txns: HashMap<String, ClientTxn>,
     client_branches: HashMap<ClientTxnId, String>,
+    client_deadlines: Deadlines<ClientTxnId>,
     /// Bounded by `config.max_events`; see [`EndpointConfig::max_events`].
     events: VecDeque<EndpointEvent>,
     next_id: u64,
@@ -294,9 +430,13 @@ impl Endpoint {
             config,
             server_txns: HashMap::new(),
             server_keys: HashMap::new(),
+            server_deadlines: Deadlines::new(),
             pending_acks: HashMap::new(),
+            pending_ack_keys: HashMap::new(),
+            ack_deadlines: Deadlines::new(),
             client_txns: HashMap::new(),
             client_branches: HashMap::new(),
+            client_deadlines: Deadlines::new(),
             events: VecDeque::new(),
             next_id: 0,
             stats: EndpointStats::default(),
@@ -447,6 +587,7 @@ impl Endpoint {
                 last_response: None,
                 retransmit: None,
                 ends_at: None,
+                scheduled: None,
             },
         );
         id
@@ -479,10 +620,11 @@ impl Endpoint {
                     self.config.timers.t4
                 };
                 txn.ends_at = Some(now + linger);
+                self.server_deadlines.sync(txn);
             }
             return;
         }
-        let pending = AckKey::for_message(request.headers()).and_then(|key| self.pending_acks.remove(&key));
+        let pending = AckKey::for_message(request.headers()).and_then(|key| self.remove_pending_ack(&key));
         if pending.is_some() {
             self.events.push_back(EndpointEvent::Ack { request, from });
         } else {
@@ -562,21 +704,51 @@ impl Endpoint {
             self.remove_client_txn(id);
         } else {
             txn.ends_at = now + self.config.timers.t4;
+            self.client_deadlines.sync(txn);
         }
         self.events
             .push_back(EndpointEvent::Response { txn: id, response });
     }
 
     fn remove_client_txn(&mut self, id: ClientTxnId) {
-        if let Some(branch) = self.client_branches.remove(&id) {
-            self.client_txns.remove(&branch);
+        if let Some(mut txn) = self
+            .client_branches
+            .remove(&id)
+            .and_then(|branch| self.client_txns.remove(&branch))
+        {
+            self.client_deadlines.forget(&mut txn);
         }
     }
 
     fn remove_server_txn(&mut self, id: ServerTxnId) {
-        if let Some(key) = self.server_keys.remove(&id) {
-            self.server_txns.remove(&key);
+        if let Some(mut txn) = self
+            .server_keys
+            .remove(&id)
+            .and_then(|key| self.server_txns.remove(&key))
+        {
+            self.server_deadlines.forget(&mut txn);
         }
+    }
+
+    /// Files a 2xx awaiting its ACK. One with the same [`AckKey`] (a peer reusing Call-ID, tags and CSeq
+    /// on another INVITE) is replaced, as the ACK could only confirm one of them.
+    fn insert_pending_ack(&mut self, key: AckKey, pending: PendingAck) {
+        let txn = pending.txn;
+        if let Some(mut replaced) = self.pending_acks.insert(key.clone(), pending) {
+            self.ack_deadlines.forget(&mut replaced);
+            self.pending_ack_keys.remove(&replaced.txn);
+        }
+        if let Some(pending) = self.pending_acks.get_mut(&key) {
+            self.ack_deadlines.sync(pending);
+        }
+        self.pending_ack_keys.insert(txn, key);
+    }
+
+    fn remove_pending_ack(&mut self, key: &AckKey) -> Option<PendingAck> {
+        let mut pending = self.pending_acks.remove(key)?;
+        self.pending_ack_keys.remove(&pending.txn);
+        self.ack_deadlines.forget(&mut pending);
+        Some(pending)
     }
 
     /// Sends `response` on server transaction `txn`. Provisional responses may repeat; after a final
@@ -617,24 +789,24 @@ impl Endpoint {
         let unreliable = !remote.transport.is_reliable();
         server_txn.last_response = Some(bytes.clone());
         let mut remove_now = false;
+        let mut pending_ack = None;
         if response.is_provisional() {
             server_txn.state = ServerState::Proceeding;
         } else if server_txn.is_invite && response.is_success() {
             server_txn.state = ServerState::Accepted;
             server_txn.ends_at = Some(now + timers.transaction_timeout());
-            if let Some(ack_key) = AckKey::for_message(response.headers()) {
-                self.pending_acks.insert(
-                    ack_key,
-                    PendingAck {
-                        txn,
-                        remote,
-                        bytes: bytes.clone(),
-                        retransmit_at: now + timers.t1,
-                        interval: timers.t1,
-                        gives_up_at: now + timers.transaction_timeout(),
-                    },
-                );
-            }
+            pending_ack = AckKey::for_message(response.headers()).map(|ack_key| {
+                let pending = PendingAck {
+                    txn,
+                    remote,
+                    bytes: bytes.clone(),
+                    retransmit_at: now + timers.t1,
+                    interval: timers.t1,
+                    gives_up_at: now + timers.transaction_timeout(),
+                    scheduled: None,
+                };
+                (ack_key, pending)
+            });
         } else if server_txn.is_invite {
             server_txn.state = ServerState::Completed;
             server_txn.retransmit = unreliable.then_some(Retransmit {
@@ -649,6 +821,10 @@ impl Endpoint {
             } else {
                 remove_now = true;
             }
+        }
+        self.server_deadlines.sync(server_txn);
+        if let Some((ack_key, pending)) = pending_ack {
+            self.insert_pending_ack(ack_key, pending);
         }
         self.transmit(remote, bytes);
         if remove_now {
@@ -692,18 +868,18 @@ impl Endpoint {
             at: now + timers.t1,
             interval: timers.t1,
         });
-        self.client_txns.insert(
-            branch.clone(),
-            ClientTxn {
-                id,
-                method: request.method().clone(),
-                remote: to,
-                bytes: bytes.clone(),
-                state: ClientState::Trying,
-                retransmit,
-                ends_at: now + timers.transaction_timeout(),
-            },
-        );
+        let mut txn = ClientTxn {
+            id,
+            method: request.method().clone(),
+            remote: to,
+            bytes: bytes.clone(),
+            state: ClientState::Trying,
+            retransmit,
+            ends_at: now + timers.transaction_timeout(),
+            scheduled: None,
+        };
+        self.client_deadlines.sync(&mut txn);
+        self.client_txns.insert(branch.clone(), txn);
         self.client_branches.insert(id, branch);
         self.transmit(to, bytes);
         Ok(id)
@@ -712,21 +888,14 @@ impl Endpoint {
     /// The earliest instant at which [`handle_timeout`](Self::handle_timeout) has work; may be in the past
     /// when work was deferred for a full event queue.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let server = self
-            .server_txns
-            .values()
-            .flat_map(|txn| [txn.retransmit.map(|retransmit| retransmit.at), txn.ends_at])
-            .flatten();
-        let acks = self
-            .pending_acks
-            .values()
-            .map(|pending| pending.retransmit_at.min(pending.gives_up_at));
-        let client = self.client_txns.values().flat_map(|txn| {
-            [txn.retransmit.map(|retransmit| retransmit.at), Some(txn.ends_at)]
-                .into_iter()
-                .flatten()
-        });
-        server.chain(acks).chain(client).min()
+        [
+            self.server_deadlines.earliest(),
+            self.ack_deadlines.earliest(),
+            self.client_deadlines.earliest(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires every timer due at `now`. Each firing emits at most one event; when the queue is full the rest
@@ -739,15 +908,7 @@ impl Endpoint {
 
     fn fire_server_timers(&mut self, now: Instant) {
         let timers = self.config.timers;
-        let due: Vec<ServerTxnId> = self
-            .server_txns
-            .values()
-            .filter(|txn| {
-                txn.ends_at.is_some_and(|at| at <= now) || txn.retransmit.is_some_and(|r| r.at <= now)
-            })
-            .map(|txn| txn.id)
-            .collect();
-        for id in due {
+        for id in self.server_deadlines.due(now) {
             if self.free_event_slots() == 0 {
                 return;
             }
@@ -773,6 +934,7 @@ impl Endpoint {
                     at: retransmit.at + interval,
                     interval,
                 });
+                self.server_deadlines.sync(txn);
                 let remote = txn.remote;
                 bump(&mut self.stats.retransmissions_sent);
                 self.transmit(remote, bytes);
@@ -782,22 +944,19 @@ impl Endpoint {
 
     fn fire_pending_acks(&mut self, now: Instant) {
         let timers = self.config.timers;
-        let due: Vec<AckKey> = self
-            .pending_acks
-            .iter()
-            .filter(|(_, pending)| pending.retransmit_at <= now || pending.gives_up_at <= now)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in due {
+        for txn in self.ack_deadlines.due(now) {
             if self.free_event_slots() == 0 {
                 return;
             }
-            let Some(pending) = self.pending_acks.get_mut(&key) else {
+            let Some(key) = self.pending_ack_keys.get(&txn) else {
+                continue;
+            };
+            let Some(pending) = self.pending_acks.get_mut(key) else {
                 continue;
             };
             if pending.gives_up_at <= now {
-                let txn = pending.txn;
-                self.pending_acks.remove(&key);
+                let key = key.clone();
+                self.remove_pending_ack(&key);
                 bump(&mut self.stats.ack_timeouts);
                 self.events.push_back(EndpointEvent::AckTimeout { txn });
                 continue;
@@ -805,6 +964,7 @@ impl Endpoint {
             let interval = timers.next_interval(pending.interval);
             pending.interval = interval;
             pending.retransmit_at += interval;
+            self.ack_deadlines.sync(pending);
             let (remote, bytes) = (pending.remote, pending.bytes.clone());
             bump(&mut self.stats.retransmissions_sent);
             self.transmit(remote, bytes);
@@ -813,13 +973,7 @@ impl Endpoint {
 
     fn fire_client_timers(&mut self, now: Instant) {
         let timers = self.config.timers;
-        let due: Vec<ClientTxnId> = self
-            .client_txns
-            .values()
-            .filter(|txn| txn.ends_at <= now || txn.retransmit.is_some_and(|r| r.at <= now))
-            .map(|txn| txn.id)
-            .collect();
-        for id in due {
+        for id in self.client_deadlines.due(now) {
             if self.free_event_slots() == 0 {
                 return;
             }
@@ -848,6 +1002,7 @@ impl Endpoint {
                     at: retransmit.at + interval,
                     interval,
                 });
+                self.client_deadlines.sync(txn);
                 let (remote, bytes) = (txn.remote, txn.bytes.clone());
                 bump(&mut self.stats.retransmissions_sent);
                 self.transmit(remote, bytes);
@@ -855,3 +1010,6 @@ impl Endpoint {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
