@@ -225,7 +225,10 @@ impl CallTask {
             .max()
             .unwrap_or(8000);
         let channels = audio_streams.len().max(1);
-        let recording = match open_recording(&dir, &environment.recipients, sample_rate, channels) {
+        let opened = tokio::task::block_in_place(|| {
+            open_recording(&dir, &environment.recipients, sample_rate, channels)
+        });
+        let recording = match opened {
             Ok(recording) => recording,
             Err(error) => {
                 tracing::error!(%error, "cannot create the recording");
@@ -536,9 +539,7 @@ impl CallTask {
     }
 
     fn save_manifest(&self) {
-        if let Err(error) = write_json_atomically(&self.dir().join("manifest.json"), &self.manifest) {
-            tracing::warn!(%error, "cannot write the call manifest");
-        }
+        save_manifest(&self.dir(), &self.manifest);
     }
 
     async fn finish(mut self, outcome: CallOutcome) -> CallOutcome {
@@ -586,11 +587,19 @@ impl CallTask {
             Err(error) => tracing::error!(%error, "cannot finalise the recording"),
         }
         let dir = self.environment.data_dir.active_call(&self.dir_name);
-        if let Err(error) = write_json_atomically(&dir.join("manifest.json"), &self.manifest) {
-            tracing::error!(%error, "cannot write the final manifest");
-        }
-        crate::publish_call(&self.environment.data_dir, &self.dir_name, &self.manifest);
+        save_manifest(&dir, &self.manifest);
+        tokio::task::block_in_place(|| {
+            crate::publish_call(&self.environment.data_dir, &self.dir_name, &self.manifest)
+        });
         outcome
+    }
+}
+
+/// Writes a call's manifest (fsync included) without stalling the other tasks of the async worker.
+fn save_manifest(dir: &std::path::Path, manifest: &Manifest) {
+    let path = dir.join("manifest.json");
+    if let Err(error) = tokio::task::block_in_place(|| write_json_atomically(&path, manifest)) {
+        tracing::warn!(%error, "cannot write the call manifest");
     }
 }
 
