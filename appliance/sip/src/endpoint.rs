@@ -531,17 +531,7 @@ impl Endpoint {
                     bump(&mut self.stats.malformed_dropped);
                     return;
                 };
-                if let Some(txn) = self.server_txns.get(&key) {
-                    bump(&mut self.stats.retransmissions_absorbed);
-                    if let Some(bytes) = txn.last_response.clone() {
-                        let remote = txn.remote;
-                        bump(&mut self.stats.retransmissions_sent);
-                        self.transmit(remote, bytes);
-                    }
-                    return;
-                }
-                if self.server_txns.len() >= self.config.max_server_transactions {
-                    self.refuse_overloaded(from, &request);
+                if !self.admits_new_server_txn(&key, from, &request) {
                     return;
                 }
                 let is_invite = method == Method::Invite;
@@ -553,6 +543,26 @@ impl Endpoint {
                     .push_back(EndpointEvent::Request { txn, request, from });
             }
         }
+    }
+
+    /// Whether `request` (whose transaction key is `key`) starts a new server transaction. A retransmission
+    /// of a known one is absorbed (its last response is sent again) and a request beyond
+    /// `max_server_transactions` is refused with 503; both return false.
+    fn admits_new_server_txn(&mut self, key: &TxnKey, from: Remote, request: &Request) -> bool {
+        if let Some(txn) = self.server_txns.get(key) {
+            bump(&mut self.stats.retransmissions_absorbed);
+            if let Some(bytes) = txn.last_response.clone() {
+                let remote = txn.remote;
+                bump(&mut self.stats.retransmissions_sent);
+                self.transmit(remote, bytes);
+            }
+            return false;
+        }
+        if self.server_txns.len() >= self.config.max_server_transactions {
+            self.refuse_overloaded(from, request);
+            return false;
+        }
+        true
     }
 
     fn refuse_overloaded(&mut self, from: Remote, request: &Request) {
@@ -640,17 +650,7 @@ impl Endpoint {
             bump(&mut self.stats.malformed_dropped);
             return;
         };
-        if let Some(txn) = self.server_txns.get(&cancel_key) {
-            bump(&mut self.stats.retransmissions_absorbed);
-            if let Some(bytes) = txn.last_response.clone() {
-                let remote = txn.remote;
-                bump(&mut self.stats.retransmissions_sent);
-                self.transmit(remote, bytes);
-            }
-            return;
-        }
-        if self.server_txns.len() >= self.config.max_server_transactions {
-            self.refuse_overloaded(from, &cancel);
+        if !self.admits_new_server_txn(&cancel_key, from, &cancel) {
             return;
         }
         let cancel_txn = self.create_server_txn(cancel_key, from, cancel.clone(), false);
