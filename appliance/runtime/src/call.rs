@@ -121,7 +121,8 @@ struct StreamState {
     pcm_per_clock: (u64, u64),
     socket_task: Option<JoinHandle<()>>,
     paused_since: Option<Duration>,
-    inactive: bool,
+    /// The last valid RTP/RTCP packet, or when the stream was added or resumed.
+    last_activity: Instant,
     scratch: Vec<i16>,
     last_codec: Option<Codec>,
 }
@@ -181,7 +182,7 @@ async fn run(
             _ = tick.tick() => {
                 let now = Instant::now();
                 task.poll_receivers(now);
-                if !inactivity_reported && task.all_streams_inactive() {
+                if !inactivity_reported && task.all_streams_inactive(now) {
                     inactivity_reported = true;
                     let input = ControlInput::Media { call, event: MediaEvent::RtpInactivityTimeout };
                     let _ = task.environment.control.send(input).await;
@@ -327,7 +328,7 @@ impl CallTask {
             pcm_per_clock: (u64::from(pcm_rate), u64::from(clock_rate)),
             socket_task: Some(socket_task),
             paused_since: planned.paused.then(|| now.duration_since(self.started)),
-            inactive: false,
+            last_activity: now,
             scratch: Vec::with_capacity(1024),
             last_codec: None,
         });
@@ -371,7 +372,7 @@ impl CallTask {
             .handle_packet(datagram.received_at, &datagram.bytes)
         {
             Ok(()) => {
-                stream.inactive = false;
+                stream.last_activity = datagram.received_at;
                 self.environment.metrics.rtp_packets_received.inc();
             }
             Err(_malformed) => {
@@ -390,13 +391,16 @@ impl CallTask {
         }
     }
 
-    fn all_streams_inactive(&self) -> bool {
-        let live: Vec<&StreamState> = self
+    /// Whether every live, unpaused stream has been without RTP for the inactivity timeout (a paused
+    /// call is never ended for silence).
+    fn all_streams_inactive(&self, now: Instant) -> bool {
+        let timeout = self.environment.inactivity_timeout;
+        let mut live = self
             .streams
             .iter()
             .filter(|s| s.socket_task.is_some() && s.paused_since.is_none())
-            .collect();
-        !live.is_empty() && live.iter().all(|s| s.inactive)
+            .peekable();
+        live.peek().is_some() && live.all(|s| now.saturating_duration_since(s.last_activity) >= timeout)
     }
 
     /// Moves everything the receiver of stream `index` has released into the interleaver.
@@ -462,8 +466,8 @@ impl CallTask {
                     self.manifest
                         .telephone_event(&stream.label, event, at_ms, duration);
                 }
-                ReceiverOutput::Inactive => stream.inactive = true,
-                ReceiverOutput::SsrcChanged => {}
+                // Inactivity is judged per call in `all_streams_inactive`, pauses included.
+                ReceiverOutput::Inactive | ReceiverOutput::SsrcChanged => {}
             }
         }
     }
@@ -507,6 +511,7 @@ impl CallTask {
                     (None, true) => stream.paused_since = Some(at),
                     (Some(since), false) => {
                         stream.paused_since = None;
+                        stream.last_activity = Instant::now();
                         self.manifest
                             .pauses
                             .push(PauseInterval::new(&stream.label, since, at));
