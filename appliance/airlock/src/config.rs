@@ -60,7 +60,8 @@ pub struct MediaSection {
     pub port_min: u16,
     /// Last port of the RTP range.
     pub port_max: u16,
-    /// A call whose streams all stay silent (no RTP at all) this long is ended with reason `rtp_timeout`.
+    /// A call whose unpaused streams all stay silent (no RTP at all) this long is ended with reason
+    /// `rtp_timeout`. Long by default: some SRCs pause by simply stopping RTP.
     pub inactivity_timeout_secs: u64,
     /// How long a packet may wait in the reorder buffer for a gap to fill, in milliseconds.
     pub reorder_delay_ms: u64,
@@ -73,7 +74,7 @@ impl Default for MediaSection {
             advertise_ip: None,
             port_min: 20000,
             port_max: 20999,
-            inactivity_timeout_secs: 30,
+            inactivity_timeout_secs: 300,
             reorder_delay_ms: 60,
         }
     }
