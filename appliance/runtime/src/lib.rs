@@ -191,6 +191,11 @@ fn recover_interrupted_calls(data_dir: &DataDir, metrics: &Metrics) {
                 publish_call(data_dir, &dir_name, &manifest);
                 tracing::warn!(call = %dir_name, "finalised a recording interrupted by a crash");
             }
+            // The process died after the call was finalised but before it was moved to uplink/.
+            Ok(None) if manifest.recording.is_some() && manifest.end_reason.is_some() => {
+                publish_call(data_dir, &dir_name, &manifest);
+                tracing::warn!(call = %dir_name, "published a finished call a crash left in active/");
+            }
             Ok(None) => tracing::warn!(call = %dir_name, "interrupted call had no recording to recover"),
             Err(error) => {
                 tracing::error!(call = %dir_name, %error, "cannot recover an interrupted recording")
