@@ -14,10 +14,16 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     if input.len() % 4 != 0 {
-        eprintln!("g722_encode: input must be whole pairs of 16-bit samples (got {} bytes)", input.len());
+        eprintln!(
+            "g722_encode: input must be whole pairs of 16-bit samples (got {} bytes)",
+            input.len()
+        );
         return ExitCode::FAILURE;
     }
-    let pcm: Vec<i16> = input.chunks_exact(2).map(|pair| i16::from_le_bytes([pair[0], pair[1]])).collect();
+    let pcm: Vec<i16> = input
+        .chunks_exact(2)
+        .map(|pair| i16::from_le_bytes([pair[0], pair[1]]))
+        .collect();
     let mut encoded = Vec::with_capacity(pcm.len() / 2);
     G722Encoder::new().encode(&pcm, &mut encoded);
     if let Err(error) = std::io::stdout().write_all(&encoded) {
