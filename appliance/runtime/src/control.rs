@@ -11,11 +11,14 @@ use airlock_telemetry::{CallOutcome, Metrics, SipMethodLabel, SipResponseClass};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::admission::FinalisingBacklog;
 use crate::call::{self, CallCommand, CallEnvironment};
 use crate::sip_io::SipSender;
 
 /// Messages queued toward the control loop.
 pub const CONTROL_QUEUE: usize = 4096;
+/// Calls that may be finalising at once before new calls are refused with 503 (see `admission`).
+const MAX_FINALISING_CALLS: usize = 64;
 
 /// What reaches the control loop.
 #[derive(Debug)]
@@ -34,6 +37,8 @@ struct CallHandle {
     commands: mpsc::Sender<CallCommand>,
     /// Local RTP ports whose sockets belong to the call task.
     bound_ports: HashSet<u16>,
+    /// The call was told to end and is being finalised.
+    ending: bool,
 }
 
 pub struct Control {
@@ -43,6 +48,7 @@ pub struct Control {
     pub environment: CallEnvironment,
     pub grace: Duration,
     calls: HashMap<CallId, CallHandle>,
+    backlog: FinalisingBacklog,
 }
 
 impl std::fmt::Debug for Control {
@@ -68,6 +74,7 @@ impl Control {
             environment,
             grace,
             calls: HashMap::new(),
+            backlog: FinalisingBacklog::new(MAX_FINALISING_CALLS),
         }
     }
 
@@ -120,9 +127,13 @@ impl Control {
             }
             ControlInput::Media { call, event } => self.srs.handle_media_event(now, call, event),
             ControlInput::CallFinished { call, outcome } => {
-                if self.calls.remove(&call).is_some() {
+                if let Some(handle) = self.calls.remove(&call) {
                     self.metrics().call_ended(outcome);
                     self.metrics().active_calls.set(self.calls.len() as i64);
+                    if handle.ending {
+                        let change = self.backlog.call_finalised();
+                        self.apply_admission(change);
+                    }
                 }
             }
         }
@@ -156,13 +167,32 @@ impl Control {
                         self.sip.send(to, bytes).await;
                     }
                     SrsOutput::EndCall { call, reason } => {
-                        if let Some(handle) = self.calls.get(&call) {
-                            let _ = handle.commands.send(CallCommand::End(outcome_of(reason))).await;
+                        let Some(handle) = self.calls.get_mut(&call) else {
+                            continue;
+                        };
+                        let _ = handle.commands.send(CallCommand::End(outcome_of(reason))).await;
+                        if !handle.ending {
+                            handle.ending = true;
+                            let change = self.backlog.call_ending();
+                            self.apply_admission(change);
                         }
                     }
                     SrsOutput::StartCall { .. } | SrsOutput::UpdateCall { .. } => {}
                 }
             }
+        }
+    }
+
+    fn apply_admission(&mut self, change: Option<bool>) {
+        if let Some(open) = change {
+            self.metrics().admission_open.set(i64::from(open));
+            if !open {
+                tracing::warn!(
+                    finalising = self.backlog.finalising(),
+                    "the disk is behind finalising ended calls: refusing new calls with 503 until it catches up"
+                );
+            }
+            self.srs.set_admission_open(open);
         }
     }
 
@@ -176,6 +206,7 @@ impl Control {
                     CallHandle {
                         commands,
                         bound_ports,
+                        ending: false,
                     },
                 );
                 self.metrics().active_calls.set(self.calls.len() as i64);

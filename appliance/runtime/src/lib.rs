@@ -2,6 +2,7 @@
 //! [`run`] binds the SIP and metrics listeners, finalises recordings a crash interrupted, then drives the
 //! SIPREC server until shutdown, with one task per recorded call.
 
+mod admission;
 mod call;
 mod clock;
 mod control;
@@ -63,6 +64,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RuntimeError> {
     let metrics = Metrics::default();
+    metrics.admission_open.set(1);
     let data_dir = DataDir::open(&settings.data_dir).map_err(|source| RuntimeError::DataDir {
         path: settings.data_dir.clone(),
         source,

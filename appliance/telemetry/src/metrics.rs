@@ -99,6 +99,8 @@ struct MethodLabel {
 #[derive(Debug, Clone, Default)]
 pub struct Metrics {
     pub active_calls: Gauge,
+    /// 1 while new calls are admitted, 0 while they are refused for a backlog (see runtime `admission`).
+    pub admission_open: Gauge,
     calls: Family<OutcomeLabel, Counter>,
     sip_requests: Family<MethodLabel, Counter>,
     sip_responses: Family<ClassLabel, Counter>,
@@ -134,6 +136,11 @@ impl Metrics {
             "active_calls",
             "Calls being recorded now",
             self.active_calls.clone(),
+        );
+        registry.register(
+            "admission_open",
+            "1 while new calls are admitted, 0 while refused because finalisation is behind",
+            self.admission_open.clone(),
         );
         registry.register(
             "calls",
