@@ -2,6 +2,7 @@
 //! by `a=label`, recording metadata in all three namespaces, and the per-call control state machine that turns
 //! SIP requests into a `RecordingPlan`. Sans-IO: time is a parameter, sockets live in the runtime.
 
+pub mod fuzz;
 pub mod metadata;
 pub mod multipart;
 pub mod negotiate;
