@@ -35,7 +35,7 @@ def test_silent_call_is_ended_with_bye_and_reason(airlock_factory, speech_a):
     manifest = airlock.manifest(call_dir)
     assert manifest["end_reason"] == "rtp_timeout", manifest["end_reason"]
     check_manifest(airlock, call_dir, manifest)
-    assert 'outcome="RtpTimeout"' in airlock.metrics_text()
+    assert 'outcome="rtp_timeout"' in airlock.metrics_text()
 
 
 def test_paused_call_outlives_the_inactivity_timeout(airlock_factory, speech_a):

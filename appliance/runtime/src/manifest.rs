@@ -216,7 +216,7 @@ impl Manifest {
     /// Records the final recording and how the call ended (also used for calls recovered after a crash).
     pub fn complete(&mut self, recording: &FinishedRecording, ended: SystemTime, outcome: CallOutcome) {
         self.ended_at = Some(crate::clock::rfc3339(ended));
-        self.end_reason = Some(outcome_name(outcome).to_string());
+        self.end_reason = Some(outcome.as_str().to_string());
         self.recording = Some(RecordingReport {
             file: "recording.wav.age".to_string(),
             sha256: recording.sha256.clone(),
@@ -225,20 +225,6 @@ impl Manifest {
             channels: self.channel_count,
             frames: recording.frames,
         });
-    }
-}
-
-/// The snake_case name of an outcome used in manifests and events.
-pub fn outcome_name(outcome: CallOutcome) -> &'static str {
-    match outcome {
-        CallOutcome::RemoteBye => "remote_bye",
-        CallOutcome::Cancelled => "cancelled",
-        CallOutcome::AckTimeout => "ack_timeout",
-        CallOutcome::RtpTimeout => "rtp_timeout",
-        CallOutcome::MediaFailed => "media_failed",
-        CallOutcome::RecordingFailed => "recording_failed",
-        CallOutcome::Shutdown => "shutdown",
-        CallOutcome::Recovered => "recovered_after_interruption",
     }
 }
 

@@ -1,14 +1,16 @@
 //! The Prometheus metric families of the appliance. Every label is a bounded enum defined here, so a peer
 //! can never create a new time series; nothing personal (call ids, numbers, addresses) is a label.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 /// How a recorded call ended.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum CallOutcome {
     /// The SRC hung up with BYE.
     RemoteBye,
@@ -29,7 +31,7 @@ pub enum CallOutcome {
 }
 
 /// The class of a SIP response we sent.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum SipResponseClass {
     Provisional,
     Success,
@@ -55,7 +57,7 @@ impl SipResponseClass {
 }
 
 /// The SIP request methods we count; everything else is `Other`.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum SipMethodLabel {
     Invite,
     Ack,
@@ -79,6 +81,64 @@ impl SipMethodLabel {
         }
     }
 }
+
+impl CallOutcome {
+    /// The snake_case name used as label value (and in manifests and events).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::RemoteBye => "remote_bye",
+            CallOutcome::Cancelled => "cancelled",
+            CallOutcome::AckTimeout => "ack_timeout",
+            CallOutcome::RtpTimeout => "rtp_timeout",
+            CallOutcome::MediaFailed => "media_failed",
+            CallOutcome::RecordingFailed => "recording_failed",
+            CallOutcome::Shutdown => "shutdown",
+            CallOutcome::Recovered => "recovered_after_interruption",
+        }
+    }
+}
+
+impl SipResponseClass {
+    /// The label value: `1xx` … `6xx`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Provisional => "1xx",
+            Self::Success => "2xx",
+            Self::Redirect => "3xx",
+            Self::ClientError => "4xx",
+            Self::ServerError => "5xx",
+            Self::GlobalFailure => "6xx",
+        }
+    }
+}
+
+impl SipMethodLabel {
+    /// The label value: the method token, or `other`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invite => "INVITE",
+            Self::Ack => "ACK",
+            Self::Bye => "BYE",
+            Self::Cancel => "CANCEL",
+            Self::Options => "OPTIONS",
+            Self::Update => "UPDATE",
+            Self::Other => "other",
+        }
+    }
+}
+
+/// Label values are the `as_str` names, so dashboards read the same words as manifests and events.
+macro_rules! label_value_from_as_str {
+    ($($label:ty),*) => {$(
+        impl EncodeLabelValue for $label {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+label_value_from_as_str!(CallOutcome, SipResponseClass, SipMethodLabel);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -228,15 +288,15 @@ mod tests {
         let text = metrics.encode();
         assert!(text.contains("airlock_active_calls 2"), "{text}");
         assert!(
-            text.contains("airlock_calls_total{outcome=\"RemoteBye\"} 1"),
+            text.contains("airlock_calls_total{outcome=\"remote_bye\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("airlock_sip_responses_total{class=\"ClientError\"} 1"),
+            text.contains("airlock_sip_responses_total{class=\"4xx\"} 1"),
             "{text}"
         );
         assert!(
-            text.contains("airlock_sip_requests_total{method=\"Other\"} 1"),
+            text.contains("airlock_sip_requests_total{method=\"other\"} 1"),
             "{text}"
         );
         assert!(SipResponseClass::of_status(99).is_none());
