@@ -58,9 +58,24 @@ pub struct RtpPacket<'a> {
     pub padding: u8,
 }
 
-impl<'a> RtpPacket<'a> {
-    /// Parses one datagram. Never panics; rejects anything whose declared lengths exceed the datagram.
-    pub fn parse(datagram: &'a [u8]) -> Result<RtpPacket<'a>, RtpError> {
+/// The header of an RTP packet (fixed part, CSRC list, extension) without looking at what follows it —
+/// which is what SRTP needs, since there the padding is encrypted and a tag follows the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RtpHeader<'a> {
+    first: u8,
+    second: u8,
+    pub(crate) sequence_number: u16,
+    timestamp: u32,
+    pub(crate) ssrc: u32,
+    csrc_bytes: &'a [u8],
+    extension: Option<HeaderExtension<'a>>,
+    /// Header length in bytes, CSRCs and extension included; never more than the datagram.
+    pub(crate) len: usize,
+}
+
+impl<'a> RtpHeader<'a> {
+    /// Reads the header of one datagram. Never panics; rejects a header that overruns the datagram.
+    pub(crate) fn parse(datagram: &'a [u8]) -> Result<RtpHeader<'a>, RtpError> {
         let len = datagram.len();
         let (Some(&first), Some(&second), Some(fixed)) = (
             datagram.first(),
@@ -76,7 +91,6 @@ impl<'a> RtpPacket<'a> {
         if RTCP_SECOND_BYTE.contains(&second) {
             return Err(RtpError::Rtcp { packet_type: second });
         }
-        let has_padding = first & 0x20 != 0;
         let has_extension = first & 0x10 != 0;
         let csrc_count = usize::from(first & 0x0F);
         let word = |at: usize| {
@@ -106,8 +120,25 @@ impl<'a> RtpPacket<'a> {
         } else {
             None
         };
+        Ok(RtpHeader {
+            first,
+            second,
+            sequence_number,
+            timestamp,
+            ssrc,
+            csrc_bytes,
+            extension,
+            len: header_len,
+        })
+    }
+}
 
-        let body = datagram.get(header_len..).unwrap_or_default();
+impl<'a> RtpPacket<'a> {
+    /// Parses one datagram. Never panics; rejects anything whose declared lengths exceed the datagram.
+    pub fn parse(datagram: &'a [u8]) -> Result<RtpPacket<'a>, RtpError> {
+        let header = RtpHeader::parse(datagram)?;
+        let has_padding = header.first & 0x20 != 0;
+        let body = datagram.get(header.len..).unwrap_or_default();
         let (payload, padding) = if has_padding {
             let padding = body.last().copied().unwrap_or(0);
             let payload_len = body
@@ -126,13 +157,13 @@ impl<'a> RtpPacket<'a> {
         };
 
         Ok(RtpPacket {
-            marker: second & 0x80 != 0,
-            payload_type: second & 0x7F,
-            sequence_number,
-            timestamp,
-            ssrc,
-            csrc_bytes,
-            extension,
+            marker: header.second & 0x80 != 0,
+            payload_type: header.second & 0x7F,
+            sequence_number: header.sequence_number,
+            timestamp: header.timestamp,
+            ssrc: header.ssrc,
+            csrc_bytes: header.csrc_bytes,
+            extension: header.extension,
             payload,
             padding,
         })
