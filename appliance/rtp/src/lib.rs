@@ -6,8 +6,9 @@
 //!
 //! SDES-SRTP streams (RFC 3711, RFC 7714 AES-GCM) are unprotected first by an [`SrtpInbound`] per stream
 //! (see the `srtp` module: suites, master keys, per-SSRC rollover and replay state, rekey grace); the plain
-//! packets it yields go to the [`Receiver`] as any RTP datagram.
+//! packets it yields go to the [`Receiver`] as any RTP datagram. [`fuzz`] holds the fuzz targets' logic.
 
+pub mod fuzz;
 mod packet;
 mod receiver;
 mod srtp;
