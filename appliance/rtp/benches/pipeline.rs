@@ -1,5 +1,6 @@
 //! Throughput of the receive path, packet by packet: parse → `Receiver` → decode, for PCMU and G.722
-//! streams of 20 ms packets with one reordered pair per 100 packets. Run with
+//! streams of 20 ms packets with one reordered pair per 100 packets, and SRTP unprotection alone for each
+//! suite (the same PCMU packets, protected beforehand). Run with
 //! `cargo bench -p airlock-rtp --bench pipeline`; prints packets per second for each stage.
 
 #![allow(clippy::print_stdout, reason = "a benchmark reports on stdout")]
@@ -9,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use airlock_media::g722::G722Encoder;
 use airlock_media::{Codec, Decoder, g711};
-use airlock_rtp::{Receiver, ReceiverConfig, ReceiverOutput, RtpPacket};
+use airlock_rtp::{
+    Receiver, ReceiverConfig, ReceiverOutput, RtpPacket, SrtpConfig, SrtpContext, SrtpMasterKey, SrtpSuite,
+};
 
 const PACKETS: usize = 200_000;
 const PTIME: Duration = Duration::from_millis(20);
@@ -99,6 +102,34 @@ fn bench_receive(name: &str, packets: &[Vec<u8>], decode_as: Option<Codec>) {
     report(name, packets.len(), started.elapsed());
 }
 
+/// SRTP unprotection alone: `packets` protected under a fresh `suite` key, then unprotected in order.
+fn bench_unprotect(suite: SrtpSuite, packets: &[Vec<u8>]) {
+    let key = SrtpMasterKey::generate(suite).unwrap_or_else(|error| panic!("{error}"));
+    let mut sender = SrtpContext::new(&key, SrtpConfig::default());
+    let protected: Vec<Vec<u8>> = packets
+        .iter()
+        .map(|packet| {
+            let mut out = Vec::new();
+            sender
+                .protect_rtp(packet, &mut out)
+                .unwrap_or_else(|error| panic!("{error}"));
+            out
+        })
+        .collect();
+    let mut receiver = SrtpContext::new(&key, SrtpConfig::default());
+    let mut plain = Vec::with_capacity(2048);
+    let mut unprotected = 0usize;
+    let started = Instant::now();
+    for datagram in &protected {
+        if receiver.unprotect_rtp(black_box(datagram), &mut plain).is_ok() {
+            unprotected += 1;
+        }
+    }
+    let elapsed = started.elapsed();
+    assert_eq!(unprotected, protected.len());
+    report(&format!("SRTP unprotect {suite}"), protected.len(), elapsed);
+}
+
 fn main() {
     let pcmu = stream(Codec::Pcmu);
     let g722 = stream(Codec::G722);
@@ -107,6 +138,9 @@ fn main() {
         bench_receive("parse + receiver", &pcmu, None);
         bench_receive("parse + receiver + PCMU decode", &pcmu, Some(Codec::Pcmu));
         bench_receive("parse + receiver + G.722 decode", &g722, Some(Codec::G722));
+        for suite in SrtpSuite::ALL {
+            bench_unprotect(suite, &pcmu);
+        }
         println!();
     }
 }
