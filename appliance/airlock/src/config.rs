@@ -34,6 +34,45 @@ pub struct SipSection {
     pub max_calls: usize,
     /// Seconds put in Retry-After when refusing a call for capacity.
     pub retry_after_secs: u32,
+    /// Accept SDES-SRTP keys (`a=crypto`) that arrive over UDP or TCP, where anyone on the path can read
+    /// them. Off: such offers get 488. Only for labs and networks that are encrypted below SIP.
+    pub insecure_sdes_without_tls: bool,
+    /// `[sip.tls]`: SIP over TLS; absent: no TLS listener.
+    pub tls: Option<TlsSection>,
+}
+
+/// `[sip.tls]`: the SIP-over-TLS listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// Listen address, e.g. `0.0.0.0:5061`.
+    pub listen: String,
+    /// PEM file: the server certificate chain, leaf first.
+    pub certificate: PathBuf,
+    /// PEM file: the server's private key.
+    pub private_key: PathBuf,
+    /// PEM file of CAs that sign SRC client certificates; set: mutual TLS is required.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Client identities allowed (DNS/URI subjectAltName or subject CN); empty: any the CA signed.
+    #[serde(default)]
+    pub allowed_clients: Vec<String>,
+    /// Seconds a client has to finish the TLS handshake.
+    #[serde(default = "TlsSection::default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+    /// Seconds a connection may stay silent before it is closed.
+    #[serde(default = "TlsSection::default_idle_timeout_secs")]
+    pub idle_timeout_secs: u64,
+}
+
+impl TlsSection {
+    fn default_handshake_timeout_secs() -> u64 {
+        10
+    }
+
+    fn default_idle_timeout_secs() -> u64 {
+        900
+    }
 }
 
 impl Default for SipSection {
@@ -44,6 +83,8 @@ impl Default for SipSection {
             strict_src: false,
             max_calls: 256,
             retry_after_secs: 30,
+            insecure_sdes_without_tls: false,
+            tls: None,
         }
     }
 }
@@ -150,6 +191,7 @@ pub struct Validated {
     pub config: Config,
     pub sip_udp: Option<SocketAddr>,
     pub sip_tcp: Option<SocketAddr>,
+    pub sip_tls: Option<airlock_runtime::TlsSettings>,
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -176,10 +218,11 @@ impl Config {
     pub fn validate(self) -> Result<Validated, ConfigError> {
         let sip_udp = optional_addr("sip.udp", &self.sip.udp)?;
         let sip_tcp = optional_addr("sip.tcp", &self.sip.tcp)?;
-        if sip_udp.is_none() && sip_tcp.is_none() {
+        let sip_tls = self.sip.tls.as_ref().map(TlsSection::validate).transpose()?;
+        if sip_udp.is_none() && sip_tcp.is_none() && sip_tls.is_none() {
             return Err(invalid(
                 "sip.udp",
-                "at least one of sip.udp and sip.tcp must be set",
+                "at least one of sip.udp, sip.tcp and [sip.tls] must be set",
             ));
         }
         let metrics_listen = optional_addr("metrics.listen", &self.metrics.listen)?;
@@ -217,8 +260,43 @@ impl Config {
             config: self,
             sip_udp,
             sip_tcp,
+            sip_tls,
             metrics_listen,
         })
+    }
+}
+
+impl TlsSection {
+    /// Checks the values and loads the certificate, key and CA bundle once, so bad files are found here.
+    fn validate(&self) -> Result<airlock_runtime::TlsSettings, ConfigError> {
+        let listen = optional_addr("sip.tls.listen", &self.listen)?
+            .ok_or_else(|| invalid("sip.tls.listen", "must be set in [sip.tls]"))?;
+        if !self.allowed_clients.is_empty() && self.client_ca.is_none() {
+            return Err(invalid(
+                "sip.tls.allowed_clients",
+                "needs sip.tls.client_ca: identities are only known from verified client certificates",
+            ));
+        }
+        if self.allowed_clients.iter().any(|entry| entry.trim().is_empty()) {
+            return Err(invalid("sip.tls.allowed_clients", "entries must not be empty"));
+        }
+        if self.handshake_timeout_secs == 0 {
+            return Err(invalid("sip.tls.handshake_timeout_secs", "must be at least 1"));
+        }
+        if self.idle_timeout_secs == 0 {
+            return Err(invalid("sip.tls.idle_timeout_secs", "must be at least 1"));
+        }
+        let settings = airlock_runtime::TlsSettings {
+            listen,
+            certificate: self.certificate.clone(),
+            private_key: self.private_key.clone(),
+            client_ca: self.client_ca.clone(),
+            allowed_clients: self.allowed_clients.clone(),
+            handshake_timeout: Duration::from_secs(self.handshake_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+        };
+        airlock_runtime::validate_tls(&settings).map_err(|error| invalid("sip.tls", error.to_string()))?;
+        Ok(settings)
     }
 }
 
@@ -273,6 +351,34 @@ mod tests {
         let config = Config::parse("[recording]\nrecipients = [\"age1nope\"]\n").expect("parses");
         let error = config.validate().expect_err("bad recipient").to_string();
         assert!(error.contains("recording.recipients"), "{error}");
+    }
+
+    #[test]
+    fn tls_section_names_its_keys() {
+        let config = Config::parse(
+            "[sip.tls]\nlisten = \"127.0.0.1:5061\"\ncertificate = \"/nonexistent/cert.pem\"\n\
+             private_key = \"/nonexistent/key.pem\"\n",
+        )
+        .expect("parses");
+        let error = config.validate().expect_err("no such files").to_string();
+        assert!(
+            error.contains("sip.tls") && error.contains("/nonexistent/cert.pem"),
+            "{error}"
+        );
+        let config = Config::parse(
+            "[sip.tls]\nlisten = \"127.0.0.1:5061\"\ncertificate = \"c.pem\"\nprivate_key = \"k.pem\"\n\
+             allowed_clients = [\"sbc1.example.net\"]\n",
+        )
+        .expect("parses");
+        let error = config.validate().expect_err("allow-list without CA").to_string();
+        assert!(error.contains("sip.tls.allowed_clients"), "{error}");
+        let message = Config::parse("[sip.tls]\nlisten = \"127.0.0.1:5061\"\n").expect_err("no cert");
+        assert!(message.contains("certificate"), "{message}");
+        let message = Config::parse(
+            "[sip.tls]\nlisten = \"x\"\ncertificate = \"c\"\nprivate_key = \"k\"\nciphers = 1\n",
+        )
+        .expect_err("unknown key");
+        assert!(message.contains("ciphers"), "{message}");
     }
 
     #[test]

@@ -14,15 +14,17 @@ use std::time::{Duration, Instant, SystemTime};
 
 use airlock_media::{Codec, Decoder};
 use airlock_recording::{Interleaver, Recipient, RecordingWriter, WavFormat};
-use airlock_rtp::{Receiver, ReceiverConfig, ReceiverOutput};
+use airlock_rtp::{Receiver, ReceiverConfig, ReceiverOutput, SrtpConfig, SrtpError, SrtpInbound};
+use airlock_siprec::sdes::SdesKey;
 use airlock_siprec::srs::{CallId, MediaEvent, PlannedStream, RecordingPlan};
+use airlock_telemetry::SrtpDropReason;
 use airlock_telemetry::{CallOutcome, Metrics};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::control::ControlInput;
-use crate::manifest::{ChannelReport, Manifest, PauseInterval, StreamReport};
+use crate::manifest::{ChannelReport, Manifest, PauseInterval, SrtpReport, StreamReport};
 use crate::storage::{DataDir, write_json_atomically};
 
 /// Datagrams queued from the sockets of one call before socket tasks wait.
@@ -125,6 +127,50 @@ struct StreamState {
     last_activity: Instant,
     scratch: Vec<i16>,
     last_codec: Option<Codec>,
+    /// SRTP streams: the keys (current, and the previous one for a grace period after a rekey).
+    srtp: Option<StreamSrtp>,
+}
+
+/// How long packets protected with the previous key are still accepted after a rekey.
+const SRTP_REKEY_GRACE: Duration = Duration::from_secs(5);
+
+/// The SRTP side of one stream.
+struct StreamSrtp {
+    inbound: SrtpInbound,
+    /// The key in use (suite and bytes; the SDES tag may change without a new key).
+    key: SdesKey,
+    rekeys: u64,
+    /// Decrypted packet, reused.
+    plain: Vec<u8>,
+}
+
+impl StreamSrtp {
+    fn new(key: &SdesKey) -> Option<StreamSrtp> {
+        let master = key.master_key()?;
+        Some(StreamSrtp {
+            inbound: SrtpInbound::new(&master, SrtpConfig::default()),
+            key: key.clone(),
+            rekeys: 0,
+            plain: Vec::with_capacity(2048),
+        })
+    }
+}
+
+/// The drop reason counted for an SRTP error.
+fn srtp_drop_reason(error: &SrtpError) -> SrtpDropReason {
+    if error.is_auth_failure() {
+        SrtpDropReason::AuthFailed
+    } else if error.is_replay() {
+        SrtpDropReason::Replayed
+    } else {
+        SrtpDropReason::Malformed
+    }
+}
+
+/// RTCP (multiplexed per RFC 5761) travels as SRTCP, which the recorder does not need: it is passed to the
+/// receiver as it came (counted as activity, never decoded).
+fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.get(1).is_some_and(|byte| (192..=223).contains(byte))
 }
 
 struct Recording {
@@ -331,6 +377,7 @@ impl CallTask {
             last_activity: now,
             scratch: Vec::with_capacity(1024),
             last_codec: None,
+            srtp: planned.srtp.as_ref().and_then(StreamSrtp::new),
         });
     }
 
@@ -367,10 +414,28 @@ impl CallTask {
         let Some(stream) = self.streams.get_mut(datagram.stream) else {
             return;
         };
-        match stream
-            .receiver
-            .handle_packet(datagram.received_at, &datagram.bytes)
-        {
+        let packet: &[u8] = match &mut stream.srtp {
+            Some(srtp) if !is_rtcp(&datagram.bytes) => {
+                match srtp
+                    .inbound
+                    .unprotect(datagram.received_at, &datagram.bytes, &mut srtp.plain)
+                {
+                    Ok(()) => {
+                        self.environment.metrics.security.srtp_packets_authenticated.inc();
+                        &srtp.plain
+                    }
+                    Err(error) => {
+                        self.environment
+                            .metrics
+                            .security
+                            .srtp_dropped(srtp_drop_reason(&error), 1);
+                        return;
+                    }
+                }
+            }
+            _ => &datagram.bytes,
+        };
+        match stream.receiver.handle_packet(datagram.received_at, packet) {
             Ok(()) => {
                 stream.last_activity = datagram.received_at;
                 self.environment.metrics.rtp_packets_received.inc();
@@ -507,17 +572,20 @@ impl CallTask {
                 .iter_mut()
                 .find(|s| s.label == planned.label && s.socket_task.is_some());
             match live {
-                Some(stream) => match (stream.paused_since, planned.paused) {
-                    (None, true) => stream.paused_since = Some(at),
-                    (Some(since), false) => {
-                        stream.paused_since = None;
-                        stream.last_activity = Instant::now();
-                        self.manifest
-                            .pauses
-                            .push(PauseInterval::new(&stream.label, since, at));
+                Some(stream) => {
+                    rekey(stream, planned.srtp.as_ref());
+                    match (stream.paused_since, planned.paused) {
+                        (None, true) => stream.paused_since = Some(at),
+                        (Some(since), false) => {
+                            stream.paused_since = None;
+                            stream.last_activity = Instant::now();
+                            self.manifest
+                                .pauses
+                                .push(PauseInterval::new(&stream.label, since, at));
+                        }
+                        _ => {}
                     }
-                    _ => {}
-                },
+                }
                 None => match sockets.remove(&planned.local_port) {
                     Some(socket) => self.add_stream(planned, socket),
                     None => tracing::warn!("no RTP socket was bound for an added stream"),
@@ -641,6 +709,26 @@ fn open_recording(
     })
 }
 
+/// Applies a stream's SDES key from a re-INVITE/UPDATE: a new key is installed with a grace period for the
+/// old one, the same key changes nothing, and a stream re-offered as plain RTP drops its SRTP state.
+fn rekey(stream: &mut StreamState, offered: Option<&SdesKey>) {
+    match (&mut stream.srtp, offered) {
+        (Some(srtp), Some(key)) => {
+            let Some(master) = key.master_key() else {
+                return;
+            };
+            if srtp.key.suite != key.suite || srtp.key.key_and_salt != key.key_and_salt {
+                srtp.inbound.rekey(Instant::now(), &master, SRTP_REKEY_GRACE);
+                srtp.key = key.clone();
+                srtp.rekeys += 1;
+            }
+        }
+        (None, Some(key)) => stream.srtp = StreamSrtp::new(key),
+        (Some(_), None) => stream.srtp = None,
+        (None, None) => {}
+    }
+}
+
 fn stream_report(stream: &StreamState) -> StreamReport {
     let stats = stream.receiver.stats();
     StreamReport {
@@ -652,5 +740,16 @@ fn stream_report(stream: &StreamState) -> StreamReport {
         packets_late: stats.late,
         packets_duplicate: stats.duplicate,
         ssrc_changes: stats.ssrc_changes,
+        srtp: stream.srtp.as_ref().map(|srtp| {
+            let counters = srtp.inbound.stats();
+            SrtpReport {
+                suite: srtp.key.suite.sdes_name().to_owned(),
+                packets_authenticated: counters.authenticated,
+                auth_failures: counters.auth_failures,
+                replays: counters.replays,
+                malformed: counters.malformed,
+                rekeys: srtp.rekeys,
+            }
+        }),
     }
 }

@@ -10,6 +10,7 @@ mod manifest;
 mod metrics_http;
 mod sip_io;
 mod storage;
+mod tls;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -23,12 +24,17 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use storage::DataDir;
+pub use tls::{TlsError, TlsSettings, validate as validate_tls};
 
 /// Everything the runtime needs, already validated by the binary.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub sip_udp: Option<SocketAddr>,
     pub sip_tcp: Option<SocketAddr>,
+    /// SIP over TLS; `None` when not configured.
+    pub sip_tls: Option<TlsSettings>,
+    /// Accept SDES keys (`a=crypto`) received over UDP/TCP, where anyone on the path can read them.
+    pub insecure_sdes_without_tls: bool,
     pub strict_src: bool,
     pub max_calls: usize,
     pub retry_after_secs: u32,
@@ -51,6 +57,8 @@ pub enum RuntimeError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot listen for SIP: {0}")]
     SipListen(std::io::Error),
+    #[error("SIP over TLS: {0}")]
+    Tls(TlsError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -90,6 +98,9 @@ pub async fn run(
     )
     .await
     .map_err(RuntimeError::SipListen)?;
+    if let Some(tls) = settings.sip_tls.clone() {
+        tls::start(tls, sip.clone(), metrics.clone()).await?;
+    }
     let srs = Srs::new(srs_config(&settings));
     let environment = call::CallEnvironment {
         data_dir,
@@ -103,6 +114,7 @@ pub async fn run(
     tracing::info!(
         sip_udp = ?settings.sip_udp,
         sip_tcp = ?settings.sip_tcp,
+        sip_tls = ?settings.sip_tls.as_ref().map(|tls| tls.listen),
         metrics = ?settings.metrics_listen,
         "airlock is recording"
     );
@@ -131,6 +143,8 @@ fn srs_config(settings: &Settings) -> SrsConfig {
         rtp_port_max: settings.rtp_port_max,
         media_address: settings.media_advertise_ip,
         contact_address: contact,
+        tls_contact_address: settings.sip_tls.as_ref().map(|tls| tls.listen),
+        insecure_sdes_without_tls: settings.insecure_sdes_without_tls,
         call_id_seed: seed,
         ..SrsConfig::default()
     }

@@ -91,6 +91,22 @@ pub struct StreamReport {
     pub packets_late: u64,
     pub packets_duplicate: u64,
     pub ssrc_changes: u64,
+    /// For an SRTP stream: its suite and how many packets were authenticated or dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub srtp: Option<SrtpReport>,
+}
+
+/// SRTP counters of one stream; a tampered or replayed packet is dropped and counted here, never recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SrtpReport {
+    /// The SDES suite in use at the end (e.g. `AES_CM_128_HMAC_SHA1_80`).
+    pub suite: String,
+    pub packets_authenticated: u64,
+    pub auth_failures: u64,
+    pub replays: u64,
+    pub malformed: u64,
+    /// Key changes by re-INVITE/UPDATE.
+    pub rekeys: u64,
 }
 
 /// A stream paused (a=inactive, c=0.0.0.0 or metadata) from `start_ms` to `end_ms` after the call began.

@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use airlock_sip::{ConnectionId, Remote, StreamFramer, Transport};
 use airlock_telemetry::Metrics;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
@@ -20,8 +21,8 @@ use crate::control::ControlInput;
 const MAX_DATAGRAM: usize = 65_535;
 /// Messages queued toward one TCP connection before it is considered stuck and closed.
 const TCP_OUTBOUND_QUEUE: usize = 256;
-/// TCP connections accepted at once; further connections are refused by closing them.
-const MAX_TCP_CONNECTIONS: usize = 1024;
+/// TCP and TLS connections open at once; further connections are refused by closing them.
+pub(crate) const MAX_TCP_CONNECTIONS: usize = 1024;
 
 /// Sends SIP messages to a peer over the transport it used.
 #[derive(Clone, Debug)]
@@ -48,6 +49,12 @@ impl SipSender {
                 let existing = to.connection.and_then(|id| self.connection(id));
                 let queue = match existing {
                     Some(queue) => queue,
+                    None if to.transport == Transport::Tls => {
+                        // We hold no client trust store for SRCs: a request to a TLS peer whose
+                        // connection has gone is not sent (the call is finalised on our side anyway).
+                        tracing::warn!("the SIP TLS connection to the peer has closed; request not sent");
+                        return;
+                    }
                     None => match TcpStream::connect(to.addr).await {
                         Ok(stream) => self.adopt(stream, to.addr),
                         Err(error) => {
@@ -78,6 +85,22 @@ impl SipSender {
 
     /// Starts reader and writer tasks for a TCP connection and returns its outbound queue.
     fn adopt(&self, stream: TcpStream, peer: SocketAddr) -> mpsc::Sender<Vec<u8>> {
+        self.adopt_stream(stream, peer, Transport::Tcp, None).0
+    }
+
+    /// Starts reader and writer tasks for a byte-stream connection (TCP, or TLS after its handshake) and
+    /// returns its outbound queue and the reader task, which ends when the connection closes. With `idle_timeout`, a connection that sends nothing for that long is
+    /// closed (SBCs keep their connections alive with OPTIONS or CRLF keep-alives).
+    pub(crate) fn adopt_stream<S>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        transport: Transport,
+        idle_timeout: Option<Duration>,
+    ) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>)
+    where
+        S: AsyncRead + AsyncWrite + Send + 'static,
+    {
         let id = ConnectionId(
             self.next_connection
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
@@ -86,25 +109,36 @@ impl SipSender {
         if let Ok(mut connections) = self.connections.lock() {
             connections.insert(id, outbound.clone());
         }
-        let (mut reader, mut writer) = stream.into_split();
+        let (mut reader, mut writer) = tokio::io::split(stream);
         tokio::spawn(async move {
             while let Some(bytes) = outbound_rx.recv().await {
                 if writer.write_all(&bytes).await.is_err() {
                     break;
                 }
             }
+            let _closed = writer.shutdown().await;
         });
         let sender = self.clone();
-        tokio::spawn(async move {
+        let reader_task = tokio::spawn(async move {
             let remote = Remote {
-                transport: Transport::Tcp,
+                transport,
                 addr: peer,
                 connection: Some(id),
             };
             let mut framer = StreamFramer::new(MAX_DATAGRAM);
             let mut buf = vec![0u8; 16 * 1024];
             'read: loop {
-                let read = match reader.read(&mut buf).await {
+                let read = match idle_timeout {
+                    Some(limit) => match tokio::time::timeout(limit, reader.read(&mut buf)).await {
+                        Ok(read) => read,
+                        Err(_) => {
+                            tracing::info!(?transport, "closing an idle SIP connection");
+                            break;
+                        }
+                    },
+                    None => reader.read(&mut buf).await,
+                };
+                let read = match read {
                     Ok(0) | Err(_) => break,
                     Ok(read) => read,
                 };
@@ -123,7 +157,7 @@ impl SipSender {
                         Ok(None) => break,
                         Err(error) => {
                             sender.metrics.sip_malformed.inc();
-                            tracing::info!(%error, "closing SIP TCP connection after a framing error");
+                            tracing::info!(%error, ?transport, "closing a SIP connection after a framing error");
                             break 'read;
                         }
                     }
@@ -131,7 +165,12 @@ impl SipSender {
             }
             sender.forget(id);
         });
-        outbound
+        (outbound, reader_task)
+    }
+
+    /// Stream connections open now (TCP and TLS).
+    pub(crate) fn open_connections(&self) -> usize {
+        self.connections.lock().map(|c| c.len()).unwrap_or(0)
     }
 }
 
@@ -186,8 +225,7 @@ pub async fn start(
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
-                let open = acceptor.connections.lock().map(|c| c.len()).unwrap_or(0);
-                if open >= MAX_TCP_CONNECTIONS {
+                if acceptor.open_connections() >= MAX_TCP_CONNECTIONS {
                     drop(stream);
                     continue;
                 }

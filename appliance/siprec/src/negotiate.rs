@@ -10,16 +10,20 @@
 //! 3. [`Negotiation::answer_sdp`] for the 2xx body (plain `application/sdp`, R10), and
 //!    [`Negotiation::accepted`] for the plan.
 //!
-//! Policy: only `m=audio` over `RTP/AVP` or `RTP/AVPF` with at least one codec `airlock_media::Codec` decodes
-//! (PCMU, PCMA, G.722, L16) is accepted; every accepted codec is listed in the answer in the offerer's order
-//! with the offerer's payload type numbers, so the SRC may switch between them mid-call. SRTP profiles are
-//! refused per stream (port 0), never answered as plain RTP (the OrecX bug in siprec.md R18).
+//! Policy: only `m=audio` over `RTP/AVP(F)`, or `RTP/SAVP(F)` with an SDES key we can use (see `sdes`), with
+//! at least one codec `airlock_media::Codec` decodes (PCMU, PCMA, G.722, L16) is accepted; every accepted
+//! codec is listed in the answer in the offerer's order with the offerer's payload type numbers, so the SRC
+//! may switch between them mid-call. An SRTP stream is answered with the same profile and our own
+//! `a=crypto`, or refused (port 0) — never answered as plain RTP (the OrecX bug in siprec.md R18). SDES keys
+//! are only taken when the caller says the offer arrived over TLS (or the operator allowed otherwise);
+//! DTLS-SRTP (`UDP/TLS/RTP/SAVP`) is refused.
 
 use std::net::IpAddr;
 
 use airlock_media::Codec;
 use thiserror::Error;
 
+use crate::sdes::{self, SdesKey};
 use crate::sdp::{
     AnswerFormat, AnswerMedia, AnswerOrigin, Direction, MediaDescription, SessionDescription,
     TransportProtocol, render_answer,
@@ -33,9 +37,15 @@ pub enum NegotiateError {
     /// The peer offered no audio stream with a codec we decode (or no audio at all) — 488.
     #[error("no audio stream in the offer has a codec the SRS can record")]
     NoAcceptableCodec,
-    /// The only usable audio streams are SRTP, which is not implemented yet — 488.
-    #[error("the offer's audio streams are SRTP, which the SRS does not support yet")]
+    /// The only usable audio streams use an SRTP keying we do not implement (DTLS-SRTP) — 488.
+    #[error("the offer's audio streams use DTLS-SRTP; the SRS takes SDES keys only")]
     SrtpNotSupported,
+    /// SRTP streams whose `a=crypto` lines offer no suite or key form we support — 488.
+    #[error("no a=crypto line of the offer has a supported suite and key")]
+    NoAcceptableCrypto,
+    /// SDES keys arrived over a plain transport and the insecure switch is off — 488.
+    #[error("SDES keys are accepted only over SIP/TLS")]
+    SdesRequiresTls,
     /// Our limit: streams were acceptable but no local port was supplied for any of them — 503.
     #[error("no local media port for any acceptable stream")]
     NoLocalPorts,
@@ -45,7 +55,10 @@ impl NegotiateError {
     /// 488 for offers we cannot use, 503 when we ran out of ports.
     pub fn sip_status(&self) -> u16 {
         match self {
-            NegotiateError::NoAcceptableCodec | NegotiateError::SrtpNotSupported => 488,
+            NegotiateError::NoAcceptableCodec
+            | NegotiateError::SrtpNotSupported
+            | NegotiateError::NoAcceptableCrypto
+            | NegotiateError::SdesRequiresTls => 488,
             NegotiateError::NoLocalPorts => 503,
         }
     }
@@ -54,7 +67,9 @@ impl NegotiateError {
     pub fn reason_phrase(&self) -> &'static str {
         match self {
             NegotiateError::NoAcceptableCodec => "No Acceptable Audio Codec",
-            NegotiateError::SrtpNotSupported => "SRTP Not Supported",
+            NegotiateError::SrtpNotSupported => "DTLS-SRTP Not Supported",
+            NegotiateError::NoAcceptableCrypto => "No Acceptable SRTP Crypto Suite",
+            NegotiateError::SdesRequiresTls => "SDES-SRTP Requires SIP over TLS",
             NegotiateError::NoLocalPorts => "No Media Ports Available",
         }
     }
@@ -67,8 +82,12 @@ pub enum RejectReason {
     NotAudio,
     /// The offer itself has port 0 (the SRC disabled the stream).
     DisabledByOfferer,
-    /// `RTP/SAVP(F)` or another SRTP profile: not implemented yet.
+    /// An SRTP profile keyed other than by SDES (DTLS-SRTP).
     SrtpNotSupported,
+    /// `RTP/SAVP(F)` whose `a=crypto` lines we cannot use (suite, MKI, session parameters, key length).
+    NoAcceptableCrypto,
+    /// `RTP/SAVP(F)` received over a plain transport: its keys were readable on the path.
+    SdesRequiresTls,
     /// A transport other than RTP/AVP or RTP/AVPF.
     UnsupportedProtocol,
     /// No offered payload type maps to a codec we decode.
@@ -103,6 +122,8 @@ pub struct AcceptedStream {
     /// True when the offerer does not send on it now: `a=inactive`/`a=recvonly` or a `0.0.0.0`/`::`
     /// connection address. The stream stays allocated; the recording shows a pause.
     pub paused: bool,
+    /// For `RTP/SAVP(F)`: the offerer's SDES key, which the media it sends is protected with.
+    pub srtp: Option<SdesKey>,
     answer: AnswerMedia,
 }
 
@@ -155,6 +176,30 @@ impl Negotiation {
         })
     }
 
+    /// Reuses our answer keys from `previous` for SRTP streams (same m-line) whose offered key is
+    /// unchanged, so a session refresh produces the same answer (and keeps the `o=` version, RFC 3264 §8).
+    pub fn keep_answer_keys(&mut self, previous: &Negotiation) {
+        for decision in &mut self.decisions {
+            let StreamDecision::Accepted(stream) = decision else {
+                continue;
+            };
+            let earlier = previous
+                .accepted()
+                .find(|old| old.index == stream.index && old.srtp == stream.srtp);
+            if let (
+                Some(AcceptedStream {
+                    answer: AnswerMedia::Audio { crypto: kept, .. },
+                    ..
+                }),
+                AnswerMedia::Audio { crypto, .. },
+            ) = (earlier, &mut stream.answer)
+                && stream.srtp.is_some()
+            {
+                crypto.clone_from(kept);
+            }
+        }
+    }
+
     /// The answer SDP: same m-lines in the same order, accepted audio `a=recvonly` (or `a=inactive` when
     /// the offerer does not send) on our port at `media_address`, labels echoed, refused ones with port 0.
     /// Each call takes the next `o=` version from `origin`.
@@ -172,12 +217,13 @@ impl Negotiation {
 }
 
 /// The m-lines of `offer` that [`negotiate`] will accept when given a port for each, in m-line order.
-pub fn acceptable_streams(offer: &SessionDescription) -> Vec<AcceptableStream> {
+/// `sdes_allowed`: the offer arrived over TLS, or the operator accepts SDES keys over plain transports.
+pub fn acceptable_streams(offer: &SessionDescription, sdes_allowed: bool) -> Vec<AcceptableStream> {
     offer
         .media
         .iter()
         .enumerate()
-        .filter(|(_, media)| evaluate(offer, media).is_ok())
+        .filter(|(_, media)| evaluate(offer, media, sdes_allowed).is_ok())
         .map(|(index, media)| AcceptableStream {
             index,
             label: media.label.clone(),
@@ -186,18 +232,23 @@ pub fn acceptable_streams(offer: &SessionDescription) -> Vec<AcceptableStream> {
 }
 
 /// How many local RTP ports to allocate before calling [`negotiate`].
-pub fn audio_stream_count(offer: &SessionDescription) -> usize {
-    acceptable_streams(offer).len()
+pub fn audio_stream_count(offer: &SessionDescription, sdes_allowed: bool) -> usize {
+    acceptable_streams(offer, sdes_allowed).len()
 }
 
 /// Decides every m-line of `offer`. `local_ports` gives one port per acceptable stream, in the order of
 /// [`acceptable_streams`]; acceptable streams beyond the supplied ports are refused with
 /// [`RejectReason::NoLocalPort`], extra ports are left unused. Fails when nothing can be accepted.
-pub fn negotiate(offer: &SessionDescription, local_ports: &[u16]) -> Result<Negotiation, NegotiateError> {
+/// `sdes_allowed` as for [`acceptable_streams`].
+pub fn negotiate(
+    offer: &SessionDescription,
+    local_ports: &[u16],
+    sdes_allowed: bool,
+) -> Result<Negotiation, NegotiateError> {
     let mut ports = local_ports.iter().copied();
     let mut decisions = Vec::with_capacity(offer.media.len());
     for (index, media) in offer.media.iter().enumerate() {
-        let decision = match evaluate(offer, media) {
+        let decision = match evaluate(offer, media, sdes_allowed) {
             Ok(usable) => match ports.next() {
                 Some(local_port) => StreamDecision::Accepted(usable.accept(index, media, local_port)),
                 None => reject(index, media, RejectReason::NoLocalPort),
@@ -213,6 +264,10 @@ pub fn negotiate(offer: &SessionDescription, local_ports: &[u16]) -> Result<Nego
     let refused_for = |reason| negotiation.rejected().any(|stream| stream.reason == reason);
     Err(if refused_for(RejectReason::NoLocalPort) {
         NegotiateError::NoLocalPorts
+    } else if refused_for(RejectReason::SdesRequiresTls) {
+        NegotiateError::SdesRequiresTls
+    } else if refused_for(RejectReason::NoAcceptableCrypto) {
+        NegotiateError::NoAcceptableCrypto
     } else if refused_for(RejectReason::SrtpNotSupported) {
         NegotiateError::SrtpNotSupported
     } else {
@@ -245,6 +300,7 @@ struct UsableStream {
     telephone_event_pt: Option<u8>,
     paused: bool,
     answer_direction: Direction,
+    srtp: Option<SdesKey>,
 }
 
 impl UsableStream {
@@ -262,27 +318,35 @@ impl UsableStream {
                 formats: self.formats,
                 label: media.label.clone(),
                 direction: self.answer_direction,
+                crypto: self.srtp.as_ref().and_then(sdes::answer_crypto),
             },
+            srtp: self.srtp,
         }
     }
 }
 
-fn evaluate(offer: &SessionDescription, media: &MediaDescription) -> Result<UsableStream, RejectReason> {
+fn evaluate(
+    offer: &SessionDescription,
+    media: &MediaDescription,
+    sdes_allowed: bool,
+) -> Result<UsableStream, RejectReason> {
     if !media.is_audio() {
         return Err(RejectReason::NotAudio);
     }
     if media.port == 0 {
         return Err(RejectReason::DisabledByOfferer);
     }
-    if media.protocol.is_secure() {
-        return Err(RejectReason::SrtpNotSupported);
-    }
-    if !matches!(
-        media.protocol,
-        TransportProtocol::RtpAvp | TransportProtocol::RtpAvpf
-    ) {
-        return Err(RejectReason::UnsupportedProtocol);
-    }
+    let srtp = match media.protocol {
+        TransportProtocol::RtpAvp | TransportProtocol::RtpAvpf => None,
+        TransportProtocol::RtpSavp | TransportProtocol::RtpSavpf if !sdes_allowed => {
+            return Err(RejectReason::SdesRequiresTls);
+        }
+        TransportProtocol::RtpSavp | TransportProtocol::RtpSavpf => {
+            Some(sdes::choose(&media.crypto).map_err(|_| RejectReason::NoAcceptableCrypto)?)
+        }
+        _ if media.protocol.is_secure() => return Err(RejectReason::SrtpNotSupported),
+        _ => return Err(RejectReason::UnsupportedProtocol),
+    };
     let mut codecs: Vec<(u8, Codec)> = Vec::new();
     let mut formats = Vec::new();
     for payload_type in media.payload_types() {
@@ -325,6 +389,7 @@ fn evaluate(offer: &SessionDescription, media: &MediaDescription) -> Result<Usab
         formats,
         telephone_event_pt: telephone_event.map(|map| map.payload_type),
         paused: !direction.offerer_sends() || on_hold_address,
+        srtp,
         answer_direction: if direction.offerer_sends() {
             Direction::RecvOnly
         } else {
@@ -370,12 +435,12 @@ mod tests {
              m=audio 30002 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
              a=fmtp:101 0-16\r\na=label:0\r\na=sendonly\r\na=rtcp:30003\r\n",
         );
-        let slots = acceptable_streams(&sdp);
+        let slots = acceptable_streams(&sdp, false);
         assert_eq!(
             slots.iter().map(|slot| slot.label.as_deref()).collect::<Vec<_>>(),
             [Some("1"), Some("0")]
         );
-        let negotiation = negotiate(&sdp, &[16000, 16002]).unwrap();
+        let negotiation = negotiate(&sdp, &[16000, 16002], false).unwrap();
         let accepted: Vec<_> = negotiation.accepted().collect();
         assert_eq!(accepted[0].label.as_deref(), Some("1"));
         assert_eq!(accepted[0].local_port, 16000);
@@ -408,8 +473,8 @@ mod tests {
              m=audio 4010 RTP/AVP 18 96\r\na=rtpmap:96 opus/48000/2\r\na=label:g729\r\n\
              m=audio 4012 RTP/AVP 0\r\na=label:mixed\r\na=sendonly\r\n",
         );
-        assert_eq!(audio_stream_count(&sdp), 3);
-        let negotiation = negotiate(&sdp, &[20000, 20002, 20004]).unwrap();
+        assert_eq!(audio_stream_count(&sdp, false), 3);
+        let negotiation = negotiate(&sdp, &[20000, 20002, 20004], false).unwrap();
         let accepted: Vec<_> = negotiation.accepted().collect();
         assert_eq!(accepted.len(), 3);
         assert_eq!(accepted[0].codecs, [(8, Codec::Pcma), (0, Codec::Pcmu)]);
@@ -459,7 +524,7 @@ mod tests {
     #[test]
     fn hold_by_inactive_or_unspecified_address() {
         let inactive = offer("m=audio 4000 RTP/AVP 0\r\na=label:1\r\na=inactive\r\n");
-        let negotiation = negotiate(&inactive, &[6000]).unwrap();
+        let negotiation = negotiate(&inactive, &[6000], false).unwrap();
         assert!(negotiation.accepted().next().unwrap().paused);
         let answer = SessionDescription::parse(
             &negotiation.answer_sdp(&mut AnswerOrigin::new(1), ADDRESS.parse().unwrap()),
@@ -468,7 +533,7 @@ mod tests {
         assert_eq!(answer.direction_of(&answer.media[0]), Direction::Inactive);
 
         let zero_address = offer("m=audio 4000 RTP/AVP 0\r\nc=IN IP4 0.0.0.0\r\na=label:1\r\na=sendonly\r\n");
-        let negotiation = negotiate(&zero_address, &[6000]).unwrap();
+        let negotiation = negotiate(&zero_address, &[6000], false).unwrap();
         assert!(negotiation.accepted().next().unwrap().paused);
         let answer = SessionDescription::parse(
             &negotiation.answer_sdp(&mut AnswerOrigin::new(1), ADDRESS.parse().unwrap()),
@@ -480,7 +545,7 @@ mod tests {
             "v=0\r\nc=IN IP4 192.0.2.1\r\na=inactive\r\nm=audio 4000 RTP/AVP 0\r\nm=audio 4002 RTP/AVP 0\r\na=sendonly\r\n",
         )
         .unwrap();
-        let paused: Vec<_> = negotiate(&session_inactive, &[1, 2])
+        let paused: Vec<_> = negotiate(&session_inactive, &[1, 2], false)
             .unwrap()
             .accepted()
             .map(|stream| stream.paused)
@@ -488,26 +553,89 @@ mod tests {
         assert_eq!(paused, [true, false]);
     }
 
+    const SDES_80: &str =
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd\r\n";
+
     #[test]
-    fn srtp_is_refused_per_stream_never_answered_as_rtp() {
-        let mixed = offer(
-            "m=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAAA\r\na=label:1\r\n\
-             m=audio 4002 RTP/AVP 0\r\na=label:2\r\n",
-        );
-        assert_eq!(audio_stream_count(&mixed), 1);
-        let negotiation = negotiate(&mixed, &[7000]).unwrap();
+    fn sdes_over_plain_transport_is_refused_per_stream_never_answered_as_rtp() {
+        let mixed = offer(&format!(
+            "m=audio 4000 RTP/SAVP 0\r\n{SDES_80}a=label:1\r\nm=audio 4002 RTP/AVP 0\r\na=label:2\r\n"
+        ));
+        assert_eq!(audio_stream_count(&mixed, false), 1);
+        let negotiation = negotiate(&mixed, &[7000], false).unwrap();
         let answer = negotiation.answer_sdp(&mut AnswerOrigin::new(1), ADDRESS.parse().unwrap());
         assert!(answer.contains("m=audio 0 RTP/SAVP 0\r\n"), "{answer}");
         assert!(answer.contains("m=audio 7000 RTP/AVP 0\r\n"), "{answer}");
+        assert!(!answer.contains("a=crypto"), "{answer}");
 
-        let only_srtp = offer("m=audio 4000 RTP/SAVP 0\r\nm=audio 4002 UDP/TLS/RTP/SAVPF 0\r\n");
-        assert_eq!(negotiate(&only_srtp, &[]), Err(NegotiateError::SrtpNotSupported));
+        let only_srtp = offer(&format!("m=audio 4000 RTP/SAVP 0\r\n{SDES_80}"));
+        assert_eq!(
+            negotiate(&only_srtp, &[1], false),
+            Err(NegotiateError::SdesRequiresTls)
+        );
+        let dtls = offer("m=audio 4002 UDP/TLS/RTP/SAVPF 0\r\n");
+        assert_eq!(
+            negotiate(&dtls, &[1], true),
+            Err(NegotiateError::SrtpNotSupported)
+        );
+    }
+
+    #[test]
+    fn sdes_stream_is_answered_savp_with_our_own_key_under_the_offered_tag() {
+        let sdp = offer(&format!(
+            "m=audio 4000 RTP/SAVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n\
+             a=crypto:7 AES_256_CM_HMAC_SHA1_80 inline:{}\r\n{}a=label:1\r\na=sendonly\r\n",
+            "A".repeat(62),
+            SDES_80.replace("crypto:1", "crypto:2")
+        ));
+        assert_eq!(audio_stream_count(&sdp, true), 1);
+        let negotiation = negotiate(&sdp, &[7000], true).unwrap();
+        let stream = negotiation.accepted().next().unwrap();
+        let key = stream.srtp.as_ref().expect("an SDES key");
+        assert_eq!(
+            (key.tag, key.suite),
+            (2, airlock_rtp::SrtpSuite::AesCm128HmacSha1_80)
+        );
+        assert_eq!(key.key_and_salt.expose(), &(0u8..30).collect::<Vec<u8>>());
+        let answer = negotiation.answer_sdp(&mut AnswerOrigin::new(1), ADDRESS.parse().unwrap());
+        assert!(answer.contains("m=audio 7000 RTP/SAVP 0 101\r\n"), "{answer}");
+        let crypto: Vec<&str> = answer
+            .lines()
+            .filter(|line| line.starts_with("a=crypto:"))
+            .collect();
+        assert_eq!(crypto.len(), 1, "{answer}");
+        assert!(
+            crypto[0].starts_with("a=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{answer}"
+        );
+        assert!(
+            !crypto[0].contains("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd"),
+            "never echo the offerer's key"
+        );
+        assert!(!format!("{key:?}").contains("AAEC"));
+    }
+
+    #[test]
+    fn savp_with_no_usable_crypto_line_is_488() {
+        for crypto in [
+            "",
+            "a=crypto:1 F8_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd\r\n",
+            "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd|2^20|1:4\r\n",
+        ] {
+            let sdp = offer(&format!("m=audio 4000 RTP/SAVP 0\r\n{crypto}"));
+            let error = negotiate(&sdp, &[1], true).unwrap_err();
+            assert_eq!(error, NegotiateError::NoAcceptableCrypto, "{crypto}");
+            assert_eq!(
+                (error.sip_status(), error.reason_phrase()),
+                (488, "No Acceptable SRTP Crypto Suite")
+            );
+        }
     }
 
     #[test]
     fn static_payload_types_without_rtpmap_and_l16() {
         let sdp = offer("m=audio 4000 RTP/AVP 11 97 8\r\na=rtpmap:97 L16/16000\r\n");
-        let negotiation = negotiate(&sdp, &[8000]).unwrap();
+        let negotiation = negotiate(&sdp, &[8000], false).unwrap();
         let stream = negotiation.accepted().next().unwrap();
         assert_eq!(
             stream.codecs,
@@ -540,7 +668,7 @@ mod tests {
             "m=audio 4000 RTP/AVP 97 9 101 100\r\na=rtpmap:97 L16/16000\r\na=rtpmap:100 telephone-event/16000\r\n\
              a=rtpmap:101 telephone-event/8000\r\n",
         );
-        let negotiation = negotiate(&sdp, &[1]).unwrap();
+        let negotiation = negotiate(&sdp, &[1], false).unwrap();
         assert_eq!(
             negotiation.accepted().next().unwrap().telephone_event_pt,
             Some(100)
@@ -552,20 +680,20 @@ mod tests {
         let opus_only =
             offer("m=audio 4000 RTP/AVP 96\r\na=rtpmap:96 opus/48000/2\r\nm=video 4002 RTP/AVP 97\r\n");
         assert_eq!(
-            negotiate(&opus_only, &[1]),
+            negotiate(&opus_only, &[1], false),
             Err(NegotiateError::NoAcceptableCodec)
         );
         assert_eq!(NegotiateError::NoAcceptableCodec.sip_status(), 488);
         let fine = offer("m=audio 4000 RTP/AVP 0\r\nm=audio 4002 RTP/AVP 0\r\n");
-        assert_eq!(negotiate(&fine, &[]), Err(NegotiateError::NoLocalPorts));
+        assert_eq!(negotiate(&fine, &[], false), Err(NegotiateError::NoLocalPorts));
         assert_eq!(NegotiateError::NoLocalPorts.sip_status(), 503);
-        let one_port = negotiate(&fine, &[9]).unwrap();
+        let one_port = negotiate(&fine, &[9], false).unwrap();
         assert_eq!(
             one_port.rejected().next().unwrap().reason,
             RejectReason::NoLocalPort
         );
         assert_eq!(
-            negotiate(&offer(""), &[1]),
+            negotiate(&offer(""), &[1], false),
             Err(NegotiateError::NoAcceptableCodec)
         );
     }
@@ -580,10 +708,10 @@ mod tests {
             let Ok(offer) = SessionDescription::parse(&full[..end]) else {
                 continue;
             };
-            let ports: Vec<u16> = (0..audio_stream_count(&offer))
+            let ports: Vec<u16> = (0..audio_stream_count(&offer, false))
                 .map(|index| 9000 + index as u16)
                 .collect();
-            if let Ok(negotiation) = negotiate(&offer, &ports) {
+            if let Ok(negotiation) = negotiate(&offer, &ports, false) {
                 assert_eq!(negotiation.decisions().len(), offer.media.len());
                 let answer = negotiation.answer_sdp(&mut AnswerOrigin::new(3), ADDRESS.parse().unwrap());
                 let parsed = SessionDescription::parse(&answer).unwrap();
@@ -596,7 +724,7 @@ mod tests {
     fn answer_versions_increase_within_a_dialog() {
         let sdp = offer("m=audio 4000 RTP/AVP 0\r\n");
         let mut origin = AnswerOrigin::new(99);
-        let negotiation = negotiate(&sdp, &[1]).unwrap();
+        let negotiation = negotiate(&sdp, &[1], false).unwrap();
         let versions: Vec<u64> = (0..3)
             .map(|_| {
                 let answer =

@@ -520,6 +520,8 @@ pub enum AnswerMedia {
         label: Option<String>,
         /// `RecvOnly`, or `Inactive` when the offerer does not send.
         direction: Direction,
+        /// Our `a=crypto` value for an SDES-SRTP stream (it carries a key: never printed).
+        crypto: Option<Pii<String>>,
     },
 }
 
@@ -560,6 +562,7 @@ fn write_media(sdp: &mut String, media: &AnswerMedia) -> fmt::Result {
             formats,
             label,
             direction,
+            crypto,
         } => {
             write!(sdp, "m=audio {port} {}", protocol.as_str())?;
             for format in formats {
@@ -571,6 +574,9 @@ fn write_media(sdp: &mut String, media: &AnswerMedia) -> fmt::Result {
                 if let Some(parameters) = &format.fmtp {
                     write!(sdp, "a=fmtp:{} {parameters}\r\n", format.payload_type)?;
                 }
+            }
+            if let Some(crypto) = crypto {
+                write!(sdp, "a=crypto:{}\r\n", crypto.expose())?;
             }
             if let Some(label) = label {
                 write!(sdp, "a=label:{label}\r\n")?;
@@ -734,6 +740,7 @@ mod tests {
                 ],
                 label: Some("1".to_owned()),
                 direction: Direction::RecvOnly,
+                crypto: None,
             },
             AnswerMedia::Rejected {
                 media_type: "video".to_owned(),

@@ -20,13 +20,14 @@ use std::time::Instant;
 use airlock_media::Codec;
 use airlock_sip::{
     ClientTxnId, Dialog, DialogId, Endpoint, EndpointConfig, EndpointEvent, EndpointStats, Method, Remote,
-    Request, Response, ServerTxnId,
+    Request, Response, ServerTxnId, Transport,
 };
 use airlock_telemetry::Pii;
 
 use crate::metadata::{self, MetadataError, Participant, RecordingMetadata};
 use crate::multipart::{self, BodyError, MetadataPart};
 use crate::negotiate::{self, NegotiateError, Negotiation};
+use crate::sdes::SdesKey;
 use crate::sdp::{AnswerOrigin, SdpError, SessionDescription};
 
 /// Methods we implement, for Allow.
@@ -108,6 +109,8 @@ pub struct PlannedStream {
     /// Who the metadata says sends this stream now (AoR when given, else the participant id; several,
     /// comma-separated, for a mixed stream).
     pub participant: Option<Pii<String>>,
+    /// For an SRTP stream: the SDES key the SRC protects it with (a re-INVITE may change it: rekey).
+    pub srtp: Option<SdesKey>,
 }
 
 /// What the runtime should record for a call, complete each time (a removed stream is absent).
@@ -152,6 +155,11 @@ pub struct SrsConfig {
     pub media_address: IpAddr,
     /// Address for our Contact and Via; `media_address:5060` when `None`.
     pub contact_address: Option<SocketAddr>,
+    /// Our SIP-over-TLS listener: the Contact of dialogs that arrived over TLS (`;transport=tls`).
+    pub tls_contact_address: Option<SocketAddr>,
+    /// Accept SDES keys (`a=crypto`) that arrived over UDP/TCP, readable by anyone on the path (RFC 4568
+    /// §8.3). Off: an SRTP offer over a plain transport is refused with 488.
+    pub insecure_sdes_without_tls: bool,
     /// Mixed into call ids and SIP branches so they differ across restarts.
     pub call_id_seed: u64,
     /// Most streams accepted per call; more is 488.
@@ -176,6 +184,8 @@ impl Default for SrsConfig {
             rtp_port_max: 29_999,
             media_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             contact_address: None,
+            tls_contact_address: None,
+            insecure_sdes_without_tls: false,
             call_id_seed: 0,
             max_streams_per_call: 8,
             max_metadata_bytes: 64 * 1024,
@@ -314,6 +324,7 @@ struct CallStream {
     participant: Option<Pii<String>>,
     /// The metadata named a sender for it at some point of the call.
     had_sender: bool,
+    srtp: Option<SdesKey>,
 }
 
 impl CallStream {
@@ -606,7 +617,7 @@ impl Srs {
         }
         let offer = body.require_sdp().map_err(Rejection::Body)?;
         let metadata = self.read_metadata(body.metadata, &RecordingMetadata::default())?;
-        let media = self.negotiate_offer(offer, &[])?;
+        let media = self.negotiate_offer(offer, &[], from.transport)?;
 
         self.call_counter = self.call_counter.wrapping_add(1);
         let call = CallId::from_counter(self.config.call_id_seed, self.call_counter);
@@ -614,7 +625,7 @@ impl Srs {
         let answer = media
             .negotiation
             .answer_sdp(&mut answer_origin, self.config.media_address);
-        let mut ok = self.success_response(invite, &answer);
+        let mut ok = self.success_response(invite, &answer, from.transport);
         ok.set_to_tag(&call.to_string());
         let dialog = match Dialog::new_uas(invite, &ok) {
             Ok(dialog) => dialog,
@@ -649,13 +660,23 @@ impl Srs {
         Ok((call, ok))
     }
 
-    fn success_response(&self, request: &Request, sdp: &str) -> Response {
+    /// Our Contact for a dialog on `transport`: the TLS listener with `;transport=tls` for TLS dialogs.
+    fn contact(&self, transport: Transport) -> String {
+        if transport == Transport::Tls
+            && let Some(tls) = self.config.tls_contact_address
+        {
+            return format!("<sip:srs@{tls};transport=tls>;+sip.srs");
+        }
         let contact = self
             .config
             .contact_address
             .unwrap_or(SocketAddr::new(self.config.media_address, 5060));
+        format!("<sip:srs@{contact}>;+sip.srs")
+    }
+
+    fn success_response(&self, request: &Request, sdp: &str, transport: Transport) -> Response {
         let mut response = Response::for_request(request, 200, "OK")
-            .with_header("Contact", &format!("<sip:srs@{contact}>;+sip.srs"))
+            .with_header("Contact", &self.contact(transport))
             .with_header("Allow", ALLOW)
             .with_header("Supported", SIPREC_OPTION_TAG);
         if !sdp.is_empty() {
@@ -686,9 +707,15 @@ impl Srs {
     /// Parses and negotiates an offer. A stream keeps the port it holds in `existing` under the same label
     /// (`a=label`, else the m-line index — the runtime keys streams by label); new ones get fresh ports, all
     /// or nothing. On error no port stays taken.
-    fn negotiate_offer(&mut self, sdp: &str, existing: &[CallStream]) -> Result<MediaChange, Rejection> {
+    fn negotiate_offer(
+        &mut self,
+        sdp: &str,
+        existing: &[CallStream],
+        transport: Transport,
+    ) -> Result<MediaChange, Rejection> {
         let offer = SessionDescription::parse(sdp).map_err(Rejection::Sdp)?;
-        let acceptable = negotiate::acceptable_streams(&offer);
+        let sdes_allowed = transport == Transport::Tls || self.config.insecure_sdes_without_tls;
+        let acceptable = negotiate::acceptable_streams(&offer, sdes_allowed);
         if acceptable.len() > self.config.max_streams_per_call {
             return Err(Rejection::NotAcceptable("Too many streams"));
         }
@@ -723,7 +750,7 @@ impl Srs {
                 }
             }
         }
-        let negotiation = match negotiate::negotiate(&offer, &ports) {
+        let negotiation = match negotiate::negotiate(&offer, &ports, sdes_allowed) {
             Ok(negotiation) => negotiation,
             Err(error) => {
                 self.release_ports(allocated);
@@ -745,6 +772,7 @@ impl Srs {
                     paused_by_sdp: accepted.paused,
                     participant: None,
                     had_sender,
+                    srtp: accepted.srtp.clone(),
                 }
             })
             .collect();
@@ -823,12 +851,13 @@ impl Srs {
             multipart::classify(request.headers().content_type(), request.body()).map_err(Rejection::Body)?;
         let metadata = self.read_metadata(body.metadata, &state.metadata)?;
         let media = match body.sdp {
-            Some(sdp) => Some(self.negotiate_offer(sdp, &state.streams)?),
+            Some(sdp) => Some(self.negotiate_offer(sdp, &state.streams, state.remote.transport)?),
             None => None,
         };
         let previous_streams = plan_for(state, None).streams;
         let answer = match media {
-            Some(media) => {
+            Some(mut media) => {
+                media.negotiation.keep_answer_keys(&state.negotiation);
                 // RFC 3264 §8: the version moves only when the answer changes (session refreshes keep it).
                 if media.negotiation != state.negotiation {
                     state.answer = media
@@ -860,7 +889,7 @@ impl Srs {
             bump(&mut self.stats.session_updates);
             self.outputs.push_back(SrsOutput::UpdateCall { call, plan });
         }
-        Ok(self.success_response(request, &answer))
+        Ok(self.success_response(request, &answer, state.remote.transport))
     }
 
     /// Ends a call we decided to end: EndCall now, BYE now or (before ACK) when the ACK arrives.
@@ -902,17 +931,17 @@ impl Srs {
     }
 
     fn send_bye_and_forget(&mut self, now: Instant, call: CallId) {
+        let Some(transport) = self.calls.get(&call).map(|state| state.remote.transport) else {
+            return;
+        };
+        let contact = self.contact(transport);
         let Some(state) = self.calls.get_mut(&call) else {
             return;
         };
-        let contact = self
-            .config
-            .contact_address
-            .unwrap_or(SocketAddr::new(self.config.media_address, 5060));
         let bye = state
             .dialog
             .build_request(Method::Bye)
-            .with_header("Contact", &format!("<sip:srs@{contact}>;+sip.srs"));
+            .with_header("Contact", &contact);
         let remote = state.remote;
         match self.endpoint.send_request(now, bye, remote) {
             Ok(txn) => {
@@ -988,6 +1017,7 @@ fn plan_for(call: &Call, metadata_xml: Option<&str>) -> RecordingPlan {
             telephone_event_pt: stream.telephone_event_pt,
             paused: stream.paused(),
             participant: stream.participant.clone(),
+            srtp: stream.srtp.clone(),
         })
         .collect();
     let paused = !streams.is_empty() && streams.iter().all(|stream| stream.paused);
@@ -1732,7 +1762,7 @@ m=audio 20002 RTP/AVP 8\r\na=label:0\r\na=sendonly\r\n";
         let response = final_response(&src.send(3, &invite));
         assert_eq!(
             (response.status(), response.reason()),
-            (488, "SRTP Not Supported")
+            (488, "SDES-SRTP Requires SIP over TLS")
         );
 
         let duplicate = SDP_TWO_STREAMS.replace("a=label:2", "a=label:1");
@@ -1750,5 +1780,73 @@ m=audio 20002 RTP/AVP 8\r\na=label:0\r\na=sendonly\r\n";
         );
         assert_eq!(src.srs.ports.available(), 1);
         assert_eq!(src.srs.active_calls(), 2);
+    }
+
+    #[test]
+    fn sdes_over_tls_is_answered_savp_and_a_new_key_reaches_the_plan() {
+        let config = SrsConfig {
+            tls_contact_address: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 5061))),
+            ..small_pool()
+        };
+        let mut src = Src::new(config);
+        src.remote.transport = Transport::Tls;
+        let key_a = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwd\r\n";
+        let key_b = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:HRwbGhkYFxYVFBMSERAPDg0MCwoJCAcGBQQDAgEA\r\n";
+        let offer = |key: &str| {
+            SDP_TWO_STREAMS.replace("RTP/AVP", "RTP/SAVP").replace(
+                "a=sendonly",
+                &format!("{}a=sendonly", key.trim_end_matches("\r\n").to_owned() + "\r\n"),
+            )
+        };
+        let invite = src.request(
+            "INVITE",
+            "s1",
+            "Require: siprec\r\n",
+            "application/sdp",
+            &offer(key_a),
+        );
+        let outputs = src.send(0, &invite);
+        let ok = final_response(&outputs);
+        assert_eq!(ok.status(), 200);
+        let contact = ok.headers().get("Contact").unwrap_or_default().to_owned();
+        assert_eq!(contact, "<sip:srs@127.0.0.1:5061;transport=tls>;+sip.srs");
+        let answer = String::from_utf8_lossy(ok.body()).into_owned();
+        assert_eq!(answer.matches("RTP/SAVP").count(), 2, "{answer}");
+        assert_eq!(
+            answer
+                .matches("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")
+                .count(),
+            2,
+            "{answer}"
+        );
+        let (_, plan) = started(&outputs);
+        let first_key = plan.streams[0].srtp.clone().expect("SRTP stream");
+        src.local_tag = ok.headers().to().and_then(|to| to.tag().map(str::to_owned));
+        assert_eq!(first_key.key_and_salt.expose(), &(0u8..30).collect::<Vec<u8>>());
+        src.ack(1, "s1");
+
+        let new_version = offer(key_b).replace("o=SRC 1 1", "o=SRC 1 2");
+        let reinvite = src.request("INVITE", "s1", "", "application/sdp", &new_version);
+        let outputs = src.send(2, &reinvite);
+        let response = final_response(&outputs);
+        assert_eq!(response.status(), 200, "{}", response.reason());
+        let plan = updated(&outputs).expect("a new key updates the plan");
+        let second_key = plan.streams[0].srtp.clone().expect("SRTP stream");
+        assert_ne!(second_key, first_key);
+        assert_eq!(
+            second_key.key_and_salt.expose(),
+            &(0u8..30).rev().collect::<Vec<u8>>()
+        );
+        let answer_after_rekey = String::from_utf8_lossy(response.body()).into_owned();
+        src.ack(3, "s1");
+        let refresh = src.request("INVITE", "s1", "", "application/sdp", &new_version);
+        let outputs = src.send(4, &refresh);
+        assert!(updated(&outputs).is_none(), "the same key again is no change");
+        let refreshed = final_response(&outputs);
+        assert_eq!(
+            String::from_utf8_lossy(refreshed.body()),
+            answer_after_rekey,
+            "same answer, same o= version"
+        );
     }
 }

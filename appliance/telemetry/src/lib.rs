@@ -4,9 +4,11 @@
 
 mod metrics;
 mod pii;
+mod security_metrics;
 
 pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipResponseClass};
 pub use pii::Pii;
+pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
 
 /// Installs the process-wide tracing subscriber: human-readable lines on stderr (journald captures them
 /// under systemd), filtered by `AIRLOCK_LOG` (default `info`).

@@ -9,6 +9,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::security_metrics::SecurityMetrics;
+
 /// How a recorded call ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum CallOutcome {
@@ -173,6 +175,8 @@ pub struct Metrics {
     pub rtp_packets_malformed: Counter,
     pub rtp_telephone_events: Counter,
     pub recorded_bytes: Counter,
+    /// SIP-over-TLS and SRTP.
+    pub security: SecurityMetrics,
 }
 
 impl Metrics {
@@ -262,6 +266,7 @@ impl Metrics {
             "Bytes of encrypted recordings finalised",
             self.recorded_bytes.clone(),
         );
+        self.security.register(&mut registry);
         registry
     }
 
