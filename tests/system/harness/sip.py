@@ -7,6 +7,7 @@ import base64
 import queue
 import random
 import re
+import select
 import socket
 import threading
 import time
@@ -136,6 +137,8 @@ class OfferStream:
     rtpmaps: dict[int, str] = field(default_factory=lambda: {0: "PCMU/8000", 8: "PCMA/8000",
                                                               9: "G722/8000", 18: "G729/8000",
                                                               101: "telephone-event/8000"})
+    protocol: str = "RTP/AVP"
+    crypto: tuple[str, ...] = ()  # a=crypto values (SDES), in preference order
 
 
 def offer_sdp(streams: list[OfferStream], ip: str = "127.0.0.1", version: int = 1,
@@ -143,13 +146,14 @@ def offer_sdp(streams: list[OfferStream], ip: str = "127.0.0.1", version: int = 
     sid = session_id if session_id is not None else 4242
     lines = ["v=0", f"o=airlock-test {sid} {version} IN IP4 {ip}", "s=siprec-test", f"c=IN IP4 {ip}", "t=0 0"]
     for s in streams:
-        lines.append(f"m=audio {s.port} RTP/AVP {' '.join(str(p) for p in s.payload_types)}")
+        lines.append(f"m=audio {s.port} {s.protocol} {' '.join(str(p) for p in s.payload_types)}")
         for pt in s.payload_types:
             if pt in s.rtpmaps:
                 lines.append(f"a=rtpmap:{pt} {s.rtpmaps[pt]}")
             if s.rtpmaps.get(pt, "").startswith("telephone-event"):
                 lines.append(f"a=fmtp:{pt} 0-16")
         lines.append("a=ptime:20")
+        lines += [f"a=crypto:{c}" for c in s.crypto]
         lines.append(f"a=label:{s.label}")
         lines.append(f"a={s.direction}")
     return "\r\n".join(lines) + "\r\n"
@@ -220,6 +224,7 @@ class AnswerMedia:
     direction: str | None
     rtpmaps: dict[int, str]
     connection: str | None
+    crypto: list[str] = field(default_factory=list)
 
 
 def parse_sdp(text: str) -> tuple[str | None, list[AnswerMedia]]:
@@ -246,6 +251,8 @@ def parse_sdp(text: str) -> tuple[str | None, list[AnswerMedia]]:
             elif attr.startswith("rtpmap:"):
                 pt, enc = attr[7:].split(None, 1)
                 media[-1].rtpmaps[int(pt)] = enc
+            elif attr.startswith("crypto:"):
+                media[-1].crypto.append(attr[7:])
     return session_c, media
 
 
@@ -337,10 +344,11 @@ def siprec_headers() -> list[tuple[str, str]]:
 # --- a minimal SIPREC UAC -----------------------------------------------------------------------------------
 
 class SipUac:
-    """One SIPREC dialog from the SRC side over UDP or TCP. A reader thread queues responses and answers the
-    SRS's own requests (BYE, OPTIONS, ...) with 200, keeping them in `server_requests`."""
+    """One SIPREC dialog from the SRC side over UDP, TCP or TLS (pass `tls_context`, an `ssl.SSLContext`). A
+    reader thread queues responses and answers the SRS's own requests (BYE, OPTIONS, ...) with 200, keeping
+    them in `server_requests`."""
 
-    def __init__(self, server: tuple[str, int], transport: str = "UDP") -> None:
+    def __init__(self, server: tuple[str, int], transport: str = "UDP", tls_context=None) -> None:
         self.server = server
         self.transport = transport.upper()
         self.call_id = f"{rand_token(20)}@airlock-test"
@@ -354,9 +362,13 @@ class SipUac:
         self.last_ack: bytes | None = None
         self.last_invite_cseq = 0
         self._closed = threading.Event()
+        self._io_lock = threading.Lock()
         if self.transport == "UDP":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             self.sock.bind(("127.0.0.1", 0))
+        elif self.transport == "TLS":
+            raw = socket.create_connection(server, timeout=5)
+            self.sock = tls_context.wrap_socket(raw, server_hostname="localhost")
         else:
             self.sock = socket.create_connection(server, timeout=5)
         self.local_port = self.sock.getsockname()[1]
@@ -368,7 +380,8 @@ class SipUac:
         if self.transport == "UDP":
             self.sock.sendto(data, self.server)
         else:
-            self.sock.sendall(data)
+            with self._io_lock:  # an SSL socket must not be read and written at once from two threads
+                self.sock.sendall(data)
 
     def _read_loop(self) -> None:
         framer = StreamFramer()
@@ -379,13 +392,17 @@ class SipUac:
                     data, _ = self.sock.recvfrom(65535)
                     msgs = [parse_message(data)]
                 else:
-                    data = self.sock.recv(65535)
+                    if self.transport == "TLS" and not self.sock.pending():
+                        if not select.select([self.sock], [], [], 0.2)[0]:
+                            continue
+                    with self._io_lock:
+                        data = self.sock.recv(65535)
                     if not data:
                         return
                     msgs = framer.feed(data)
             except socket.timeout:
                 continue
-            except OSError:
+            except (OSError, ValueError):  # closed under us
                 return
             for m in msgs:
                 self._dispatch(m)
