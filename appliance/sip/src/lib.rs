@@ -23,6 +23,8 @@ pub use endpoint::{
     ClientTxnId, Endpoint, EndpointConfig, EndpointError, EndpointEvent, EndpointStats, ServerTxnId,
 };
 pub use framing::{FramingError, MAX_DATAGRAM_BYTES, StreamFramer, StreamFramerConfig};
-pub use message::{CSeq, Headers, Message, Method, NameAddr, ParseError, Request, Response};
+pub use message::{
+    CSeq, Headers, Message, Method, NameAddr, ParseError, Request, Response, stateless_answer,
+};
 pub use timers::TimerConfig;
 pub use transport::{ConnectionId, Remote, Transport};
