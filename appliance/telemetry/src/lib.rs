@@ -5,7 +5,7 @@
 mod metrics;
 mod pii;
 
-pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipResponseClass};
+pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
 pub use pii::Pii;
 
 /// Installs the process-wide tracing subscriber: human-readable lines on stderr (journald captures them
