@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use airlock_runtime::{Cidr, GuardConfig};
 use serde::Deserialize;
 
 /// Everything the appliance can be told, after defaults are applied.
@@ -34,6 +35,15 @@ pub struct SipSection {
     pub max_calls: usize,
     /// Seconds put in Retry-After when refusing a call for capacity.
     pub retry_after_secs: u32,
+    /// Source networks (CIDR or single addresses) allowed to send SIP; empty allows every source. Others
+    /// get 403 "Forbidden: source not allowed".
+    pub allow_sources: Vec<String>,
+    /// SIP messages per second each source IP may send on average; 0 disables the rate limit.
+    pub rate_limit_per_sec: u32,
+    /// Messages a source may send at once above that rate (the bucket size).
+    pub rate_limit_burst: u32,
+    /// Inbound TCP connections one source IP may hold open at once.
+    pub max_tcp_connections_per_source: usize,
 }
 
 impl Default for SipSection {
@@ -44,6 +54,10 @@ impl Default for SipSection {
             strict_src: false,
             max_calls: 256,
             retry_after_secs: 30,
+            allow_sources: Vec::new(),
+            rate_limit_per_sec: 200,
+            rate_limit_burst: 400,
+            max_tcp_connections_per_source: 32,
         }
     }
 }
@@ -150,6 +164,8 @@ pub struct Validated {
     pub config: Config,
     pub sip_udp: Option<SocketAddr>,
     pub sip_tcp: Option<SocketAddr>,
+    /// `sip.allow_sources`, parsed.
+    pub sip_allow_sources: Vec<Cidr>,
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -186,6 +202,25 @@ impl Config {
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1"));
         }
+        let sip_allow_sources = self
+            .sip
+            .allow_sources
+            .iter()
+            .map(|entry| entry.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| invalid("sip.allow_sources", error.to_string()))?;
+        if self.sip.rate_limit_per_sec > 0 && self.sip.rate_limit_burst == 0 {
+            return Err(invalid(
+                "sip.rate_limit_burst",
+                "must be at least 1 while sip.rate_limit_per_sec is set",
+            ));
+        }
+        if self.sip.max_tcp_connections_per_source == 0 {
+            return Err(invalid(
+                "sip.max_tcp_connections_per_source",
+                "must be at least 1",
+            ));
+        }
         let media = &self.media;
         if media.port_min == 0 || !media.port_min.is_multiple_of(2) {
             return Err(invalid("media.port_min", "must be an even port above 0"));
@@ -217,8 +252,21 @@ impl Config {
             config: self,
             sip_udp,
             sip_tcp,
+            sip_allow_sources,
             metrics_listen,
         })
+    }
+}
+
+impl Validated {
+    /// The source guard's settings from `[sip]`.
+    pub fn sip_guard(&self) -> GuardConfig {
+        GuardConfig {
+            allow: self.sip_allow_sources.clone(),
+            rate_per_sec: self.config.sip.rate_limit_per_sec,
+            burst: self.config.sip.rate_limit_burst,
+            ..GuardConfig::default()
+        }
     }
 }
 
@@ -273,6 +321,36 @@ mod tests {
         let config = Config::parse("[recording]\nrecipients = [\"age1nope\"]\n").expect("parses");
         let error = config.validate().expect_err("bad recipient").to_string();
         assert!(error.contains("recording.recipients"), "{error}");
+    }
+
+    #[test]
+    fn guard_keys_parse_and_bad_entries_are_named() {
+        let config = Config::parse(
+            "[sip]\nallow_sources = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n\
+             rate_limit_per_sec = 50\nrate_limit_burst = 80\n",
+        )
+        .expect("parses");
+        let validated = config.validate().expect("valid");
+        let guard = validated.sip_guard();
+        assert_eq!(guard.allow.len(), 3);
+        assert_eq!((guard.rate_per_sec, guard.burst), (50, 80));
+        let defaults = Config::default().validate().expect("defaults").sip_guard();
+        assert!(defaults.allow.is_empty());
+        assert_eq!((defaults.rate_per_sec, defaults.burst), (200, 400));
+
+        let config =
+            Config::parse("[sip]\nallow_sources = [\"10.0.0.0/8\", \"10.0.0.1/33\"]\n").expect("parses");
+        let error = config.validate().expect_err("bad cidr").to_string();
+        assert!(
+            error.contains("sip.allow_sources") && error.contains("`10.0.0.1/33`"),
+            "{error}"
+        );
+        let config = Config::parse("[sip]\nrate_limit_burst = 0\n").expect("parses");
+        let error = config.validate().expect_err("no burst").to_string();
+        assert!(error.contains("sip.rate_limit_burst"), "{error}");
+        let config = Config::parse("[sip]\nmax_tcp_connections_per_source = 0\n").expect("parses");
+        let error = config.validate().expect_err("no connections").to_string();
+        assert!(error.contains("sip.max_tcp_connections_per_source"), "{error}");
     }
 
     #[test]

@@ -88,6 +88,8 @@ fn run(validated: Validated) -> ExitCode {
     let settings = airlock_runtime::Settings {
         sip_udp: validated.sip_udp,
         sip_tcp: validated.sip_tcp,
+        sip_guard: validated.sip_guard(),
+        max_tcp_connections_per_source: config.sip.max_tcp_connections_per_source,
         strict_src: config.sip.strict_src,
         max_calls: config.sip.max_calls,
         retry_after_secs: config.sip.retry_after_secs,

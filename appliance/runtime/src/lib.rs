@@ -22,6 +22,7 @@ use airlock_telemetry::{CallOutcome, Metrics};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+pub use airlock_sip::{Cidr, GuardConfig};
 pub use storage::DataDir;
 
 /// Everything the runtime needs, already validated by the binary.
@@ -29,6 +30,10 @@ pub use storage::DataDir;
 pub struct Settings {
     pub sip_udp: Option<SocketAddr>,
     pub sip_tcp: Option<SocketAddr>,
+    /// Allow-list and per-source rate limit applied to every inbound SIP message.
+    pub sip_guard: airlock_sip::GuardConfig,
+    /// Inbound SIP TCP connections one source IP may hold open.
+    pub max_tcp_connections_per_source: usize,
     pub strict_src: bool,
     pub max_calls: usize,
     pub retry_after_secs: u32,
@@ -87,6 +92,8 @@ pub async fn run(
         settings.sip_tcp,
         inbound_tx.clone(),
         metrics.clone(),
+        settings.sip_guard.clone(),
+        settings.max_tcp_connections_per_source,
     )
     .await
     .map_err(RuntimeError::SipListen)?;
