@@ -55,8 +55,8 @@ impl Default for SipSection {
             max_calls: 256,
             retry_after_secs: 30,
             allow_sources: Vec::new(),
-            rate_limit_per_sec: 200,
-            rate_limit_burst: 400,
+            rate_limit_per_sec: 2000,
+            rate_limit_burst: 4000,
             max_tcp_connections_per_source: 32,
         }
     }
@@ -336,7 +336,7 @@ mod tests {
         assert_eq!((guard.rate_per_sec, guard.burst), (50, 80));
         let defaults = Config::default().validate().expect("defaults").sip_guard();
         assert!(defaults.allow.is_empty());
-        assert_eq!((defaults.rate_per_sec, defaults.burst), (200, 400));
+        assert_eq!((defaults.rate_per_sec, defaults.burst), (2000, 4000));
 
         let config =
             Config::parse("[sip]\nallow_sources = [\"10.0.0.0/8\", \"10.0.0.1/33\"]\n").expect("parses");

@@ -115,10 +115,11 @@ impl fmt::Display for Cidr {
 pub struct GuardConfig {
     /// Source networks allowed to send SIP; empty allows every source.
     pub allow: Vec<Cidr>,
-    /// Tokens added to each source's bucket per second; 0 disables the rate limit. Default 200 (an SBC
-    /// setting up 50 calls/s sends about 4 messages per call).
+    /// Tokens added to each source's bucket per second; 0 disables the rate limit. Default 2000: one SBC
+    /// at the design target of 500 call set-ups per second sends INVITE, ACK and BYE per call (1500/s),
+    /// plus OPTIONS pings and re-INVITEs.
     pub rate_per_sec: u32,
-    /// Most tokens a bucket holds (the largest burst of new requests). Default 400.
+    /// Most tokens a bucket holds (the largest burst of new requests). Default 4000.
     pub burst: u32,
     /// Most sources with a bucket; see the module docs for what happens when full. Default 4096 (about
     /// 100 bytes each).
@@ -132,8 +133,8 @@ impl Default for GuardConfig {
     fn default() -> Self {
         Self {
             allow: Vec::new(),
-            rate_per_sec: 200,
-            burst: 400,
+            rate_per_sec: 2000,
+            burst: 4000,
             max_tracked_sources: 4096,
             forbidden_answers_per_sec: 20,
         }
