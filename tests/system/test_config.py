@@ -14,6 +14,10 @@ udp = "127.0.0.1:5099"
 tcp = "127.0.0.1:5099"
 strict_src = false
 max_calls = 4
+allow_sources = ["127.0.0.1", "10.0.0.0/8", "2001:db8::/32"]
+rate_limit_per_sec = 100
+rate_limit_burst = 200
+max_tcp_connections_per_source = 8
 
 [media]
 bind_ip = "127.0.0.1"
@@ -59,6 +63,10 @@ def test_empty_config_passes(tmp_path):
     ('[media]\nport_min = "twenty thousand"\n', "port_min"),
     ('[media]\nbind_ip = "not-an-ip"\n', "bind_ip"),
     ('[shutdown]\ngrace_period = 3\n', "grace_period"),
+    ('[sip]\nallow_sources = ["10.0.0.0/8", "10.0.0.1/33"]\n', "sip.allow_sources"),
+    ('[sip]\nallow_sources = ["sbc.example.com"]\n', "`sbc.example.com`"),
+    ('[sip]\nrate_limit_burst = 0\n', "sip.rate_limit_burst"),
+    ('[sip]\nmax_tcp_connections_per_source = 0\n', "sip.max_tcp_connections_per_source"),
 ])
 def test_bad_key_is_named(tmp_path, text, key):
     proc = check_config(tmp_path, text)

@@ -6,6 +6,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use airlock_runtime::{Cidr, GuardConfig};
 use serde::Deserialize;
 
 /// Everything the appliance can be told, after defaults are applied.
@@ -37,6 +38,15 @@ pub struct SipSection {
     /// Accept SDES-SRTP keys (`a=crypto`) that arrive over UDP or TCP, where anyone on the path can read
     /// them. Off: such offers get 488. Only for labs and networks that are encrypted below SIP.
     pub insecure_sdes_without_tls: bool,
+    /// Source networks (CIDR or single addresses) allowed to send SIP; empty allows every source. Others
+    /// get 403 "Forbidden: source not allowed".
+    pub allow_sources: Vec<String>,
+    /// SIP messages per second each source IP may send on average; 0 disables the rate limit.
+    pub rate_limit_per_sec: u32,
+    /// Messages a source may send at once above that rate (the bucket size).
+    pub rate_limit_burst: u32,
+    /// Inbound TCP connections one source IP may hold open at once.
+    pub max_tcp_connections_per_source: usize,
     /// `[sip.tls]`: SIP over TLS; absent: no TLS listener.
     pub tls: Option<TlsSection>,
 }
@@ -85,6 +95,10 @@ impl Default for SipSection {
             retry_after_secs: 30,
             insecure_sdes_without_tls: false,
             tls: None,
+            allow_sources: Vec::new(),
+            rate_limit_per_sec: 2000,
+            rate_limit_burst: 4000,
+            max_tcp_connections_per_source: 32,
         }
     }
 }
@@ -192,6 +206,8 @@ pub struct Validated {
     pub sip_udp: Option<SocketAddr>,
     pub sip_tcp: Option<SocketAddr>,
     pub sip_tls: Option<airlock_runtime::TlsSettings>,
+    /// `sip.allow_sources`, parsed.
+    pub sip_allow_sources: Vec<Cidr>,
     pub metrics_listen: Option<SocketAddr>,
 }
 
@@ -229,6 +245,25 @@ impl Config {
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1"));
         }
+        let sip_allow_sources = self
+            .sip
+            .allow_sources
+            .iter()
+            .map(|entry| entry.parse::<Cidr>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|error| invalid("sip.allow_sources", error.to_string()))?;
+        if self.sip.rate_limit_per_sec > 0 && self.sip.rate_limit_burst == 0 {
+            return Err(invalid(
+                "sip.rate_limit_burst",
+                "must be at least 1 while sip.rate_limit_per_sec is set",
+            ));
+        }
+        if self.sip.max_tcp_connections_per_source == 0 {
+            return Err(invalid(
+                "sip.max_tcp_connections_per_source",
+                "must be at least 1",
+            ));
+        }
         let media = &self.media;
         if media.port_min == 0 || !media.port_min.is_multiple_of(2) {
             return Err(invalid("media.port_min", "must be an even port above 0"));
@@ -261,6 +296,7 @@ impl Config {
             sip_udp,
             sip_tcp,
             sip_tls,
+            sip_allow_sources,
             metrics_listen,
         })
     }
@@ -297,6 +333,18 @@ impl TlsSection {
         };
         airlock_runtime::validate_tls(&settings).map_err(|error| invalid("sip.tls", error.to_string()))?;
         Ok(settings)
+    }
+}
+
+impl Validated {
+    /// The source guard's settings from `[sip]`.
+    pub fn sip_guard(&self) -> GuardConfig {
+        GuardConfig {
+            allow: self.sip_allow_sources.clone(),
+            rate_per_sec: self.config.sip.rate_limit_per_sec,
+            burst: self.config.sip.rate_limit_burst,
+            ..GuardConfig::default()
+        }
     }
 }
 
@@ -379,6 +427,36 @@ mod tests {
         )
         .expect_err("unknown key");
         assert!(message.contains("ciphers"), "{message}");
+    }
+
+    #[test]
+    fn guard_keys_parse_and_bad_entries_are_named() {
+        let config = Config::parse(
+            "[sip]\nallow_sources = [\"10.0.0.0/8\", \"192.0.2.7\", \"2001:db8::/32\"]\n\
+             rate_limit_per_sec = 50\nrate_limit_burst = 80\n",
+        )
+        .expect("parses");
+        let validated = config.validate().expect("valid");
+        let guard = validated.sip_guard();
+        assert_eq!(guard.allow.len(), 3);
+        assert_eq!((guard.rate_per_sec, guard.burst), (50, 80));
+        let defaults = Config::default().validate().expect("defaults").sip_guard();
+        assert!(defaults.allow.is_empty());
+        assert_eq!((defaults.rate_per_sec, defaults.burst), (2000, 4000));
+
+        let config =
+            Config::parse("[sip]\nallow_sources = [\"10.0.0.0/8\", \"10.0.0.1/33\"]\n").expect("parses");
+        let error = config.validate().expect_err("bad cidr").to_string();
+        assert!(
+            error.contains("sip.allow_sources") && error.contains("`10.0.0.1/33`"),
+            "{error}"
+        );
+        let config = Config::parse("[sip]\nrate_limit_burst = 0\n").expect("parses");
+        let error = config.validate().expect_err("no burst").to_string();
+        assert!(error.contains("sip.rate_limit_burst"), "{error}");
+        let config = Config::parse("[sip]\nmax_tcp_connections_per_source = 0\n").expect("parses");
+        let error = config.validate().expect_err("no connections").to_string();
+        assert!(error.contains("sip.max_tcp_connections_per_source"), "{error}");
     }
 
     #[test]

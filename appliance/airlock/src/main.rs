@@ -90,6 +90,8 @@ fn run(validated: Validated) -> ExitCode {
         sip_tcp: validated.sip_tcp,
         sip_tls: validated.sip_tls.clone(),
         insecure_sdes_without_tls: config.sip.insecure_sdes_without_tls,
+        sip_guard: validated.sip_guard(),
+        max_tcp_connections_per_source: config.sip.max_tcp_connections_per_source,
         strict_src: config.sip.strict_src,
         max_calls: config.sip.max_calls,
         retry_after_secs: config.sip.retry_after_secs,

@@ -23,6 +23,7 @@ use airlock_telemetry::{CallOutcome, Metrics};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+pub use airlock_sip::{Cidr, GuardConfig};
 pub use storage::DataDir;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};
 
@@ -35,6 +36,10 @@ pub struct Settings {
     pub sip_tls: Option<TlsSettings>,
     /// Accept SDES keys (`a=crypto`) received over UDP/TCP, where anyone on the path can read them.
     pub insecure_sdes_without_tls: bool,
+    /// Allow-list and per-source rate limit applied to every inbound SIP message.
+    pub sip_guard: airlock_sip::GuardConfig,
+    /// Inbound SIP TCP connections one source IP may hold open.
+    pub max_tcp_connections_per_source: usize,
     pub strict_src: bool,
     pub max_calls: usize,
     pub retry_after_secs: u32,
@@ -95,6 +100,8 @@ pub async fn run(
         settings.sip_tcp,
         inbound_tx.clone(),
         metrics.clone(),
+        settings.sip_guard.clone(),
+        settings.max_tcp_connections_per_source,
     )
     .await
     .map_err(RuntimeError::SipListen)?;

@@ -1,16 +1,22 @@
-//! SIP sockets: a UDP socket and a TCP listener whose connections are framed by `airlock_sip::StreamFramer`.
+//! SIP sockets: a UDP socket and a TCP listener whose connections (and TLS ones, after `tls` has done the
+//! handshake) are framed by `airlock_sip::StreamFramer`.
 //! Every received message goes to the control loop through one bounded queue; outgoing messages go back
 //! out through [`SipSender`]. Queue policies: inbound UDP datagrams are dropped (and counted) when the control
 //! queue is full — the peer retransmits; a TCP connection is read no faster than the control loop drains
 //! (back-pressure); a TCP connection whose outbound queue is full is closed (the peer is not reading).
+//!
+//! Every inbound message passes the source guard (`airlock_sip::guard`: allow-list and per-source rate) before
+//! it is queued, so a refused or flooding source costs no queue space. A TCP stream that breaks the framing
+//! limits gets a best-effort answer (513/400) when its request line is visible; then its write side is
+//! closed and its input discarded for a short linger, so the answer is not lost to a reset.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use airlock_sip::{ConnectionId, Remote, StreamFramer, Transport};
-use airlock_telemetry::Metrics;
+use airlock_sip::{ConnectionId, GuardConfig, Remote, SourceGuard, StreamFramer, Transport, Verdict};
+use airlock_telemetry::{Metrics, SipRefusal, SipResponseClass, TcpRefusal};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -22,7 +28,58 @@ const MAX_DATAGRAM: usize = 65_535;
 /// Messages queued toward one TCP connection before it is considered stuck and closed.
 const TCP_OUTBOUND_QUEUE: usize = 256;
 /// TCP and TLS connections open at once; further connections are refused by closing them.
-pub(crate) const MAX_TCP_CONNECTIONS: usize = 1024;
+const MAX_TCP_CONNECTIONS: usize = 1024;
+/// After answering a framing error: how long, and how many bytes, the rest of the peer's input is read and
+/// discarded before the connection is dropped (closing with unread input would reset it and could destroy
+/// the answer in flight).
+const TCP_LINGER: Duration = Duration::from_secs(2);
+const TCP_LINGER_BYTES: usize = 1 << 20;
+
+/// The source guard and the per-source count of inbound TCP connections, shared by the UDP task, the
+/// acceptor and every TCP reader. The count map has an entry only per source with an open connection, so it
+/// is bounded by `MAX_TCP_CONNECTIONS`.
+#[derive(Debug, Clone)]
+struct Shield {
+    guard: Arc<Mutex<SourceGuard>>,
+    tcp_per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_tcp_per_source: usize,
+}
+
+impl Shield {
+    /// Counts a new inbound connection from `source`, or `None` if it already has the most allowed.
+    fn tcp_slot(&self, source: IpAddr) -> Option<TcpSlot> {
+        let source = source.to_canonical();
+        let mut counts = self.tcp_per_source.lock().unwrap_or_else(PoisonError::into_inner);
+        let open = counts.entry(source).or_insert(0);
+        if *open >= self.max_tcp_per_source {
+            return None;
+        }
+        *open += 1;
+        Some(TcpSlot {
+            counts: self.tcp_per_source.clone(),
+            source,
+        })
+    }
+}
+
+/// One inbound connection counted against its source; released when dropped (the reader ends).
+#[derive(Debug)]
+pub(crate) struct TcpSlot {
+    counts: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    source: IpAddr,
+}
+
+impl Drop for TcpSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(open) = counts.get_mut(&self.source) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&self.source);
+            }
+        }
+    }
+}
 
 /// Sends SIP messages to a peer over the transport it used.
 #[derive(Clone, Debug)]
@@ -32,6 +89,7 @@ pub struct SipSender {
     next_connection: Arc<std::sync::atomic::AtomicU64>,
     inbound: mpsc::Sender<ControlInput>,
     metrics: Metrics,
+    shield: Shield,
 }
 
 impl SipSender {
@@ -56,7 +114,7 @@ impl SipSender {
                         return;
                     }
                     None => match TcpStream::connect(to.addr).await {
-                        Ok(stream) => self.adopt(stream, to.addr),
+                        Ok(stream) => self.adopt(stream, to.addr, None),
                         Err(error) => {
                             tracing::warn!(%error, "SIP TCP connect for an outbound request failed");
                             return;
@@ -73,6 +131,34 @@ impl SipSender {
         }
     }
 
+    /// Runs the source guard on one inbound message: true to pass it on; false when it is refused (counted,
+    /// and answered 403 when the guard says so).
+    async fn admit(&self, from: Remote, bytes: &[u8]) -> bool {
+        let now = tokio::time::Instant::now().into_std();
+        let verdict = self
+            .shield
+            .guard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .check(now, from.addr.ip(), bytes);
+        match verdict {
+            Verdict::Allow => return true,
+            Verdict::RateLimited => self.metrics.sip_refused(SipRefusal::RateLimited),
+            Verdict::Forbidden { answer } => {
+                self.metrics.sip_refused(SipRefusal::SourceNotAllowed);
+                if let Some(response) = answer
+                    .then(|| airlock_sip::guard::forbidden_answer(bytes))
+                    .flatten()
+                {
+                    tracing::debug!("answering 403 to a source outside sip.allow_sources");
+                    self.metrics.sip_response(SipResponseClass::ClientError);
+                    self.send(from, response).await;
+                }
+            }
+        }
+        false
+    }
+
     fn connection(&self, id: ConnectionId) -> Option<mpsc::Sender<Vec<u8>>> {
         self.connections.lock().ok()?.get(&id).cloned()
     }
@@ -83,20 +169,41 @@ impl SipSender {
         }
     }
 
+    /// Checks the caps for a new inbound TCP or TLS connection from `peer`: the total and the per-source
+    /// count. The slot counts it until dropped; a refusal is counted in metrics.
+    pub(crate) fn inbound_slot(&self, peer: IpAddr) -> Option<TcpSlot> {
+        if self.open_connections() >= MAX_TCP_CONNECTIONS {
+            self.metrics.sip_tcp_refused(TcpRefusal::TotalLimit);
+            return None;
+        }
+        let slot = self.shield.tcp_slot(peer);
+        if slot.is_none() {
+            self.metrics.sip_tcp_refused(TcpRefusal::PerSourceLimit);
+        }
+        slot
+    }
+
+    /// Stream connections open now (TCP and TLS).
+    fn open_connections(&self) -> usize {
+        self.connections.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
     /// Starts reader and writer tasks for a TCP connection and returns its outbound queue.
-    fn adopt(&self, stream: TcpStream, peer: SocketAddr) -> mpsc::Sender<Vec<u8>> {
-        self.adopt_stream(stream, peer, Transport::Tcp, None).0
+    fn adopt(&self, stream: TcpStream, peer: SocketAddr, slot: Option<TcpSlot>) -> mpsc::Sender<Vec<u8>> {
+        self.adopt_stream(stream, peer, Transport::Tcp, None, slot).0
     }
 
     /// Starts reader and writer tasks for a byte-stream connection (TCP, or TLS after its handshake) and
-    /// returns its outbound queue and the reader task, which ends when the connection closes. With `idle_timeout`, a connection that sends nothing for that long is
-    /// closed (SBCs keep their connections alive with OPTIONS or CRLF keep-alives).
+    /// returns its outbound queue and the reader task, which ends when the connection closes. `slot` counts
+    /// an inbound connection against its source until the reader ends. With `idle_timeout`, a connection
+    /// that sends nothing for that long is closed (SBCs keep theirs alive with OPTIONS or CRLF keep-alives).
     pub(crate) fn adopt_stream<S>(
         &self,
         stream: S,
         peer: SocketAddr,
         transport: Transport,
         idle_timeout: Option<Duration>,
+        slot: Option<TcpSlot>,
     ) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<()>)
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
@@ -119,7 +226,9 @@ impl SipSender {
             let _closed = writer.shutdown().await;
         });
         let sender = self.clone();
+        let answers = outbound.clone();
         let reader_task = tokio::spawn(async move {
+            let _slot = slot;
             let remote = Remote {
                 transport,
                 addr: peer,
@@ -146,6 +255,9 @@ impl SipSender {
                 loop {
                     match framer.next_message() {
                         Ok(Some(message)) => {
+                            if !sender.admit(remote, &message).await {
+                                continue;
+                            }
                             let input = ControlInput::Sip {
                                 from: remote,
                                 bytes: message,
@@ -158,6 +270,22 @@ impl SipSender {
                         Err(error) => {
                             sender.metrics.sip_malformed.inc();
                             tracing::info!(%error, ?transport, "closing a SIP connection after a framing error");
+                            let answer = framer.rejection(&error);
+                            let answered = match answer {
+                                Some(bytes) => answers.try_send(bytes).is_ok(),
+                                None => false,
+                            };
+                            if answered {
+                                if let Some(class) = SipResponseClass::of_status(error.status()) {
+                                    sender.metrics.sip_response(class);
+                                }
+                                // The writer sends the answer, then shuts the write side down once every
+                                // sender of its queue is gone.
+                                drop(answers);
+                                sender.forget(id);
+                                linger(&mut reader, &mut buf).await;
+                                return;
+                            }
                             break 'read;
                         }
                     }
@@ -167,19 +295,31 @@ impl SipSender {
         });
         (outbound, reader_task)
     }
-
-    /// Stream connections open now (TCP and TLS).
-    pub(crate) fn open_connections(&self) -> usize {
-        self.connections.lock().map(|c| c.len()).unwrap_or(0)
-    }
 }
 
-/// Binds the configured SIP sockets and starts their receive tasks.
+/// Reads and discards what the peer still sends, for at most `TCP_LINGER` and `TCP_LINGER_BYTES`.
+async fn linger<R: AsyncRead + Unpin>(reader: &mut R, buf: &mut [u8]) {
+    let drain = async {
+        let mut discarded = 0usize;
+        while discarded < TCP_LINGER_BYTES {
+            match reader.read(buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => discarded = discarded.saturating_add(read),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(TCP_LINGER, drain).await;
+}
+
+/// Binds the configured SIP sockets and starts their receive tasks. Inbound messages pass a source guard
+/// built from `guard`; inbound TCP connections are capped at `max_tcp_per_source` per source IP.
 pub async fn start(
     udp_addr: Option<SocketAddr>,
     tcp_addr: Option<SocketAddr>,
     inbound: mpsc::Sender<ControlInput>,
     metrics: Metrics,
+    guard: GuardConfig,
+    max_tcp_per_source: usize,
 ) -> std::io::Result<SipSender> {
     let udp = match udp_addr {
         Some(addr) => Some(Arc::new(UdpSocket::bind(addr).await?)),
@@ -191,22 +331,32 @@ pub async fn start(
         next_connection: Arc::default(),
         inbound: inbound.clone(),
         metrics: metrics.clone(),
+        shield: Shield {
+            guard: Arc::new(Mutex::new(SourceGuard::new(guard))),
+            tcp_per_source: Arc::default(),
+            max_tcp_per_source,
+        },
     };
     if let Some(udp) = udp {
         let inbound = inbound.clone();
         let metrics = metrics.clone();
+        let receiver = sender.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
                 let Ok((len, peer)) = udp.recv_from(&mut buf).await else {
                     continue;
                 };
-                let bytes = buf.get(..len).unwrap_or_default().to_vec();
                 let from = Remote {
                     transport: Transport::Udp,
                     addr: peer,
                     connection: None,
                 };
+                let datagram = buf.get(..len).unwrap_or_default();
+                if !receiver.admit(from, datagram).await {
+                    continue;
+                }
+                let bytes = datagram.to_vec();
                 match inbound.try_send(ControlInput::Sip { from, bytes }) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -225,13 +375,44 @@ pub async fn start(
                 let Ok((stream, peer)) = listener.accept().await else {
                     continue;
                 };
-                if acceptor.open_connections() >= MAX_TCP_CONNECTIONS {
+                let Some(slot) = acceptor.inbound_slot(peer.ip()) else {
                     drop(stream);
                     continue;
-                }
-                acceptor.adopt(stream, peer);
+                };
+                acceptor.adopt(stream, peer, Some(slot));
             }
         });
     }
     Ok(sender)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_slots_are_capped_per_source_and_released_on_drop() {
+        let shield = Shield {
+            guard: Arc::new(Mutex::new(SourceGuard::new(GuardConfig::default()))),
+            tcp_per_source: Arc::default(),
+            max_tcp_per_source: 2,
+        };
+        let a: IpAddr = "192.0.2.1".parse().expect("ip");
+        let mapped: IpAddr = "::ffff:192.0.2.1".parse().expect("ip");
+        let first = shield.tcp_slot(a).expect("first");
+        let second = shield.tcp_slot(mapped).expect("second, same source");
+        assert!(shield.tcp_slot(a).is_none(), "third is over the cap");
+        assert!(
+            shield.tcp_slot("192.0.2.2".parse().expect("ip")).is_some(),
+            "other sources unaffected"
+        );
+        drop(first);
+        let third = shield.tcp_slot(a).expect("a slot was released");
+        drop((second, third));
+        let counts = shield.tcp_per_source.lock().expect("lock");
+        assert!(
+            counts.is_empty(),
+            "no entry is kept for sources without connections"
+        );
+    }
 }

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::sip_io::{MAX_TCP_CONNECTIONS, SipSender};
+use crate::sip_io::SipSender;
 
 /// TLS handshakes in progress at once; more connections are closed at once (`refused_busy`).
 const MAX_HANDSHAKES_IN_FLIGHT: usize = 256;
@@ -259,10 +259,10 @@ async fn accept_loop(
             metrics.security.tls_handshake(TlsHandshakeResult::Busy);
             continue;
         };
-        if sip.open_connections() >= MAX_TCP_CONNECTIONS {
+        let Some(slot) = sip.inbound_slot(peer.ip()) else {
             metrics.security.tls_handshake(TlsHandshakeResult::Busy);
             continue;
-        }
+        };
         let Some(config) = current.get() else {
             continue;
         };
@@ -305,8 +305,13 @@ async fn accept_loop(
             metrics.security.tls_handshake(TlsHandshakeResult::Ok);
             metrics.security.tls_connections.inc();
             let gauge = metrics.security.tls_connections.clone();
-            let (outbound, reader) =
-                sip.adopt_stream(stream, peer, Transport::Tls, Some(settings.idle_timeout));
+            let (outbound, reader) = sip.adopt_stream(
+                stream,
+                peer,
+                Transport::Tls,
+                Some(settings.idle_timeout),
+                Some(slot),
+            );
             drop(outbound);
             let _ended = reader.await;
             gauge.dec();

@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::message::{BRANCH_MAGIC_COOKIE, Message, Method, ParseError, Request, Response};
+use crate::message::{BRANCH_MAGIC_COOKIE, Message, Method, ParseError, Request, Response, stateless_answer};
 use crate::timers::TimerConfig;
 use crate::transport::Remote;
 
@@ -500,19 +500,15 @@ impl Endpoint {
     }
 
     fn handle_malformed(&mut self, from: Remote, error: ParseError) {
-        let answerable = error.salvaged_request.filter(|request| {
-            let headers = request.headers();
-            *request.method() != Method::Ack
-                && headers.top_via().is_some()
-                && headers.call_id().is_some()
-                && headers.cseq().is_some()
-        });
-        match answerable {
-            Some(request) => {
+        let reason = error.kind.to_string();
+        let answer = error
+            .salvaged_request
+            .and_then(|request| stateless_answer(&request, error.kind.status(), &reason));
+        match answer {
+            Some(bytes) => {
                 tracing::debug!(problem = %error.kind, "answering a malformed SIP request");
                 bump(&mut self.stats.malformed_answered);
-                let response = Response::for_request(&request, error.kind.status(), &error.kind.to_string());
-                self.transmit(from, response.to_bytes());
+                self.transmit(from, bytes);
             }
             None => {
                 tracing::debug!(problem = %error.kind, "dropping an unparsable SIP message");

@@ -5,7 +5,7 @@
 //! `max_message_bytes`, or more unconsumed input than [`StreamFramer::buffer_limit`] is an error, never
 //! growth. A stream cannot be resynchronised after a framing error, so the runtime closes the connection.
 
-use crate::message::MAX_HEADER_LINES;
+use crate::message::{MAX_HEADER_LINES, Request, stateless_answer};
 
 /// Largest UDP datagram accepted (RFC 3261 §18.1.1 allows up to 65,535 bytes; SIPREC INVITEs with SDP and
 /// metadata are routinely larger than one MTU). The runtime's receive buffer must be this big.
@@ -35,6 +35,18 @@ impl FramingError {
             FramingError::ContentLengthMissing
             | FramingError::ContentLengthMalformed
             | FramingError::BufferFull { .. } => 400,
+        }
+    }
+
+    /// The reason phrase of that status.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            FramingError::HeaderBlockTooLarge { .. } | FramingError::MessageTooLarge { .. } => {
+                "Message Too Large"
+            }
+            FramingError::ContentLengthMissing => "Content-Length required on stream transports",
+            FramingError::ContentLengthMalformed => "Malformed Content-Length",
+            FramingError::BufferFull { .. } => "Stream input too large",
         }
     }
 }
@@ -106,6 +118,22 @@ impl StreamFramer {
             return;
         }
         self.buffer.extend_from_slice(chunk);
+    }
+
+    /// A best-effort answer to the message that caused `error` (returned by the last
+    /// [`next_message`](Self::next_message)), to write before closing the connection: `error.status()`
+    /// with `error.reason()`, when the request line and the headers a response echoes (Via, Call-ID, CSeq)
+    /// are in the buffered head. `None` for responses, ACKs, unrecognisable input and `BufferFull` (whose
+    /// bytes are gone). Looks at no more than the header limit.
+    pub fn rejection(&self, error: &FramingError) -> Option<Vec<u8>> {
+        if matches!(error, FramingError::BufferFull { .. }) {
+            return None;
+        }
+        let head = self
+            .buffer
+            .get(..self.buffer.len().min(self.config.max_header_bytes))?;
+        let request = Request::salvage_head(head)?;
+        stateless_answer(&request, error.status(), error.reason())
     }
 
     /// Bytes currently buffered.
@@ -269,6 +297,43 @@ mod tests {
         let mut framer = StreamFramer::with_config(config);
         framer.push(b"INVITE sip:a SIP/2.0\r\nContent-Length: 99999999999999999999999\r\n\r\n");
         assert_eq!(framer.next_message(), Err(FramingError::ContentLengthMalformed));
+    }
+
+    #[test]
+    fn framing_errors_are_answered_when_the_request_is_visible() {
+        let config = StreamFramerConfig {
+            max_header_bytes: 256,
+            max_message_bytes: 1024,
+        };
+        let head = "INVITE sip:srs@example.com SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\n";
+        // An endless header block.
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(format!("{head}X-Long: {}", "a".repeat(400)).as_bytes());
+        let error = framer.next_message().expect_err("header block too large");
+        let answer = framer.rejection(&error).expect("answerable");
+        assert!(answer.starts_with(b"SIP/2.0 513 Message Too Large\r\n"));
+        // A body over the limit.
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(format!("{head}Content-Length: 5000\r\n\r\n").as_bytes());
+        let error = framer.next_message().expect_err("message too large");
+        assert_eq!(error.status(), 513);
+        assert!(framer.rejection(&error).is_some());
+        // No Content-Length: 400 with a reason.
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(format!("{head}\r\n").as_bytes());
+        let error = framer.next_message().expect_err("no length");
+        let answer = framer.rejection(&error).expect("answerable");
+        assert!(answer.starts_with(b"SIP/2.0 400 Content-Length required on stream transports\r\n"));
+        // Nothing recognisable, or the bytes are gone: no answer.
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(&[b'a'; 300]);
+        let error = framer.next_message().expect_err("garbage");
+        assert_eq!(framer.rejection(&error), None);
+        let mut framer = StreamFramer::with_config(config);
+        framer.push(&[b'a'; 3000]);
+        let error = framer.next_message().expect_err("overflow");
+        assert_eq!(framer.rejection(&error), None);
     }
 
     #[test]

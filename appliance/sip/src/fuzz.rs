@@ -1,17 +1,32 @@
 //! Entry point for the `sip_message` fuzz target: everything peer bytes can reach in this crate, in one
 //! call. Lives here so the fuzz crate stays a thin wrapper.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::endpoint::{Endpoint, EndpointConfig};
 use crate::framing::{StreamFramer, StreamFramerConfig};
-use crate::message::Message;
+use crate::guard::{GuardConfig, SourceGuard, forbidden_answer};
+use crate::message::{Message, Request};
 use crate::transport::{ConnectionId, Remote, Transport};
 
-/// Parses `data` as a datagram, frames it as a stream (in two chunks), and feeds both to an endpoint whose
-/// timers are then run to completion (virtual time from `start`). Must never panic.
+/// Parses `data` as a datagram, passes it through a source guard (and its 403 builder), frames it as a
+/// stream (in two chunks, answering framing errors), and feeds both to an endpoint whose timers are then run
+/// to completion (virtual time from `start`). Must never panic.
 pub fn parse_and_frame(start: Instant, data: &[u8]) {
+    let mut guard = SourceGuard::new(GuardConfig {
+        allow: Vec::new(),
+        rate_per_sec: 1,
+        burst: 1,
+        max_tracked_sources: 1,
+        forbidden_answers_per_sec: 1,
+    });
+    for octet in 0..3u8 {
+        let _ = guard.check(start, IpAddr::V4(Ipv4Addr::new(192, 0, 2, octet)), data);
+    }
+    let _ = forbidden_answer(data);
+    let _ = Request::salvage_head(data);
+
     if let Ok(message) = Message::parse(data) {
         let bytes = match &message {
             Message::Request(request) => request.to_bytes(),
@@ -37,8 +52,15 @@ pub fn parse_and_frame(start: Instant, data: &[u8]) {
     let (first, second) = data.split_at(data.len() / 2);
     for chunk in [first, second] {
         framer.push(chunk);
-        while let Ok(Some(frame)) = framer.next_message() {
-            endpoint.handle_message(start, tcp, &frame);
+        loop {
+            match framer.next_message() {
+                Ok(Some(frame)) => endpoint.handle_message(start, tcp, &frame),
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = framer.rejection(&error);
+                    break;
+                }
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! airlock-sip: the SIP layer of the SRS, sans-IO.
 //!
 //! Owns SIP message parsing and serialisation (our own wrapper types, see [`message`]), transport framing
-//! ([`framing`]), RFC 3261 transactions and 2xx/ACK handling ([`endpoint`]) and UAS dialogs ([`dialog`]).
+//! ([`framing`]), the source allow-list and rate limit ([`guard`]), RFC 3261 transactions and 2xx/ACK handling ([`endpoint`]) and UAS dialogs ([`dialog`]).
 //! Nothing here reads a clock or touches a socket: every entry point takes `now`, timers are asked for with
 //! [`Endpoint::poll_timeout`], and bytes to send come out as [`EndpointEvent::Transmit`].
 //!
@@ -14,6 +14,7 @@ pub mod dialog;
 pub mod endpoint;
 pub mod framing;
 pub mod fuzz;
+pub mod guard;
 pub mod message;
 pub mod timers;
 pub mod transport;
@@ -23,6 +24,9 @@ pub use endpoint::{
     ClientTxnId, Endpoint, EndpointConfig, EndpointError, EndpointEvent, EndpointStats, ServerTxnId,
 };
 pub use framing::{FramingError, MAX_DATAGRAM_BYTES, StreamFramer, StreamFramerConfig};
-pub use message::{CSeq, Headers, Message, Method, NameAddr, ParseError, Request, Response};
+pub use guard::{Cidr, CidrError, GuardConfig, SourceGuard, Verdict};
+pub use message::{
+    CSeq, Headers, Message, Method, NameAddr, ParseError, Request, Response, stateless_answer,
+};
 pub use timers::TimerConfig;
 pub use transport::{ConnectionId, Remote, Transport};

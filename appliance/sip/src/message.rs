@@ -668,6 +668,32 @@ impl Request {
         }
     }
 
+    /// The request line and the header lines that lex from the start of a header block that is cut short
+    /// or broken (a stream message over the size limits): enough to answer it with [`stateless_answer`].
+    /// Only whole lines are used, at most [`MAX_HEADER_LINES`] of them; `None` if the start line is not a
+    /// request line.
+    pub fn salvage_head(head: &[u8]) -> Option<Request> {
+        let start = head
+            .iter()
+            .position(|byte| *byte != b'\r' && *byte != b'\n')
+            .unwrap_or(head.len());
+        let head = head.get(start..).unwrap_or_default();
+        let head = match find_header_end(head) {
+            Some((end, _)) => head.get(..end).unwrap_or_default(),
+            None => {
+                let last_newline = head.iter().rposition(|byte| *byte == b'\n')?;
+                head.get(..last_newline).unwrap_or_default()
+            }
+        };
+        let text = String::from_utf8_lossy(head);
+        let mut lines = text
+            .split('\n')
+            .map(|line| line.strip_suffix('\r').unwrap_or(line));
+        let start_line = lines.next().unwrap_or_default();
+        let headers = parse_header_lines(lines).unwrap_or_else(|(_, partial)| partial);
+        request_from_start_line(start_line, headers)
+    }
+
     /// Checks what every request must carry (RFC 3261 §8.1.1) and that CSeq names this method.
     fn validate(&self) -> Result<(), ParseErrorKind> {
         validate_common_headers(&self.headers)?;
@@ -680,6 +706,18 @@ impl Request {
         }
         Ok(())
     }
+}
+
+/// A response to `request` sent without any transaction state (RFC 3261 §8.2.6), if it can be answered
+/// at all: never to an ACK (§17.2.1), and only when it has the top Via, Call-ID and CSeq a response must
+/// echo. Used for refusals before the transaction layer: malformed or oversized requests, refused sources.
+pub fn stateless_answer(request: &Request, status: u16, reason: &str) -> Option<Vec<u8>> {
+    let headers = request.headers();
+    let answerable = request.method != Method::Ack
+        && headers.top_via().is_some()
+        && headers.call_id().is_some()
+        && headers.cseq().is_some();
+    answerable.then(|| Response::for_request(request, status, reason).to_bytes())
 }
 
 fn validate_common_headers(headers: &Headers) -> Result<(), ParseErrorKind> {
@@ -925,7 +963,10 @@ impl Message {
             .split('\n')
             .map(|line| line.strip_suffix('\r').unwrap_or(line));
         let start_line = lines.next().unwrap_or_default();
-        let headers = parse_header_lines(lines)?;
+        let headers = parse_header_lines(lines).map_err(|(kind, partial)| ParseError {
+            kind,
+            salvaged_request: request_from_start_line(start_line, partial).map(Box::new),
+        })?;
         let rest = bytes.get(body_start..).unwrap_or_default();
 
         if let Some(status_part) = start_line.strip_prefix("SIP/") {
@@ -986,12 +1027,33 @@ impl Message {
     }
 }
 
-fn parse_header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Headers, ParseError> {
+/// A request with `start_line` and `headers` and no body, if `start_line` is a request line: what is kept
+/// of a request whose header block is broken, to answer it.
+fn request_from_start_line(start_line: &str, headers: Headers) -> Option<Request> {
+    let mut parts = start_line.split(' ');
+    let (Some(method), Some(uri), Some(_version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    let method = Method::parse(method)?;
+    (!uri.is_empty() && uri.contains(':')).then(|| Request {
+        method,
+        uri: uri.to_owned(),
+        headers,
+        body: Vec::new(),
+    })
+}
+
+/// The header lines in order; on a bad line, the error and the headers before it.
+fn parse_header_lines<'a>(
+    lines: impl Iterator<Item = &'a str>,
+) -> Result<Headers, (ParseErrorKind, Headers)> {
     let mut headers = Headers::default();
     for line in lines {
         if line.starts_with([' ', '\t']) {
             let Some(last) = headers.fields.last_mut() else {
-                return Err(ParseError::new(ParseErrorKind::HeaderLine));
+                return Err((ParseErrorKind::HeaderLine, headers));
             };
             last.value.push(' ');
             last.value.push_str(line.trim());
@@ -1001,14 +1063,14 @@ fn parse_header_lines<'a>(lines: impl Iterator<Item = &'a str>) -> Result<Header
             continue;
         }
         if headers.fields.len() >= MAX_HEADER_LINES {
-            return Err(ParseError::new(ParseErrorKind::TooManyHeaders));
+            return Err((ParseErrorKind::TooManyHeaders, headers));
         }
-        let (name, value) = line
-            .split_once(':')
-            .ok_or_else(|| ParseError::new(ParseErrorKind::HeaderLine))?;
+        let Some((name, value)) = line.split_once(':') else {
+            return Err((ParseErrorKind::HeaderLine, headers));
+        };
         let name = name.trim_end();
         if name.is_empty() || !name.bytes().all(is_token_byte) {
-            return Err(ParseError::new(ParseErrorKind::HeaderLine));
+            return Err((ParseErrorKind::HeaderLine, headers));
         }
         headers.fields.push(HeaderField {
             name: canonical_name(name),
@@ -1120,6 +1182,44 @@ To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 BYE\r\n\r\n";
         let text = text.replace("Call-ID: x\r\n", "");
         let error = Request::parse(text.as_bytes()).expect_err("missing");
         assert_eq!(error.kind.to_string(), "Missing Call-ID header");
+    }
+
+    #[test]
+    fn header_errors_keep_the_lines_before_them_for_a_400() {
+        let head = "OPTIONS sip:srs@example.com SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\n";
+        let many = format!("{head}{}\r\n", "X-Pad: y\r\n".repeat(MAX_HEADER_LINES));
+        let error = Request::parse(many.as_bytes()).expect_err("too many");
+        assert_eq!(error.kind, ParseErrorKind::TooManyHeaders);
+        let request = error.salvaged_request.expect("salvaged");
+        let answer = stateless_answer(&request, 400, &error.kind.to_string()).expect("answerable");
+        let answer = String::from_utf8(answer).expect("utf-8");
+        assert!(answer.starts_with("SIP/2.0 400 Too many headers\r\n"), "{answer}");
+        assert!(answer.contains("CSeq: 1 OPTIONS"), "{answer}");
+
+        let broken = format!("{head}no colon here\r\n\r\n");
+        let error = Request::parse(broken.as_bytes()).expect_err("bad line");
+        assert_eq!(error.kind, ParseErrorKind::HeaderLine);
+        assert!(error.salvaged_request.is_some());
+        let error = Request::parse(b"SIP/2.0 200 OK\r\nbad\r\n\r\n").expect_err("response");
+        assert!(error.salvaged_request.is_none());
+    }
+
+    #[test]
+    fn salvage_head_uses_whole_lines_only() {
+        let head = b"\r\nINVITE sip:srs@example.com SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\n\
+From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 7 INVITE\r\nX-Long: aaaa";
+        let request = Request::salvage_head(head).expect("request line");
+        assert_eq!(request.headers().cseq().map(|cseq| cseq.seq), Some(7));
+        assert_eq!(request.headers().get("X-Long"), None);
+        let answer = stateless_answer(&request, 513, "Message Too Large").expect("answerable");
+        assert!(answer.starts_with(b"SIP/2.0 513 Message Too Large\r\n"));
+        assert!(Request::salvage_head(b"SIP/2.0 200 OK\r\nVia: x\r\n").is_none());
+        assert!(Request::salvage_head(b"INVITE sip:a SIP/2.0").is_none());
+        let ack =
+            b"ACK sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP a;branch=z9hG4bK1\r\nCall-ID: x\r\nCSeq: 1 ACK\r\n";
+        let ack = Request::salvage_head(ack).expect("request line");
+        assert_eq!(stateless_answer(&ack, 513, "Message Too Large"), None);
     }
 
     #[test]

@@ -6,7 +6,7 @@ mod metrics;
 mod pii;
 mod security_metrics;
 
-pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipResponseClass};
+pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
 pub use pii::Pii;
 pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
 

@@ -129,6 +129,44 @@ impl SipMethodLabel {
     }
 }
 
+/// Why an inbound SIP message was refused before it reached the SIP endpoint (see `airlock_sip::guard`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum SipRefusal {
+    /// The source address is not in `sip.allow_sources` (requests answered 403 within a budget).
+    SourceNotAllowed,
+    /// The source is over `sip.rate_limit_per_sec` (dropped without an answer).
+    RateLimited,
+}
+
+impl SipRefusal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SourceNotAllowed => "source_not_allowed",
+            Self::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// Why an inbound SIP TCP connection was closed as soon as it was accepted.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum TcpRefusal {
+    /// The source already has `sip.max_tcp_connections_per_source` connections open.
+    PerSourceLimit,
+    /// The appliance-wide connection limit is reached.
+    TotalLimit,
+}
+
+impl TcpRefusal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::PerSourceLimit => "per_source_limit",
+            Self::TotalLimit => "total_limit",
+        }
+    }
+}
+
 /// Label values are the `as_str` names, so dashboards read the same words as manifests and events.
 macro_rules! label_value_from_as_str {
     ($($label:ty),*) => {$(
@@ -140,7 +178,13 @@ macro_rules! label_value_from_as_str {
     )*};
 }
 
-label_value_from_as_str!(CallOutcome, SipResponseClass, SipMethodLabel);
+label_value_from_as_str!(
+    CallOutcome,
+    SipResponseClass,
+    SipMethodLabel,
+    SipRefusal,
+    TcpRefusal
+);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabel {
@@ -155,6 +199,16 @@ struct ClassLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MethodLabel {
     method: SipMethodLabel,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabel {
+    reason: SipRefusal,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TcpRefusalLabel {
+    reason: TcpRefusal,
 }
 
 /// Every metric family of the appliance, registered once. Cheap to clone (handles share their values).
@@ -177,6 +231,8 @@ pub struct Metrics {
     pub recorded_bytes: Counter,
     /// SIP-over-TLS and SRTP.
     pub security: SecurityMetrics,
+    sip_refused: Family<RefusalLabel, Counter>,
+    sip_tcp_refused: Family<TcpRefusalLabel, Counter>,
 }
 
 impl Metrics {
@@ -191,6 +247,18 @@ impl Metrics {
 
     pub fn sip_response(&self, class: SipResponseClass) {
         self.sip_responses.get_or_create(&ClassLabel { class }).inc();
+    }
+
+    /// Records an inbound SIP message refused by the source guard.
+    pub fn sip_refused(&self, reason: SipRefusal) {
+        self.sip_refused.get_or_create(&RefusalLabel { reason }).inc();
+    }
+
+    /// Records an inbound SIP TCP connection closed on accept.
+    pub fn sip_tcp_refused(&self, reason: TcpRefusal) {
+        self.sip_tcp_refused
+            .get_or_create(&TcpRefusalLabel { reason })
+            .inc();
     }
 
     /// A registry holding every family, for the `/metrics` endpoint.
@@ -267,6 +335,16 @@ impl Metrics {
             self.recorded_bytes.clone(),
         );
         self.security.register(&mut registry);
+        registry.register(
+            "sip_messages_refused",
+            "Inbound SIP messages refused before processing, by reason (source not allowed, rate limited)",
+            self.sip_refused.clone(),
+        );
+        registry.register(
+            "sip_tcp_connections_refused",
+            "Inbound SIP TCP connections closed on accept, by the limit that was reached",
+            self.sip_tcp_refused.clone(),
+        );
         registry
     }
 
@@ -305,5 +383,21 @@ mod tests {
             "{text}"
         );
         assert!(SipResponseClass::of_status(99).is_none());
+        metrics.sip_refused(SipRefusal::RateLimited);
+        metrics.sip_refused(SipRefusal::SourceNotAllowed);
+        metrics.sip_tcp_refused(TcpRefusal::PerSourceLimit);
+        let text = metrics.encode();
+        assert!(
+            text.contains("airlock_sip_messages_refused_total{reason=\"rate_limited\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_sip_messages_refused_total{reason=\"source_not_allowed\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("airlock_sip_tcp_connections_refused_total{reason=\"per_source_limit\"} 1"),
+            "{text}"
+        );
     }
 }

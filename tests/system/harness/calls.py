@@ -1,4 +1,4 @@
-"""A SIPREC call driven from Python: SipUac signalling + one RTP socket per labelled stream."""
+"""A SIPREC call driven from Python: SipUac signalling (from `local_ip`) + one RTP socket per labelled stream."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from .rtp import RtpSender
 
 class SiprecCall:
     def __init__(self, server: tuple[str, int], labels: list[str], transport: str = "UDP",
-                 payload_types: tuple[int, ...] = (0, 8, 101)) -> None:
+                 payload_types: tuple[int, ...] = (0, 8, 101), local_ip: str = "127.0.0.1") -> None:
         self.labels = labels
         self.payload_types = payload_types
         self.socks = {}
@@ -19,7 +19,7 @@ class SiprecCall:
             s.bind(("127.0.0.1", 0))
             self.socks[label] = s
         self.version = 1
-        self.uac = sip.SipUac(server, transport)
+        self.uac = sip.SipUac(server, transport, local_ip=local_ip)
         self.media: dict[str, sip.AnswerMedia] = {}
         self.answer: sip.SipMessage | None = None
         self.provisional: list[sip.SipMessage] = []

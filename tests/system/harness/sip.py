@@ -348,7 +348,8 @@ class SipUac:
     reader thread queues responses and answers the SRS's own requests (BYE, OPTIONS, ...) with 200, keeping
     them in `server_requests`."""
 
-    def __init__(self, server: tuple[str, int], transport: str = "UDP", tls_context=None) -> None:
+    def __init__(self, server: tuple[str, int], transport: str = "UDP", local_ip: str = "127.0.0.1",
+                 tls_context=None) -> None:
         self.server = server
         self.transport = transport.upper()
         self.call_id = f"{rand_token(20)}@airlock-test"
@@ -365,12 +366,12 @@ class SipUac:
         self._io_lock = threading.Lock()
         if self.transport == "UDP":
             self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            self.sock.bind(("127.0.0.1", 0))
+            self.sock.bind((local_ip, 0))
         elif self.transport == "TLS":
-            raw = socket.create_connection(server, timeout=5)
+            raw = socket.create_connection(server, timeout=5, source_address=(local_ip, 0))
             self.sock = tls_context.wrap_socket(raw, server_hostname="localhost")
         else:
-            self.sock = socket.create_connection(server, timeout=5)
+            self.sock = socket.create_connection(server, timeout=5, source_address=(local_ip, 0))
         self.local_port = self.sock.getsockname()[1]
         self._reader = threading.Thread(target=self._read_loop, daemon=True, name="sip-uac")
         self._reader.start()
