@@ -74,3 +74,94 @@ pub fn parse_and_frame(start: Instant, data: &[u8]) {
         }
     }
 }
+
+/// Entry point for the `sip_stream_framing` target: the byte stream of a TCP or TLS connection, cut into
+/// reads at fuzzer-chosen points (the first byte seeds the cut lengths), through a small-limit framer that
+/// is drained after every read, as the runtime does. Checks that no frame exceeds the message limit, that
+/// the framer never holds more than its buffer limit, and that the frames before any error are the same as
+/// when the stream arrives in one-byte reads (framing must not depend on how TLS records or TCP segments
+/// split the stream).
+pub fn frame_stream(data: &[u8]) {
+    let Some((&seed, stream)) = data.split_first() else {
+        return;
+    };
+    let config = StreamFramerConfig {
+        max_header_bytes: 512,
+        max_message_bytes: 2048,
+    };
+    let by_cuts = frames(stream, config, |index| {
+        1 + (usize::from(seed) * 31 + index * 17) % 700
+    });
+    let by_bytes = frames(stream, config, |_| 1);
+    for frame in by_cuts.0.iter().chain(&by_bytes.0) {
+        assert!(frame.len() <= config.max_message_bytes, "frame beyond the limit");
+    }
+    let common = by_cuts.0.len().min(by_bytes.0.len());
+    assert_eq!(
+        by_cuts.0.get(..common),
+        by_bytes.0.get(..common),
+        "framing depends on read sizes"
+    );
+    if !by_cuts.1 && !by_bytes.1 {
+        assert_eq!(
+            by_cuts.0, by_bytes.0,
+            "without errors both read patterns give the same frames"
+        );
+    }
+}
+
+/// The frames of `stream` read in chunks of `chunk_len(read_index)` bytes, and whether an error ended it.
+fn frames(
+    stream: &[u8],
+    config: StreamFramerConfig,
+    chunk_len: impl Fn(usize) -> usize,
+) -> (Vec<Vec<u8>>, bool) {
+    let mut framer = StreamFramer::with_config(config);
+    let mut out = Vec::new();
+    let mut rest = stream;
+    let mut read = 0;
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(chunk_len(read).min(rest.len()));
+        rest = tail;
+        read += 1;
+        framer.push(chunk);
+        assert!(
+            framer.buffered() <= framer.buffer_limit(),
+            "framer over its buffer limit"
+        );
+        loop {
+            match framer.next_message() {
+                Ok(Some(frame)) => out.push(frame),
+                Ok(None) => break,
+                Err(error) => {
+                    let _ = framer.rejection(&error);
+                    return (out, true);
+                }
+            }
+        }
+    }
+    (out, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_framing_is_independent_of_read_sizes() {
+        let message = "OPTIONS sip:srs@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/TLS 192.0.2.2;branch=z9hG4bK1\r\n\
+                       Content-Length: 5\r\n\r\nhello";
+        let mut stream = vec![7u8];
+        for _ in 0..3 {
+            stream.extend_from_slice(b"\r\n");
+            stream.extend_from_slice(message.as_bytes());
+        }
+        frame_stream(&stream);
+        let (frames, failed) = frames(&stream[1..], StreamFramerConfig::default(), |index| {
+            3 + index % 50
+        });
+        assert_eq!((frames.len(), failed), (3, false));
+        stream.extend_from_slice(&[b'X'; 4096]);
+        frame_stream(&stream);
+    }
+}
