@@ -103,8 +103,10 @@ def test_flood_from_one_source_is_dropped_and_counted_while_another_records(airl
         sock.bind((OTHER, 0))
         try:
             start = time.monotonic()
-            for _ in range(flood):
+            for i in range(flood):
                 sock.sendto(request("OPTIONS", inst.sip), inst.sip)
+                if i % 20 == 19:
+                    time.sleep(0.002)  # ~10k/s: a flood, but within what the socket buffer holds
             answers = []
             while (left := start + 1.5 - time.monotonic()) > 0:
                 sock.settimeout(left)
@@ -120,9 +122,10 @@ def test_flood_from_one_source_is_dropped_and_counted_while_another_records(airl
     finally:
         call.close()
     assert all(a.status == 200 for a in answers), [a.start_line for a in answers]
-    assert burst <= len(answers) <= burst + rate * elapsed + 2, f"{len(answers)} answered in {elapsed:.2f}s"
+    # The kernel may still drop a few datagrams before airlock reads them on a loaded machine: 10% slack.
+    assert 0.9 * burst <= len(answers) <= burst + rate * elapsed + 2, f"{len(answers)} answered in {elapsed:.2f}s"
     limited = wait_counter(inst, REFUSED, "rate_limited", flood - len(answers))
-    assert limited >= flood - len(answers), f"{limited} counted as rate limited"
+    assert limited >= 0.9 * (flood - len(answers)), f"{limited} counted as rate limited"
     metrics.promtool_check(inst.metrics_text())
 
     [call_dir] = inst.wait_calls(1)
