@@ -276,12 +276,12 @@ async fn accept_loop(
             let stream = match handshake {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
-                    tracing::info!(%error, "SIP TLS handshake failed");
+                    tracing::debug!(%error, "SIP TLS handshake failed");
                     metrics.security.tls_handshake(TlsHandshakeResult::Failed);
                     return;
                 }
                 Err(_) => {
-                    tracing::info!("SIP TLS handshake timed out");
+                    tracing::debug!("SIP TLS handshake timed out");
                     metrics.security.tls_handshake(TlsHandshakeResult::Timeout);
                     return;
                 }

@@ -6,11 +6,16 @@ import socket
 
 from . import g711, sip
 from .rtp import RtpSender
+from .srtp import SdesKey, SrtpSender
 
 
 class SiprecCall:
+    """With `srtp_suite`, every stream is offered as RTP/SAVP with its own SDES key and `sender` protects the
+    packets with libsrtp (signalling should then be TLS: pass `transport="TLS"` and `tls_context`)."""
+
     def __init__(self, server: tuple[str, int], labels: list[str], transport: str = "UDP",
-                 payload_types: tuple[int, ...] = (0, 8, 101), local_ip: str = "127.0.0.1") -> None:
+                 payload_types: tuple[int, ...] = (0, 8, 101), local_ip: str = "127.0.0.1",
+                 tls_context=None, srtp_suite: str | None = None) -> None:
         self.labels = labels
         self.payload_types = payload_types
         self.socks = {}
@@ -19,7 +24,8 @@ class SiprecCall:
             s.bind(("127.0.0.1", 0))
             self.socks[label] = s
         self.version = 1
-        self.uac = sip.SipUac(server, transport, local_ip=local_ip)
+        self.uac = sip.SipUac(server, transport, local_ip=local_ip, tls_context=tls_context)
+        self.keys = {label: SdesKey(srtp_suite) for label in labels} if srtp_suite else {}
         self.media: dict[str, sip.AnswerMedia] = {}
         self.answer: sip.SipMessage | None = None
         self.provisional: list[sip.SipMessage] = []
@@ -32,7 +38,9 @@ class SiprecCall:
 
     def _body(self, direction: str) -> tuple[str, bytes]:
         ports = [self.socks[label].getsockname()[1] for label in self.labels]
-        return sip.siprec_body(self.labels, ports, self.payload_types, direction, version=self.version)
+        crypto = {label: key.crypto_attribute() for label, key in self.keys.items()} or None
+        return sip.siprec_body(self.labels, ports, self.payload_types, direction, version=self.version,
+                               crypto=crypto)
 
     def reinvite(self, direction: str) -> sip.SipMessage:
         """Re-INVITE with every stream set to `direction` (inactive = pause, sendonly = resume)."""
@@ -50,6 +58,9 @@ class SiprecCall:
         return (m.connection or "127.0.0.1", m.port)
 
     def sender(self, label: str, payload: bytes, pt: int = g711.PT_PCMU, **kw) -> RtpSender:
+        if label in self.keys:
+            return SrtpSender(("127.0.0.1", self.media[label].port), payload, self.keys[label], pt=pt,
+                              sock=self.socks[label], **kw)
         return RtpSender(("127.0.0.1", self.media[label].port), payload, pt, sock=self.socks[label], **kw)
 
     def bye(self) -> sip.SipMessage:

@@ -530,11 +530,14 @@ class SipUac:
 
 def siprec_body(labels: list[str], ports: list[int], payload_types: tuple[int, ...] = (0, 8, 101),
                 direction: str = "sendonly", version: int = 1, metadata: bool = True,
-                metadata_padding: int = 0) -> tuple[str, bytes]:
+                metadata_padding: int = 0, crypto: dict[str, str] | None = None) -> tuple[str, bytes]:
     """(Content-Type, body) of a SIPREC offer: one m-line per label, RFC 7865 metadata naming the labels.
-    `metadata_padding` adds that many bytes of foreign-namespace extension data (to make large INVITEs)."""
-    sdp = offer_sdp([OfferStream(label, port, payload_types, direction) for label, port in zip(labels, ports)],
-                    version=version)
+    `metadata_padding` adds that many bytes of foreign-namespace extension data (to make large INVITEs).
+    `crypto` (label -> a=crypto value) makes every stream RTP/SAVP with that SDES key."""
+    sdp = offer_sdp([OfferStream(label, port, payload_types, direction,
+                                 protocol="RTP/SAVP" if crypto else "RTP/AVP",
+                                 crypto=(crypto[label],) if crypto else ())
+                     for label, port in zip(labels, ports)], version=version)
     meta = metadata_xml(labels) if metadata else None
     if meta is not None and metadata_padding:
         filler = "".join(f'  <x:note xmlns:x="urn:example:airlock-test:1" n="{i}">' + "padding " * 8 + "</x:note>\r\n"
