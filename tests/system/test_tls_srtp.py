@@ -232,6 +232,7 @@ def test_srtp_offers_we_cannot_honour_get_488_and_nothing_is_recorded(airlock_fa
 
 def test_insecure_switch_accepts_sdes_over_udp(airlock_factory):
     inst = airlock_factory(overrides={"sip": {"insecure_sdes_without_tls": True}}).start()
+    assert "sip.insecure_sdes_without_tls is set" in inst.log.read_text(), "the switch is announced loudly"
     key = SdesKey("AEAD_AES_128_GCM")
     uac = sip.SipUac(inst.sip, "UDP")
     try:
@@ -328,3 +329,22 @@ def test_certificate_reload_mid_call_keeps_the_call(airlock_factory, pki, speech
     manifest = inst.manifest(call_dir)
     assert manifest["end_reason"] == "remote_bye", manifest
     audio.assert_exact_run(inst.recording(call_dir).channel(0), report.expected_samples("PCMU"), "reload")
+
+
+def test_tls_versions_and_idle_timeout(airlock_factory, pki):
+    inst = start_tls_airlock(airlock_factory, pki, idle_timeout_secs=1)
+    for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = pki.client_context()
+        ctx.minimum_version = ctx.maximum_version = version
+        assert tls_options(inst.tls, ctx) == 200, version
+    old = pki.client_context()
+    old.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("ALL:@SECLEVEL=0")
+    assert tls_options(inst.tls, old) is None, "TLS 1.1 is refused"
+    with socket.create_connection(inst.tls, timeout=5) as raw:
+        with pki.client_context().wrap_socket(raw, server_hostname="localhost") as idle:
+            idle.settimeout(5)
+            started = time.monotonic()
+            assert idle.recv(1) == b"", "an idle connection is closed"
+            assert 0.5 < time.monotonic() - started < 4

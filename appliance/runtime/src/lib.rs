@@ -105,6 +105,12 @@ pub async fn run(
     )
     .await
     .map_err(RuntimeError::SipListen)?;
+    if settings.insecure_sdes_without_tls {
+        tracing::warn!(
+            "sip.insecure_sdes_without_tls is set: SRTP keys received over UDP/TCP are accepted, and anyone \
+             on the signalling path can decrypt that media. Use SIP over TLS ([sip.tls]) instead."
+        );
+    }
     if let Some(tls) = settings.sip_tls.clone() {
         tls::start(tls, sip.clone(), metrics.clone()).await?;
     }
