@@ -7,35 +7,21 @@ sequence numbers and timestamps), so the recording is checked sample-exactly lik
 
 from __future__ import annotations
 
-import socket
 import time
 
 from harness import audio, sip
 from harness.airlock import check_manifest, stream_by_label
 from harness.rtp import RtpSender
-from harness.rtpengine import Rtpengine, party_sdp
+from harness.rtpengine import Rtpengine, TwoPartyCall
 
 
 def test_rtpengine_siprec_fork_is_recorded(airlock, registry, speech_a, speech_b, tmp_path):
     engine = Rtpengine(registry, tmp_path / "rtpengine").start()
     ng = engine.ng
-    call_id = f"rtpe-{sip.rand_token(12)}"
-    socks = {}
-    for tag in ("party-a", "party-b"):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks[tag] = s
+    parties = TwoPartyCall(engine, f"rtpe-{sip.rand_token(12)}")
     uac = sip.SipUac(airlock.sip)
     try:
-        offer = ng.command("offer", call_id=call_id, from_tag="party-a",
-                           sdp=party_sdp(socks["party-a"].getsockname()[1], 1))
-        answer = ng.command("answer", call_id=call_id, from_tag="party-a", to_tag="party-b",
-                            sdp=party_sdp(socks["party-b"].getsockname()[1], 2))
-        # where each party sends its RTP: the port in the SDP rtpengine gave to the *other* side
-        to_engine = {"party-a": sip.parse_sdp(answer["sdp"])[1][0].port,
-                     "party-b": sip.parse_sdp(offer["sdp"])[1][0].port}
-
-        sub = ng.command("subscribe request", call_id=call_id, flags=["all", "SIPREC"], to_tag="airlock-srs")
+        sub = parties.subscribe("airlock-srs")
         _c, siprec_media = sip.parse_sdp(sub["sdp"])
         labels = [m.label for m in siprec_media]
         assert len(labels) == 2 and all(m.direction == "sendonly" for m in siprec_media), sub["sdp"]
@@ -45,21 +31,19 @@ def test_rtpengine_siprec_fork_is_recorded(airlock, registry, speech_a, speech_b
         ctype, body = sip.multipart(sub["sdp"], sip.metadata_xml(labels))
         resp, _ = uac.invite(body, ctype)
         sip.check_siprec_answer(resp, labels)
-        ng.command("subscribe answer", call_id=call_id, to_tag="airlock-srs", sdp=resp.body.decode())
+        ng.command("subscribe answer", call_id=parties.call_id, to_tag="airlock-srs", sdp=resp.body.decode())
 
         payload = {"party-a": speech_a, "party-b": speech_b}
-        senders = {tag: RtpSender(("127.0.0.1", to_engine[tag]), payload[tag], sock=socks[tag])
+        senders = {tag: RtpSender(("127.0.0.1", parties.to_engine[tag]), payload[tag], sock=parties.socks[tag])
                    for tag in ("party-a", "party-b")}
         for s in senders.values():
             s.start()
         reports = {tag: s.join(15) for tag, s in senders.items()}
         time.sleep(0.3)  # let the last forwarded packets land
         assert uac.bye().status == 200
-        ng.command("delete", call_id=call_id, from_tag="party-a")
     finally:
         uac.close()
-        for s in socks.values():
-            s.close()
+        parties.close()
         engine.stop()
 
     [call_dir] = airlock.wait_calls(1)

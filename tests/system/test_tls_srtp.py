@@ -18,7 +18,7 @@ import pytest
 from harness import audio, metrics, procs, sip
 from harness.airlock import check_manifest, stream_by_label
 from harness.rtp import RtpSender
-from harness.rtpengine import Rtpengine, party_sdp
+from harness.rtpengine import Rtpengine, TwoPartyCall
 from harness.srtp import SdesKey, SrtpSender
 from harness.tls import Pki, peer_common_name
 
@@ -70,22 +70,10 @@ def test_rtpengine_sdes_srtp_fork_over_tls_is_recorded(airlock_factory, pki, reg
     inst = start_tls_airlock(airlock_factory, pki)
     engine = Rtpengine(registry, tmp_path / "rtpengine").start()
     ng = engine.ng
-    call_id = f"rtpe-srtp-{sip.rand_token(12)}"
-    socks = {}
-    for tag in ("party-a", "party-b"):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        socks[tag] = s
+    parties = TwoPartyCall(engine, f"rtpe-srtp-{sip.rand_token(12)}")
     uac = sip.SipUac(inst.tls, "TLS", tls_context=pki.client_context())
     try:
-        offer = ng.command("offer", call_id=call_id, from_tag="party-a",
-                           sdp=party_sdp(socks["party-a"].getsockname()[1], 1))
-        answer = ng.command("answer", call_id=call_id, from_tag="party-a", to_tag="party-b",
-                            sdp=party_sdp(socks["party-b"].getsockname()[1], 2))
-        to_engine = {"party-a": sip.parse_sdp(answer["sdp"])[1][0].port,
-                     "party-b": sip.parse_sdp(offer["sdp"])[1][0].port}
-        sub = ng.command("subscribe request", call_id=call_id, flags=["all", "SIPREC"], to_tag="airlock-srs",
-                         **{"transport protocol": "RTP/SAVP"})
+        sub = parties.subscribe("airlock-srs", **{"transport protocol": "RTP/SAVP"})
         _c, siprec_media = sip.parse_sdp(sub["sdp"])
         labels = [m.label for m in siprec_media]
         assert all(m.proto == "RTP/SAVP" and m.crypto for m in siprec_media), sub["sdp"]
@@ -100,21 +88,19 @@ def test_rtpengine_sdes_srtp_fork_over_tls_is_recorded(airlock_factory, pki, reg
             assert len(m.crypto) == 1, m.crypto
             offered = [c.split()[:2] for c in next(x for x in siprec_media if x.label == label).crypto]
             assert m.crypto[0].split()[:2] in offered, (m.crypto, offered)
-        ng.command("subscribe answer", call_id=call_id, to_tag="airlock-srs", sdp=resp.body.decode())
+        ng.command("subscribe answer", call_id=parties.call_id, to_tag="airlock-srs", sdp=resp.body.decode())
 
         payload = {"party-a": speech_a, "party-b": speech_b}
-        senders = {tag: RtpSender(("127.0.0.1", to_engine[tag]), payload[tag], sock=socks[tag])
+        senders = {tag: RtpSender(("127.0.0.1", parties.to_engine[tag]), payload[tag], sock=parties.socks[tag])
                    for tag in ("party-a", "party-b")}
         for s in senders.values():
             s.start()
         reports = {tag: s.join(15) for tag, s in senders.items()}
         time.sleep(0.3)
         assert uac.bye().status == 200
-        ng.command("delete", call_id=call_id, from_tag="party-a")
     finally:
         uac.close()
-        for s in socks.values():
-            s.close()
+        parties.close()
         engine.stop()
 
     [call_dir] = inst.wait_calls(1)

@@ -4,11 +4,13 @@ with a=label per party, and real RTP forks follow `subscribe answer`."""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 
 from . import audio, procs
 from .ng import NgClient
+from .sip import parse_sdp
 
 
 class Rtpengine:
@@ -63,3 +65,36 @@ def party_sdp(port: int, session: int) -> str:
             "a=fmtp:101 0-15\r\n"
             "a=ptime:20\r\n"
             "a=sendrecv\r\n")
+
+
+class TwoPartyCall:
+    """Two parties (one loopback socket each) calling through rtpengine: `to_engine[tag]` is where each party
+    sends its RTP (the port rtpengine gave the *other* side), ready for a SIPREC `subscribe request`."""
+
+    def __init__(self, engine: Rtpengine, call_id: str) -> None:
+        self.ng = engine.ng
+        self.call_id = call_id
+        self.socks: dict[str, socket.socket] = {}
+        for tag in ("party-a", "party-b"):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            self.socks[tag] = s
+        offer = self.ng.command("offer", call_id=call_id, from_tag="party-a",
+                                sdp=party_sdp(self.socks["party-a"].getsockname()[1], 1))
+        answer = self.ng.command("answer", call_id=call_id, from_tag="party-a", to_tag="party-b",
+                                 sdp=party_sdp(self.socks["party-b"].getsockname()[1], 2))
+        self.to_engine = {"party-a": parse_sdp(answer["sdp"])[1][0].port,
+                          "party-b": parse_sdp(offer["sdp"])[1][0].port}
+
+    def subscribe(self, to_tag: str, **extra) -> dict:
+        """rtpengine's SIPREC offer for both parties (`extra`: more ng keys, e.g. the transport protocol)."""
+        return self.ng.command("subscribe request", call_id=self.call_id, flags=["all", "SIPREC"], to_tag=to_tag,
+                               **extra)
+
+    def close(self) -> None:
+        try:
+            self.ng.command("delete", call_id=self.call_id, from_tag="party-a")
+        except (OSError, AssertionError):
+            pass
+        for s in self.socks.values():
+            s.close()
