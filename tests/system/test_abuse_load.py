@@ -86,9 +86,10 @@ def run_scanners(inst, workdir, results: dict) -> None:
 
 
 def scan_tls(port: int, results: dict) -> None:
-    """Connections to the TLS port from the scanner address, a third each: plain-text SIP (handshake fails),
-    a silent connection (handshake timeout), and a full handshake then junk bytes (framing error). The server
-    may close any of them early (per-source connection cap): those count as `closed_by_server`."""
+    """Connections to the TLS port: every fourth from the scanner address outside the allow-list (closed
+    before any handshake), the rest from the allowed OPTIONS flooder, a third each plain-text SIP (handshake
+    fails), silent (handshake timeout) and a full handshake then junk bytes (framing error). The server may
+    close any of them early (allow-list, per-source connection cap): those count as `closed_by_server`."""
     junk_ctx = ssl.create_default_context()
     junk_ctx.check_hostname = False
     junk_ctx.verify_mode = ssl.CERT_NONE
@@ -96,7 +97,8 @@ def scan_tls(port: int, results: dict) -> None:
     outcomes = {"plain": 0, "silent": 0, "junk": 0, "closed_by_server": 0}
     for n in range(TLS_SCAN_CONNECTIONS):
         try:
-            conn = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(SCANNER, 0))
+            source = SCANNER if n % 4 == 0 else OPTIONS_FLOOD["source"]
+            conn = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
             kind = ("plain", "silent", "junk")[n % 3]
             if kind == "plain":
                 conn.sendall(b"OPTIONS sip:100@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/TCP x\r\n\r\n")
@@ -208,16 +210,18 @@ def test_hostile_sip_load(airlock_factory, registry, speech_a, speech_b, tool, t
     handshakes = {r: samples.get(f'airlock_tls_handshakes_total{{result="{r}"}}', 0)
                   for r in ("ok", "failed", "timeout", "refused_busy")}
     per_source_refused = samples.get('airlock_sip_tcp_connections_refused_total{reason="per_source_limit"}', 0)
+    tls_not_allowed = samples.get('airlock_sip_tcp_connections_refused_total{reason="source_not_allowed"}', 0)
     flood_msgs = INVITE_FLOOD["count"] + OPTIONS_FLOOD["count"] + FORBIDDEN_FLOOD["count"]
     print(f"\nhostile SIP load: {CALLS} calls recorded; floods {flood_msgs} requests "
           f"(INVITE {INVITE_FLOOD['rate']}/s + OPTIONS {OPTIONS_FLOOD['rate']}/s + forbidden OPTIONS "
           f"{FORBIDDEN_FLOOD['rate']}/s asked) done in {flood_done:.1f}s; "
           f"calls done at {calls_done:.1f}s; refused rate_limited={limited:.0f} source_not_allowed={forbidden:.0f}; "
           f"scanners {scans}; TLS scan {tls_scan}, handshakes {handshakes}, per-source TCP/TLS refusals "
-          f"{per_source_refused:.0f}; peak RSS {hwm_mb:.1f} MB")
+          f"{per_source_refused:.0f}, outside the allow-list {tls_not_allowed:.0f}; peak RSS {hwm_mb:.1f} MB")
     assert srtp_recorded == srtp_calls * len(LABELS), "every SRTP stream recorded with its SRTP counters"
     # every scanner connection and every real TLS call is accounted for (+1: the harness's start-up probe)
-    assert sum(handshakes.values()) >= TLS_SCAN_CONNECTIONS + srtp_calls + 1, handshakes
+    assert tls_not_allowed == TLS_SCAN_CONNECTIONS // 4, "the scanner's own TLS connections never handshake"
+    assert sum(handshakes.values()) + tls_not_allowed >= TLS_SCAN_CONNECTIONS + srtp_calls + 1, handshakes
     assert handshakes["ok"] >= srtp_calls and handshakes["failed"] > 0 and handshakes["timeout"] > 0, handshakes
     assert handshakes["refused_busy"] == per_source_refused > 0, "the silent connections hit the per-source cap"
     assert limited > 1000, f"rate limiting refused only {limited}"

@@ -334,3 +334,65 @@ def test_tls_versions_and_idle_timeout(airlock_factory, pki):
             started = time.monotonic()
             assert idle.recv(1) == b"", "an idle connection is closed"
             assert 0.5 < time.monotonic() - started < 4
+
+
+def test_srtcp_lookalikes_never_keep_a_silent_srtp_call_alive(airlock_factory, pki, speech_a):
+    inst = start_tls_airlock(airlock_factory, pki)
+    inst.config["media"]["inactivity_timeout_secs"] = 2
+    inst.terminate()
+    inst.start()
+    procs.wait_tcp(inst.tls[1], 10, inst.proc)
+    key = SdesKey("AES_CM_128_HMAC_SHA1_80")
+    media_sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    media_sock.bind(("127.0.0.1", 0))
+    uac = sip.SipUac(inst.tls, "TLS", tls_context=pki.client_context())
+    try:
+        ctype, body = srtp_offer(["1"], [media_sock.getsockname()[1]], {"1": [key.crypto_attribute()]})
+        resp, _ = uac.invite(body, ctype)
+        port = sip.check_siprec_answer(resp, ["1"])["1"].port
+        SrtpSender(("127.0.0.1", port), speech_a[:160 * 25], key, sock=media_sock).run()
+        fake_rtcp = bytes([0x81, 200, 0, 6]) + os.urandom(24)  # unauthenticated "SRTCP"
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and uac.wait_request("BYE", 0.1) is None:
+            media_sock.sendto(fake_rtcp, ("127.0.0.1", port))
+        assert uac.wait_request("BYE", 0.1) is not None, "the call must time out despite the fake RTCP"
+    finally:
+        uac.close()
+        media_sock.close()
+    [call_dir] = inst.wait_calls(1)
+    assert inst.manifest(call_dir)["end_reason"] == "rtp_timeout"
+    assert metric(inst, 'airlock_srtp_packets_dropped_total{reason="srtcp_ignored"}') > 5
+
+
+def test_tls_from_a_source_outside_the_allow_list_is_closed_before_the_handshake(airlock_factory, pki):
+    inst = start_tls_airlock(airlock_factory, pki)
+    inst.config["sip"]["allow_sources"] = ["127.0.0.1"]
+    inst.terminate()
+    inst.start()
+    procs.wait_tcp(inst.tls[1], 10, inst.proc)
+    ctx = pki.client_context()
+    assert tls_options(inst.tls, ctx) == 200
+    with socket.create_connection(inst.tls, timeout=5, source_address=("127.0.0.2", 0)) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            ctx.wrap_socket(raw, server_hostname="localhost")
+    assert metric(inst, 'airlock_sip_tcp_connections_refused_total{reason="source_not_allowed"}') == 1
+
+
+def test_rate_limited_requests_over_a_stream_get_503_not_silence(airlock_factory, pki):
+    inst = start_tls_airlock(airlock_factory, pki)
+    inst.config["sip"].update(rate_limit_per_sec=1, rate_limit_burst=1)
+    inst.terminate()
+    inst.start()
+    procs.wait_tcp(inst.tls[1], 10, inst.proc)
+    with socket.create_connection(inst.tls, timeout=5) as raw:
+        with pki.client_context().wrap_socket(raw, server_hostname="localhost") as conn:
+            for _ in range(6):
+                conn.sendall(sip.request("OPTIONS", inst.tls, "TLS", conn.getsockname()[1]))
+            framer, answers = sip.StreamFramer(), []
+            while len(answers) < 6:
+                data = conn.recv(65535)
+                assert data, f"connection closed after {len(answers)} answers"
+                answers += framer.feed(data)
+    statuses = [(a.status, a.reason) for a in answers]
+    assert (200, "OK") in statuses and (503, "Rate Limited") in statuses, statuses
+    assert all(a.header("Retry-After") == "1" for a in answers if a.status == 503)

@@ -137,7 +137,7 @@ const SRTP_REKEY_GRACE: Duration = Duration::from_secs(5);
 /// The SRTP side of one stream.
 struct StreamSrtp {
     inbound: SrtpInbound,
-    /// The key in use (suite and bytes; the SDES tag may change without a new key).
+    /// The key in use (the SDES tag may change without a new key).
     key: SdesKey,
     rekeys: u64,
     /// Decrypted packet, reused.
@@ -145,14 +145,13 @@ struct StreamSrtp {
 }
 
 impl StreamSrtp {
-    fn new(key: &SdesKey) -> Option<StreamSrtp> {
-        let master = key.master_key()?;
-        Some(StreamSrtp {
-            inbound: SrtpInbound::new(&master, SrtpConfig::default()),
+    fn new(key: &SdesKey) -> StreamSrtp {
+        StreamSrtp {
+            inbound: SrtpInbound::new(&key.key, SrtpConfig::default()),
             key: key.clone(),
             rekeys: 0,
             plain: Vec::with_capacity(2048),
-        })
+        }
     }
 }
 
@@ -167,8 +166,9 @@ fn srtp_drop_reason(error: &SrtpError) -> SrtpDropReason {
     }
 }
 
-/// RTCP (multiplexed per RFC 5761) travels as SRTCP, which the recorder does not need: it is passed to the
-/// receiver as it came (counted as activity, never decoded).
+/// RTCP multiplexed per RFC 5761 (second byte 192–223). On an SRTP stream it is SRTCP, which the recorder
+/// does not authenticate or need: it is dropped and counted, and never counts as activity (unauthenticated
+/// packets must not keep a call alive).
 fn is_rtcp(datagram: &[u8]) -> bool {
     datagram.get(1).is_some_and(|byte| (192..=223).contains(byte))
 }
@@ -377,7 +377,7 @@ impl CallTask {
             last_activity: now,
             scratch: Vec::with_capacity(1024),
             last_codec: None,
-            srtp: planned.srtp.as_ref().and_then(StreamSrtp::new),
+            srtp: planned.srtp.as_ref().map(StreamSrtp::new),
         });
     }
 
@@ -415,7 +415,14 @@ impl CallTask {
             return;
         };
         let packet: &[u8] = match &mut stream.srtp {
-            Some(srtp) if !is_rtcp(&datagram.bytes) => {
+            Some(_) if is_rtcp(&datagram.bytes) => {
+                self.environment
+                    .metrics
+                    .security
+                    .srtp_dropped(SrtpDropReason::SrtcpIgnored, 1);
+                return;
+            }
+            Some(srtp) => {
                 match srtp
                     .inbound
                     .unprotect(datagram.received_at, &datagram.bytes, &mut srtp.plain)
@@ -713,17 +720,14 @@ fn open_recording(
 /// old one, the same key changes nothing, and a stream re-offered as plain RTP drops its SRTP state.
 fn rekey(stream: &mut StreamState, offered: Option<&SdesKey>) {
     match (&mut stream.srtp, offered) {
-        (Some(srtp), Some(key)) => {
-            let Some(master) = key.master_key() else {
-                return;
-            };
-            if srtp.key.suite != key.suite || srtp.key.key_and_salt != key.key_and_salt {
-                srtp.inbound.rekey(Instant::now(), &master, SRTP_REKEY_GRACE);
-                srtp.key = key.clone();
+        (Some(srtp), Some(offered)) => {
+            if srtp.key.key != offered.key {
+                srtp.inbound.rekey(Instant::now(), &offered.key, SRTP_REKEY_GRACE);
                 srtp.rekeys += 1;
             }
+            srtp.key = offered.clone();
         }
-        (None, Some(key)) => stream.srtp = StreamSrtp::new(key),
+        (None, Some(key)) => stream.srtp = Some(StreamSrtp::new(key)),
         (Some(_), None) => stream.srtp = None,
         (None, None) => {}
     }
@@ -743,7 +747,7 @@ fn stream_report(stream: &StreamState) -> StreamReport {
         srtp: stream.srtp.as_ref().map(|srtp| {
             let counters = srtp.inbound.stats();
             SrtpReport {
-                suite: srtp.key.suite.sdes_name().to_owned(),
+                suite: srtp.key.suite().sdes_name().to_owned(),
                 packets_authenticated: counters.authenticated,
                 auth_failures: counters.auth_failures,
                 replays: counters.replays,

@@ -34,6 +34,12 @@ const MAX_TCP_CONNECTIONS: usize = 1024;
 /// the answer in flight).
 const TCP_LINGER: Duration = Duration::from_secs(2);
 const TCP_LINGER_BYTES: usize = 1 << 20;
+/// Retry-After of the 503 a rate-limited request gets on a stream transport.
+const RATE_LIMITED_RETRY_AFTER_SECS: u32 = 1;
+/// A write to a TCP/TLS peer that takes longer than this (the peer stopped reading) closes the connection.
+const STREAM_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed `accept` (e.g. out of file descriptors) before trying again, so the loop cannot spin.
+pub(crate) const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The source guard and the per-source count of inbound TCP connections, shared by the UDP task, the
 /// acceptor and every TCP reader. The count map has an entry only per source with an open connection, so it
@@ -143,7 +149,16 @@ impl SipSender {
             .check(now, from.addr.ip(), bytes);
         match verdict {
             Verdict::Allow => return true,
-            Verdict::RateLimited => self.metrics.sip_refused(SipRefusal::RateLimited),
+            Verdict::RateLimited => {
+                self.metrics.sip_refused(SipRefusal::RateLimited);
+                if from.transport.is_reliable()
+                    && let Some(response) =
+                        airlock_sip::guard::rate_limited_answer(bytes, RATE_LIMITED_RETRY_AFTER_SECS)
+                {
+                    self.metrics.sip_response(SipResponseClass::ServerError);
+                    self.send(from, response).await;
+                }
+            }
             Verdict::Forbidden { answer } => {
                 self.metrics.sip_refused(SipRefusal::SourceNotAllowed);
                 if let Some(response) = answer
@@ -183,6 +198,21 @@ impl SipSender {
         slot
     }
 
+    /// Whether `peer` may send SIP at all (`sip.allow_sources`). TLS checks it before the handshake, so a
+    /// refused source costs no handshake; TCP lets the guard answer 403 per request instead.
+    pub(crate) fn source_allowed(&self, peer: IpAddr) -> bool {
+        let allowed = self
+            .shield
+            .guard
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .allowed(peer);
+        if !allowed {
+            self.metrics.sip_tcp_refused(TcpRefusal::SourceNotAllowed);
+        }
+        allowed
+    }
+
     /// Stream connections open now (TCP and TLS).
     fn open_connections(&self) -> usize {
         self.connections.lock().map(|c| c.len()).unwrap_or(0)
@@ -217,83 +247,110 @@ impl SipSender {
             connections.insert(id, outbound.clone());
         }
         let (mut reader, mut writer) = tokio::io::split(stream);
-        tokio::spawn(async move {
+        let mut writer_task = tokio::spawn(async move {
             while let Some(bytes) = outbound_rx.recv().await {
-                if writer.write_all(&bytes).await.is_err() {
-                    break;
+                match tokio::time::timeout(STREAM_WRITE_TIMEOUT, writer.write_all(&bytes)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => return,
                 }
             }
-            let _closed = writer.shutdown().await;
+            let _closed = tokio::time::timeout(STREAM_WRITE_TIMEOUT, writer.shutdown()).await;
         });
         let sender = self.clone();
         let answers = outbound.clone();
+        // The connection's slot and socket live until both halves end: the reader ends first, then the
+        // writer gets `STREAM_WRITE_TIMEOUT` to flush what is queued before it is aborted.
         let reader_task = tokio::spawn(async move {
             let _slot = slot;
-            let remote = Remote {
-                transport,
-                addr: peer,
-                connection: Some(id),
-            };
-            let mut framer = StreamFramer::new(MAX_DATAGRAM);
-            let mut buf = vec![0u8; 16 * 1024];
-            'read: loop {
-                let read = match idle_timeout {
-                    Some(limit) => match tokio::time::timeout(limit, reader.read(&mut buf)).await {
-                        Ok(read) => read,
-                        Err(_) => {
-                            tracing::info!(?transport, "closing an idle SIP connection");
-                            break;
-                        }
-                    },
-                    None => reader.read(&mut buf).await,
-                };
-                let read = match read {
-                    Ok(0) | Err(_) => break,
+            sender
+                .read_stream(&mut reader, remote_of(transport, peer, id), idle_timeout, answers)
+                .await;
+            sender.forget(id);
+            if tokio::time::timeout(STREAM_WRITE_TIMEOUT, &mut writer_task)
+                .await
+                .is_err()
+            {
+                writer_task.abort();
+            }
+        });
+        (outbound, reader_task)
+    }
+
+    /// Reads one connection until it closes, idles out, breaks the framing, or the control loop stops.
+    /// A framing error is answered (513/400) when the request is visible, then the peer's further input is
+    /// discarded for a short linger so the answer is not lost to a reset.
+    async fn read_stream<R: AsyncRead + Unpin>(
+        &self,
+        reader: &mut R,
+        remote: Remote,
+        idle_timeout: Option<Duration>,
+        answers: mpsc::Sender<Vec<u8>>,
+    ) {
+        let transport = remote.transport;
+        let mut framer = StreamFramer::new(MAX_DATAGRAM);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let read = match idle_timeout {
+                Some(limit) => match tokio::time::timeout(limit, reader.read(&mut buf)).await {
                     Ok(read) => read,
-                };
-                framer.push(buf.get(..read).unwrap_or_default());
-                loop {
-                    match framer.next_message() {
-                        Ok(Some(message)) => {
-                            if !sender.admit(remote, &message).await {
-                                continue;
-                            }
-                            let input = ControlInput::Sip {
-                                from: remote,
-                                bytes: message,
-                            };
-                            if sender.inbound.send(input).await.is_err() {
-                                break 'read;
-                            }
+                    Err(_) => {
+                        tracing::info!(?transport, "closing an idle SIP connection");
+                        return;
+                    }
+                },
+                None => reader.read(&mut buf).await,
+            };
+            let read = match read {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            framer.push(buf.get(..read).unwrap_or_default());
+            loop {
+                match framer.next_message() {
+                    Ok(Some(message)) => {
+                        if !self.admit(remote, &message).await {
+                            continue;
                         }
-                        Ok(None) => break,
-                        Err(error) => {
-                            sender.metrics.sip_malformed.inc();
-                            tracing::info!(%error, ?transport, "closing a SIP connection after a framing error");
-                            let answer = framer.rejection(&error);
-                            let answered = match answer {
-                                Some(bytes) => answers.try_send(bytes).is_ok(),
-                                None => false,
-                            };
-                            if answered {
-                                if let Some(class) = SipResponseClass::of_status(error.status()) {
-                                    sender.metrics.sip_response(class);
-                                }
-                                // The writer sends the answer, then shuts the write side down once every
-                                // sender of its queue is gone.
-                                drop(answers);
-                                sender.forget(id);
-                                linger(&mut reader, &mut buf).await;
-                                return;
-                            }
-                            break 'read;
+                        let input = ControlInput::Sip {
+                            from: remote,
+                            bytes: message,
+                        };
+                        if self.inbound.send(input).await.is_err() {
+                            return;
                         }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        self.metrics.sip_malformed.inc();
+                        tracing::info!(%error, ?transport, "closing a SIP connection after a framing error");
+                        let answered = framer
+                            .rejection(&error)
+                            .is_some_and(|bytes| answers.try_send(bytes).is_ok());
+                        if answered {
+                            if let Some(class) = SipResponseClass::of_status(error.status()) {
+                                self.metrics.sip_response(class);
+                            }
+                            // The writer sends the answer, then shuts the write side down once every
+                            // sender of its queue is gone.
+                            drop(answers);
+                            if let Some(id) = remote.connection {
+                                self.forget(id);
+                            }
+                            linger(reader, &mut buf).await;
+                        }
+                        return;
                     }
                 }
             }
-            sender.forget(id);
-        });
-        (outbound, reader_task)
+        }
+    }
+}
+
+fn remote_of(transport: Transport, peer: SocketAddr, id: ConnectionId) -> Remote {
+    Remote {
+        transport,
+        addr: peer,
+        connection: Some(id),
     }
 }
 
@@ -372,8 +429,13 @@ pub async fn start(
         let acceptor = sender.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
+                let (stream, peer) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        tracing::warn!(%error, "SIP TCP accept failed");
+                        tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                        continue;
+                    }
                 };
                 let Some(slot) = acceptor.inbound_slot(peer.ip()) else {
                     drop(stream);

@@ -21,11 +21,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::sip_io::SipSender;
+use crate::sip_io::{ACCEPT_ERROR_PAUSE, SipSender};
 
 /// TLS handshakes in progress at once; more connections are closed at once (`refused_busy`).
 const MAX_HANDSHAKES_IN_FLIGHT: usize = 256;
-/// How often the certificate, key and CA files are checked for changes.
+/// How often the certificate, key and CA files are checked for changes (a change is loaded once the files
+/// have been stable for one interval).
 const FILE_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
 /// What the operator configured for SIP over TLS.
@@ -252,9 +253,17 @@ async fn accept_loop(
 ) {
     let handshakes = Arc::new(Semaphore::new(MAX_HANDSHAKES_IN_FLIGHT));
     loop {
-        let Ok((stream, peer)) = listener.accept().await else {
-            continue;
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                tracing::warn!(%error, "SIP TLS accept failed");
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
         };
+        if !sip.source_allowed(peer.ip()) {
+            continue;
+        }
         let Ok(permit) = Arc::clone(&handshakes).try_acquire_owned() else {
             metrics.security.tls_handshake(TlsHandshakeResult::Busy);
             continue;
@@ -340,20 +349,29 @@ async fn reload_on_change(settings: Arc<TlsSettings>, current: CurrentConfig, me
             None
         }
     };
-    let mut stamps = file_stamps(&settings);
+    let mut loaded_stamps = file_stamps(&settings);
+    // A change is acted on once the files have stayed the same for one more poll, so a key and a
+    // certificate replaced one after the other give one reload, not a failed one in between.
+    let mut settling: Option<Vec<Option<(SystemTime, u64)>>> = None;
     let mut poll = tokio::time::interval(FILE_POLL_INTERVAL);
     loop {
         let why = tokio::select! {
             Some(()) = async { match hangup.as_mut() { Some(signal) => signal.recv().await, None => None } } => "SIGHUP",
             _ = poll.tick() => {
-                let now = file_stamps(&settings);
-                if now == stamps {
+                let stamps = file_stamps(&settings);
+                if stamps == loaded_stamps {
+                    settling = None;
                     continue;
                 }
-                stamps = now;
+                if settling.as_ref() != Some(&stamps) {
+                    settling = Some(stamps);
+                    continue;
+                }
                 "file change"
             }
         };
+        loaded_stamps = file_stamps(&settings);
+        settling = None;
         match load(&settings) {
             Ok(loaded) => {
                 current.set(loaded.config);

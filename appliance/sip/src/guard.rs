@@ -31,7 +31,7 @@ use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Instant;
 
-use crate::message::{Message, stateless_answer};
+use crate::message::{Message, Response, stateless_answer};
 
 /// The reason phrase of the 403 sent to a source outside the allow-list.
 pub const FORBIDDEN_REASON: &str = "Forbidden: source not allowed";
@@ -296,7 +296,8 @@ impl SourceGuard {
         }
     }
 
-    fn allowed(&self, source: IpAddr) -> bool {
+    /// Whether `source` is on the allow-list (always, when the list is empty).
+    pub fn allowed(&self, source: IpAddr) -> bool {
         self.config.allow.is_empty() || self.config.allow.iter().any(|cidr| cidr.contains(source))
     }
 
@@ -351,6 +352,27 @@ pub fn forbidden_answer(bytes: &[u8]) -> Option<Vec<u8>> {
     stateless_answer(&request, 403, FORBIDDEN_REASON)
 }
 
+/// The reason phrase of [`rate_limited_answer`].
+pub const RATE_LIMITED_REASON: &str = "Rate Limited";
+
+/// A stateless 503 "Rate Limited" with `Retry-After` for a request refused by the rate limit, for stream
+/// transports only: a TCP/TLS peer does not retransmit (RFC 3261 §17.1.1.1), so a silent drop would lose its
+/// request, while its address cannot be spoofed (no reflection). `None` for responses, ACKs and input too
+/// broken to answer.
+pub fn rate_limited_answer(bytes: &[u8], retry_after_secs: u32) -> Option<Vec<u8>> {
+    let request = match Message::parse(bytes) {
+        Ok(Message::Request(request)) => request,
+        Ok(Message::Response(_)) => return None,
+        Err(error) => *error.salvaged_request?,
+    };
+    stateless_answer(&request, 503, RATE_LIMITED_REASON)?;
+    Some(
+        Response::for_request(&request, 503, RATE_LIMITED_REASON)
+            .with_header("Retry-After", &retry_after_secs.to_string())
+            .to_bytes(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::{Ipv4Addr, Ipv6Addr};
@@ -384,6 +406,22 @@ To: <sip:src@198.51.100.7>;tag=a\r\nCall-ID: c1\r\nCSeq: 2 BYE\r\nContent-Length
 
     fn cidrs(entries: &[&str]) -> Vec<Cidr> {
         entries.iter().map(|e| e.parse().expect("cidr")).collect()
+    }
+
+    #[test]
+    fn rate_limited_requests_on_streams_get_503_with_retry_after() {
+        let answer = rate_limited_answer(&invite(), 2).expect("an INVITE is answerable");
+        let text = String::from_utf8_lossy(&answer);
+        assert!(text.starts_with("SIP/2.0 503 Rate Limited\r\n"), "{text}");
+        assert!(text.contains("\r\nRetry-After: 2\r\n"), "{text}");
+        let ack = String::from_utf8_lossy(&invite())
+            .replace("INVITE sip", "ACK sip")
+            .replace("1 INVITE", "1 ACK");
+        assert!(
+            rate_limited_answer(ack.as_bytes(), 2).is_none(),
+            "never answer an ACK"
+        );
+        assert!(rate_limited_answer(b"SIP/2.0 200 OK\r\n\r\n", 2).is_none());
     }
 
     #[test]

@@ -21,6 +21,7 @@
 use std::net::IpAddr;
 
 use airlock_media::Codec;
+use airlock_telemetry::Pii;
 use thiserror::Error;
 
 use crate::sdes::{self, SdesKey};
@@ -301,6 +302,8 @@ struct UsableStream {
     paused: bool,
     answer_direction: Direction,
     srtp: Option<SdesKey>,
+    /// Our `a=crypto` for an SRTP stream (made here so a stream without one is never accepted).
+    answer_crypto: Option<Pii<String>>,
 }
 
 impl UsableStream {
@@ -318,7 +321,7 @@ impl UsableStream {
                 formats: self.formats,
                 label: media.label.clone(),
                 direction: self.answer_direction,
-                crypto: self.srtp.as_ref().and_then(sdes::answer_crypto),
+                crypto: self.answer_crypto,
             },
             srtp: self.srtp,
         }
@@ -342,7 +345,9 @@ fn evaluate(
             return Err(RejectReason::SdesRequiresTls);
         }
         TransportProtocol::RtpSavp | TransportProtocol::RtpSavpf => {
-            Some(sdes::choose(&media.crypto).map_err(|_| RejectReason::NoAcceptableCrypto)?)
+            let key = sdes::choose(&media.crypto).map_err(|_| RejectReason::NoAcceptableCrypto)?;
+            let ours = sdes::answer_crypto(&key).ok_or(RejectReason::NoAcceptableCrypto)?;
+            Some((key, ours))
         }
         _ if media.protocol.is_secure() => return Err(RejectReason::SrtpNotSupported),
         _ => return Err(RejectReason::UnsupportedProtocol),
@@ -389,7 +394,8 @@ fn evaluate(
         formats,
         telephone_event_pt: telephone_event.map(|map| map.payload_type),
         paused: !direction.offerer_sends() || on_hold_address,
-        srtp,
+        answer_crypto: srtp.as_ref().map(|(_, ours)| ours.clone()),
+        srtp: srtp.map(|(key, _)| key),
         answer_direction: if direction.offerer_sends() {
             Direction::RecvOnly
         } else {
@@ -593,10 +599,10 @@ mod tests {
         let stream = negotiation.accepted().next().unwrap();
         let key = stream.srtp.as_ref().expect("an SDES key");
         assert_eq!(
-            (key.tag, key.suite),
+            (key.tag, key.suite()),
             (2, airlock_rtp::SrtpSuite::AesCm128HmacSha1_80)
         );
-        assert_eq!(key.key_and_salt.expose(), &(0u8..30).collect::<Vec<u8>>());
+        assert_eq!(key.key.key_and_salt(), &(0u8..30).collect::<Vec<u8>>()[..]);
         let answer = negotiation.answer_sdp(&mut AnswerOrigin::new(1), ADDRESS.parse().unwrap());
         assert!(answer.contains("m=audio 7000 RTP/SAVP 0 101\r\n"), "{answer}");
         let crypto: Vec<&str> = answer

@@ -11,21 +11,21 @@ use airlock_rtp::{SrtpMasterKey, SrtpSuite};
 use airlock_telemetry::Pii;
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use zeroize::Zeroizing;
 
-/// The receive key of one SRTP stream, as the offerer sent it; never printed.
+/// The receive key of one SRTP stream, as the offerer sent it. The key is zeroized when dropped, compared in
+/// constant time and never printed (`SrtpMasterKey`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SdesKey {
     /// The offer's crypto tag, echoed in the answer.
     pub tag: u32,
-    pub suite: SrtpSuite,
-    /// Master key followed by master salt.
-    pub key_and_salt: Pii<Vec<u8>>,
+    /// Suite, master key and master salt.
+    pub key: SrtpMasterKey,
 }
 
 impl SdesKey {
-    /// The key in the form the SRTP layer takes.
-    pub fn master_key(&self) -> Option<SrtpMasterKey> {
-        SrtpMasterKey::new(self.suite, self.key_and_salt.expose()).ok()
+    pub fn suite(&self) -> SrtpSuite {
+        self.key.suite()
     }
 }
 
@@ -79,18 +79,14 @@ pub fn parse_crypto(value: &str) -> Result<SdesKey, SdesRefusal> {
             return Err(SdesRefusal::UnsupportedSessionParameter);
         }
     }
-    let key_and_salt = STANDARD
-        .decode(encoded)
-        .or_else(|_| STANDARD_NO_PAD.decode(encoded))
-        .map_err(|_| SdesRefusal::Malformed)?;
-    if key_and_salt.len() != suite.master_key_len() + suite.master_salt_len() {
-        return Err(SdesRefusal::BadKeyLength);
-    }
-    Ok(SdesKey {
-        tag,
-        suite,
-        key_and_salt: Pii::new(key_and_salt),
-    })
+    let key_and_salt = Zeroizing::new(
+        STANDARD
+            .decode(encoded)
+            .or_else(|_| STANDARD_NO_PAD.decode(encoded))
+            .map_err(|_| SdesRefusal::Malformed)?,
+    );
+    let key = SrtpMasterKey::new(suite, &key_and_salt).map_err(|_| SdesRefusal::BadKeyLength)?;
+    Ok(SdesKey { tag, key })
 }
 
 /// The first usable attribute of the offer's list, in the offerer's order of preference.
@@ -108,11 +104,11 @@ pub fn choose(crypto_values: &[Pii<String>]) -> Result<SdesKey, SdesRefusal> {
 
 /// Our answer attribute value for `chosen`: its tag and suite with a fresh key of our own.
 pub fn answer_crypto(chosen: &SdesKey) -> Option<Pii<String>> {
-    let ours = SrtpMasterKey::generate(chosen.suite).ok()?;
+    let ours = SrtpMasterKey::generate(chosen.suite()).ok()?;
     Some(Pii::new(format!(
         "{} {} inline:{}",
         chosen.tag,
-        chosen.suite.sdes_name(),
+        chosen.suite().sdes_name(),
         STANDARD.encode(ours.key_and_salt())
     )))
 }
@@ -129,8 +125,8 @@ mod tests {
     fn parses_each_supported_suite_with_and_without_lifetime() {
         let key = parse_crypto(&format!("1 AES_CM_128_HMAC_SHA1_80 inline:{}|2^31", inline(30)));
         let key = key.expect("AES-CM 80");
-        assert_eq!((key.tag, key.suite), (1, SrtpSuite::AesCm128HmacSha1_80));
-        assert_eq!(key.key_and_salt.expose().len(), 30);
+        assert_eq!((key.tag, key.suite()), (1, SrtpSuite::AesCm128HmacSha1_80));
+        assert_eq!(key.key.key_and_salt(), &[7u8; 30][..]);
         assert!(parse_crypto(&format!("2 AES_CM_128_HMAC_SHA1_32 inline:{}", inline(30))).is_ok());
         assert!(parse_crypto(&format!("3 AEAD_AES_128_GCM inline:{}", inline(28))).is_ok());
         assert!(parse_crypto(&format!("4 AEAD_AES_256_GCM inline:{}|1048576", inline(44))).is_ok());
@@ -194,13 +190,13 @@ mod tests {
             Pii::new(format!("3 AES_CM_128_HMAC_SHA1_80 inline:{}", inline(30))),
         ];
         let chosen = choose(&offered).expect("GCM is usable");
-        assert_eq!((chosen.tag, chosen.suite), (2, SrtpSuite::AeadAes128Gcm));
+        assert_eq!((chosen.tag, chosen.suite()), (2, SrtpSuite::AeadAes128Gcm));
         let answer = answer_crypto(&chosen).expect("random key");
         let answer = answer.expose();
         assert!(answer.starts_with("2 AEAD_AES_128_GCM inline:"), "{answer}");
         assert!(!answer.contains(&inline(28)), "our key is not the offerer's");
         assert_eq!(
-            parse_crypto(answer).map(|key| key.suite),
+            parse_crypto(answer).map(|key| key.suite()),
             Ok(SrtpSuite::AeadAes128Gcm)
         );
         assert_eq!(

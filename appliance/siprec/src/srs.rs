@@ -552,7 +552,7 @@ impl Srs {
             Method::Invite | Method::Update | Method::Bye => {
                 match DialogId::from_incoming_request(&request) {
                     Some(dialog_id) => match self.dialogs.get(&dialog_id).copied() {
-                        Some(call) => self.handle_in_dialog(now, txn, call, &request),
+                        Some(call) => self.handle_in_dialog(now, txn, call, &request, from),
                         None => {
                             let response =
                                 Response::for_request(&request, 481, "Call/Transaction Does Not Exist");
@@ -803,15 +803,31 @@ impl Srs {
         }
     }
 
-    fn handle_in_dialog(&mut self, now: Instant, txn: ServerTxnId, call: CallId, request: &Request) {
+    /// An in-dialog request from `from`. A dialog set up over TLS takes in-dialog requests over TLS only
+    /// (its SDES keys must not be replaced in clear text); otherwise the request's connection becomes the
+    /// dialog's, so our BYE follows an SRC that reconnected.
+    fn handle_in_dialog(
+        &mut self,
+        now: Instant,
+        txn: ServerTxnId,
+        call: CallId,
+        request: &Request,
+        from: Remote,
+    ) {
         let Some(state) = self.calls.get_mut(&call) else {
             return;
         };
+        if state.remote.transport == Transport::Tls && from.transport != Transport::Tls {
+            let response = Response::for_request(request, 403, "TLS Required For This Dialog");
+            self.respond(now, txn, response);
+            return;
+        }
         if let Err(error) = state.dialog.handle_remote_request(request) {
             let response = Response::for_request(request, error.status(), &error.to_string());
             self.respond(now, txn, response);
             return;
         }
+        state.remote = from;
         match request.method() {
             Method::Bye => {
                 self.respond(now, txn, Response::for_request(request, 200, "OK"));
@@ -1822,10 +1838,23 @@ m=audio 20002 RTP/AVP 8\r\na=label:0\r\na=sendonly\r\n";
         let (_, plan) = started(&outputs);
         let first_key = plan.streams[0].srtp.clone().expect("SRTP stream");
         src.local_tag = ok.headers().to().and_then(|to| to.tag().map(str::to_owned));
-        assert_eq!(first_key.key_and_salt.expose(), &(0u8..30).collect::<Vec<u8>>());
+        assert_eq!(first_key.key.key_and_salt(), &(0u8..30).collect::<Vec<u8>>()[..]);
         src.ack(1, "s1");
 
         let new_version = offer(key_b).replace("o=SRC 1 1", "o=SRC 1 2");
+        src.remote.transport = Transport::Udp;
+        let cleartext = src.request("INVITE", "s1", "", "application/sdp", &new_version);
+        let outputs = src.send(2, &cleartext);
+        let refused = final_response(&outputs);
+        assert_eq!(
+            (refused.status(), refused.reason()),
+            (403, "TLS Required For This Dialog")
+        );
+        assert!(
+            updated(&outputs).is_none(),
+            "a key sent in clear text never reaches the plan"
+        );
+        src.remote.transport = Transport::Tls;
         let reinvite = src.request("INVITE", "s1", "", "application/sdp", &new_version);
         let outputs = src.send(2, &reinvite);
         let response = final_response(&outputs);
@@ -1834,8 +1863,8 @@ m=audio 20002 RTP/AVP 8\r\na=label:0\r\na=sendonly\r\n";
         let second_key = plan.streams[0].srtp.clone().expect("SRTP stream");
         assert_ne!(second_key, first_key);
         assert_eq!(
-            second_key.key_and_salt.expose(),
-            &(0u8..30).rev().collect::<Vec<u8>>()
+            second_key.key.key_and_salt(),
+            &(0u8..30).rev().collect::<Vec<u8>>()[..]
         );
         let answer_after_rekey = String::from_utf8_lossy(response.body()).into_owned();
         src.ack(3, "s1");

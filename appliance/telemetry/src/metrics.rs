@@ -155,6 +155,8 @@ pub enum TcpRefusal {
     PerSourceLimit,
     /// The appliance-wide connection limit is reached.
     TotalLimit,
+    /// A TLS connection from a source outside `sip.allow_sources` (closed before the handshake).
+    SourceNotAllowed,
 }
 
 impl TcpRefusal {
@@ -163,6 +165,7 @@ impl TcpRefusal {
         match self {
             Self::PerSourceLimit => "per_source_limit",
             Self::TotalLimit => "total_limit",
+            Self::SourceNotAllowed => "source_not_allowed",
         }
     }
 }

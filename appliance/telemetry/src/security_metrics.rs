@@ -64,6 +64,8 @@ pub enum SrtpDropReason {
     Replayed,
     /// Too short or not RTP.
     Malformed,
+    /// SRTCP (RTCP multiplexed on an SRTP stream): not authenticated, not needed, dropped.
+    SrtcpIgnored,
 }
 
 impl SrtpDropReason {
@@ -73,6 +75,7 @@ impl SrtpDropReason {
             Self::AuthFailed => "auth_failed",
             Self::Replayed => "replayed",
             Self::Malformed => "malformed",
+            Self::SrtcpIgnored => "srtcp_ignored",
         }
     }
 }

@@ -26,8 +26,8 @@ pub struct SrtpInbound {
     config: SrtpConfig,
     key: SrtpMasterKey,
     current: SrtpContext,
-    /// The context of the key before the last rekey, and until when it is still tried.
-    previous: Option<(SrtpContext, Instant)>,
+    /// The key before the last rekey, its context, and until when it is still tried.
+    previous: Option<(SrtpMasterKey, SrtpContext, Instant)>,
     stats: SrtpStats,
 }
 
@@ -43,29 +43,35 @@ impl SrtpInbound {
     }
 
     /// Installs a new key. If it equals the current key (same suite and bytes — SDES re-offers repeat the
-    /// key), nothing changes and the ROC and replay state are kept. Otherwise the current context becomes
-    /// the previous one until `now + grace` (replacing any earlier previous context).
+    /// key), nothing changes and the ROC and replay state are kept. If it equals the previous key (a rekey
+    /// back within the grace period), the two contexts swap, so the returning key keeps its replay state.
+    /// Otherwise the current context becomes the previous one until `now + grace` (replacing any earlier
+    /// previous context).
     pub fn rekey(&mut self, now: Instant, key: &SrtpMasterKey, grace: Duration) {
         if *key == self.key {
             return;
         }
-        let retired = std::mem::replace(&mut self.current, SrtpContext::new(key, self.config));
-        self.key = key.clone();
-        self.previous = Some((retired, now + grace));
+        let returning = match self.previous.take() {
+            Some((previous_key, context, _)) if previous_key == *key => context,
+            _ => SrtpContext::new(key, self.config),
+        };
+        let retired = std::mem::replace(&mut self.current, returning);
+        let retired_key = std::mem::replace(&mut self.key, key.clone());
+        self.previous = Some((retired_key, retired, now + grace));
     }
 
     /// Unprotects one packet: tries the current context, then the previous one while its grace lasts. On
     /// `Ok` `out` holds the plain RTP packet. When both refuse it, the error is the previous context's if
     /// that one found an authentic replay, else the current context's.
     pub fn unprotect(&mut self, now: Instant, packet: &[u8], out: &mut Vec<u8>) -> Result<(), SrtpError> {
-        if self.previous.as_ref().is_some_and(|(_, until)| now >= *until) {
+        if self.previous.as_ref().is_some_and(|(_, _, until)| now >= *until) {
             self.previous = None;
         }
         let result = match self.current.unprotect_rtp(packet, out) {
             Ok(()) => Ok(()),
             Err(error @ SrtpError::Malformed(_)) => Err(error),
             Err(current_error) => match self.previous.as_mut() {
-                Some((previous, _)) => match previous.unprotect_rtp(packet, out) {
+                Some((_, previous, _)) => match previous.unprotect_rtp(packet, out) {
                     Ok(()) => Ok(()),
                     Err(previous_error) if previous_error.is_replay() => Err(previous_error),
                     Err(_) => Err(current_error),

@@ -301,3 +301,28 @@ fn rekey_keeps_the_old_key_for_its_grace_period() {
         }
     );
 }
+
+#[test]
+fn rekey_back_to_the_previous_key_keeps_its_replay_state() {
+    let start = Instant::now();
+    let grace = Duration::from_secs(5);
+    let key_a = key(SrtpSuite::AesCm128HmacSha1_80);
+    let key_b = key(SrtpSuite::AesCm128HmacSha1_32);
+    let mut sender_a = SrtpContext::new(&key_a, SrtpConfig::default());
+    let mut inbound = SrtpInbound::new(&key_a, SrtpConfig::default());
+    let mut out = Vec::new();
+    let captured = protect(&mut sender_a, &rtp(8, 1));
+    assert_eq!(inbound.unprotect(start, &captured, &mut out), Ok(()));
+    inbound.rekey(start, &key_b, grace);
+    inbound.rekey(start + Duration::from_secs(1), &key_a, grace);
+    // A→B→A: the packet captured under A is still a replay, not a fresh packet.
+    assert_eq!(
+        inbound.unprotect(start + Duration::from_secs(2), &captured, &mut out),
+        Err(SrtpError::Replayed)
+    );
+    let next = protect(&mut sender_a, &rtp(8, 2));
+    assert_eq!(
+        inbound.unprotect(start + Duration::from_secs(2), &next, &mut out),
+        Ok(())
+    );
+}
