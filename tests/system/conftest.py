@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import audio, procs
+from harness import audio, procs, voicestream
 from harness.airlock import Airlock
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -68,6 +68,12 @@ def speech_b(speech_dir) -> bytes:
     """About 3 s of PCMU speech (agent side), different from speech_a."""
     return audio.speech("Thank you for calling, let me look that up for you.", speech_dir, "PCMU", "b",
                         voice="en-us", speed=190)
+
+
+@pytest.fixture(scope="session")
+def vs_stubs(tmp_path_factory):
+    """(voice_pb2, voice_pb2_grpc) generated from appliance/voicestream/proto/voice.proto for this session."""
+    return voicestream.stubs(tmp_path_factory.mktemp("voicestream-stubs"))
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from array import array
 
-from harness import audio, g711, sip
+from harness import audio, g711, sip, voicestream
 from harness.ng import bdecode, bencode
 
 
@@ -62,3 +62,48 @@ def test_siprec_body_parses_back():
     _c, media = sip.parse_sdp(parts[1].split(b"\r\n\r\n", 1)[1].decode())
     assert [(m.label, m.port, m.direction) for m in media] == [("2", 4000, "sendonly"), ("1", 4002, "sendonly")]
     assert b"recording-session" in parts[2] and b"<label>1</label>" in parts[2]
+
+
+def test_voicestream_stubs_encode_the_wire_format(vs_stubs):
+    """Stubs generated from the project's voice.proto produce the reference's golden bytes."""
+    pb2, pb2_grpc = vs_stubs
+    start = pb2.StreamingVoiceResponse(status=pb2.StreamingStatus(code=voicestream.SRV_REQ_START_STREAMING))
+    assert start.SerializeToString() == bytes.fromhex("0a0308e907")
+    cfg = pb2.StreamingVoiceRequest(streaming_config=pb2.StreamingConfig(
+        voice_config=pb2.VoiceConfig(encoding=pb2.VoiceConfig.LINEAR16, sample_rate_hertz=8000),
+        vcc_call_id="300000000115255", call_leg=pb2.StreamingConfig.CUSTOMER))
+    assert cfg.SerializeToString() == bytes.fromhex("0a1a0a05080110c03e120f333030303030303030313135323535") \
+        + bytes.fromhex("3001")
+    ended = pb2.StreamingVoiceRequest(streaming_status=pb2.StreamingStatus(code=voicestream.CLT_CALL_ENDED))
+    assert ended.SerializeToString() == bytes.fromhex("1a020801")
+    assert pb2.StreamingVoiceRequest(audio_content=b"\x01\x02\x03\x04").SerializeToString() == \
+        bytes.fromhex("120401020304")
+    # An undocumented status code (2001) survives a round trip (open enum).
+    odd = pb2.StreamingVoiceRequest(streaming_status=pb2.StreamingStatus(code=2001))
+    assert pb2.StreamingVoiceRequest.FromString(odd.SerializeToString()).streaming_status.code == 2001
+    assert {v: k for k, v in voicestream.LEGS.items()} == {
+        pb2.StreamingConfig.AGENT: "agent", pb2.StreamingConfig.CUSTOMER: "customer",
+        pb2.StreamingConfig.SUPERVISOR: "supervisor"}
+    assert hasattr(pb2_grpc, "VoiceStub")
+    assert pb2.DESCRIPTOR.services_by_name["Voice"].methods_by_name["StreamingVoice"].full_name == \
+        "five9.voicestream.Voice.StreamingVoice"
+
+
+def test_voicestream_pcm_chunking():
+    samples = array("h", [1, -2, 300, -32768, 32767] * 401)  # 2005 samples
+    parts = voicestream.chunks(samples, 1600)
+    assert [len(p) for p in parts] == [1600, 1600, 810]
+    assert b"".join(parts)[:4] == bytes([1, 0, 0xFE, 0xFF])  # little-endian
+    assert voicestream.pcm_samples(b"".join(parts)) == samples
+    assert [len(p) for p in voicestream.chunks(samples, 320)] == [320] * 12 + [170]
+
+
+def test_speech_pcm16_is_8khz_linear_speech(tmp_path):
+    pcm = audio.speech_pcm16("Testing one two three.", tmp_path, "t16")
+    assert len(pcm) % 160 == 0 and 0.8 * 8000 < len(pcm) < 4 * 8000
+    # The same words as PCMU decode to nearly the same waveform (the µ-law quantisation error only).
+    mu = g711.decode(audio.speech("Testing one two three.", tmp_path, "PCMU", "t8"), "PCMU")
+    assert len(mu) == len(pcm)
+    err = sum(abs(a - b) for a, b in zip(mu, pcm)) / len(pcm)
+    peak = max(abs(s) for s in pcm)
+    assert err < peak * 0.05, (err, peak)

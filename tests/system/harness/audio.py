@@ -52,6 +52,35 @@ def speech(text: str, workdir: Path, codec: str = "PCMU", name: str | None = Non
     return data
 
 
+def speech_pcm16(text: str, workdir: Path, name: str | None = None, voice: str = "en", speed: int = 175,
+                 pad_ms: int = 0) -> array:
+    """Speaks `text` with espeak-ng and returns it as 8 kHz mono signed 16-bit linear PCM samples (sox resamples).
+
+    The length is rounded up to whole 20 ms (160 samples) with digital silence; `pad_ms` of silence goes in front.
+    """
+    require_tool("espeak-ng")
+    require_tool("sox")
+    workdir.mkdir(parents=True, exist_ok=True)
+    stem = name or f"speech16-{abs(hash((text, voice, speed))) & 0xFFFFFF:06x}"
+    wav = workdir / f"{stem}.wav"
+    raw = workdir / f"{stem}.s16"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text],
+                   check=True, capture_output=True)
+    subprocess.run(["sox", "-q", str(wav), "-r", "8000", "-c", "1", "-e", "signed-integer", "-b", "16", "-L",
+                    "-t", "raw", str(raw)], check=True, capture_output=True)
+    samples = array("h")
+    data = raw.read_bytes()
+    samples.frombytes(data[:len(data) - len(data) % 2])
+    if sys.byteorder == "big":
+        samples.byteswap()
+    samples = array("h", bytes(pad_ms * 8 * 2)) + samples
+    if len(samples) % 160:
+        samples.extend([0] * (160 - len(samples) % 160))
+    loud = sum(1 for s in samples if abs(s) > 500)
+    assert loud > len(samples) // 10, "espeak-ng produced (nearly) silent audio"
+    return samples
+
+
 @dataclass
 class Wav:
     sample_rate: int
