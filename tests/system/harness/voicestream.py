@@ -220,7 +220,7 @@ class LegClient(threading.Thread):
         self._server_stop = threading.Event()  # 1011/1012 received
         self._rpc_done = threading.Event()
         self._call = None
-        self._started: float | None = None
+        self._audio_t0: float | None = None
         self._error: str | None = None
         self._report: LegReport | None = None
 
@@ -270,7 +270,7 @@ class LegClient(threading.Thread):
                                            self._responses[0].code != SRV_REQ_START_STREAMING):
                 return
         t0 = time.monotonic()
-        self._started = t0
+        self._audio_t0 = t0
         shift = 0.0
         n = len(self.chunk_list)
         for i in range(n + 1):
@@ -341,7 +341,7 @@ class LegClient(threading.Thread):
             if own:
                 chan.close()
         self._report = LegReport(self.config.call_leg, pcm_samples(bytes(self._sent)), self._chunks_sent,
-                                 list(self._responses), code, details, self._started, time.monotonic(),
+                                 list(self._responses), code, details, self._audio_t0, time.monotonic(),
                                  list(self._statuses), self._error)
 
     def join(self, timeout: float | None = 30.0) -> LegReport:  # type: ignore[override]
