@@ -3,11 +3,13 @@
 //! Owns the wire contract ([`proto`], generated at build time from `proto/voice.proto` without a `protoc`
 //! binary, plus the encoded [`FILE_DESCRIPTOR_SET`] for gRPC reflection and tonic service generation),
 //! the per-stream state machine [`LegSession`] (config → auth → 1001 → audio → end) and the
-//! call joiner that groups the legs of one call by (domain, `vcc_call_id`). Nothing here depends on
+//! [`CallJoiner`] that groups the legs of one call by (domain, `vcc_call_id`). Nothing here depends on
 //! tokio, tonic or sockets, and nothing reads a clock: the runtime passes `now` and serves the streams.
 
+mod join;
 mod session;
 
+pub use join::{CallJoiner, CallKey, JoinDecision, JoinRefusal, JoinerConfig};
 pub use session::{
     AudioEncoding, CLT_DISCONNECT_UNDOCUMENTED, CallLeg, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_AUDIO_CHUNK_BYTES,
     LINEAR16_RATES, LegEnd, LegEvent, LegInfo, LegOutput, LegSession, MULAW_RATE, OUTPUT_CAPACITY, Refusal,
