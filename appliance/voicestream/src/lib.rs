@@ -5,7 +5,9 @@
 //! the per-stream state machine [`LegSession`] (config → auth → 1001 → audio → end) and the
 //! [`CallJoiner`] that groups the legs of one call by (domain, `vcc_call_id`). Nothing here depends on
 //! tokio, tonic or sockets, and nothing reads a clock: the runtime passes `now` and serves the streams.
+//! [`fuzz`] holds the fuzz target's logic.
 
+pub mod fuzz;
 mod join;
 mod session;
 
