@@ -19,6 +19,7 @@ pub struct Config {
     pub storage: StorageSection,
     pub metrics: MetricsSection,
     pub shutdown: ShutdownSection,
+    pub voicestream: VoiceStreamSection,
 }
 
 /// `[sip]`: where SIPREC signalling is accepted and how strictly.
@@ -135,6 +136,126 @@ impl Default for MediaSection {
     }
 }
 
+/// `[voicestream]`: the Five9 VoiceStream gRPC destination (off unless `listen` is set).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VoiceStreamSection {
+    /// Listen address of the gRPC server; an empty string disables VoiceStream.
+    pub listen: String,
+    /// Serve plaintext HTTP/2 instead of TLS; only allowed when `listen` is a loopback address.
+    pub insecure_plaintext: bool,
+    /// PEM certificate chain for TLS (required unless `insecure_plaintext`).
+    pub certificate: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub private_key: Option<PathBuf>,
+    /// Concurrent streams (call legs); more are refused with RESOURCE_EXHAUSTED.
+    pub max_streams: usize,
+    /// Largest gRPC message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// A leg that sends nothing this long is ended as lost.
+    pub idle_timeout_secs: u64,
+    /// After the last leg of a call ends, how long a late or reconnecting leg may still join it.
+    pub leg_linger_secs: u64,
+    /// HTTP/2 keepalive ping interval and how long to wait for its ack.
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    /// Recording channels per call: agent, customer, and (with 3) supervisor; other legs are mixed.
+    pub channels: usize,
+    /// Subscription id → accepted trust tokens (`[voicestream.trust_tokens]`).
+    pub trust_tokens: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+impl Default for VoiceStreamSection {
+    fn default() -> Self {
+        VoiceStreamSection {
+            listen: String::new(),
+            insecure_plaintext: false,
+            certificate: None,
+            private_key: None,
+            max_streams: 512,
+            max_message_bytes: 256 * 1024,
+            idle_timeout_secs: 30,
+            leg_linger_secs: 5,
+            keepalive_interval_secs: 300,
+            keepalive_timeout_secs: 20,
+            channels: 2,
+            trust_tokens: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl VoiceStreamSection {
+    fn validate(&self) -> Result<Option<airlock_runtime::VoiceStreamSettings>, ConfigError> {
+        let Some(listen) = optional_addr("voicestream.listen", &self.listen)? else {
+            return Ok(None);
+        };
+        let tls = if self.insecure_plaintext {
+            if !listen.ip().is_loopback() {
+                return Err(invalid(
+                    "voicestream.insecure_plaintext",
+                    "plaintext is only allowed on a loopback listen address; configure certificate and private_key",
+                ));
+            }
+            None
+        } else {
+            let certificate = self.certificate.clone().ok_or_else(|| {
+                invalid(
+                    "voicestream.certificate",
+                    "required for TLS (or set insecure_plaintext on loopback)",
+                )
+            })?;
+            let private_key = self
+                .private_key
+                .clone()
+                .ok_or_else(|| invalid("voicestream.private_key", "required for TLS"))?;
+            Some((certificate, private_key))
+        };
+        if self.trust_tokens.is_empty()
+            || self
+                .trust_tokens
+                .values()
+                .any(|tokens| tokens.is_empty() || tokens.iter().any(String::is_empty))
+        {
+            return Err(invalid(
+                "voicestream.trust_tokens",
+                "needs at least one subscription, each with non-empty tokens",
+            ));
+        }
+        for (key, value) in [
+            ("voicestream.max_streams", self.max_streams as u64),
+            ("voicestream.max_message_bytes", self.max_message_bytes as u64),
+            ("voicestream.idle_timeout_secs", self.idle_timeout_secs),
+            (
+                "voicestream.keepalive_interval_secs",
+                self.keepalive_interval_secs,
+            ),
+            ("voicestream.keepalive_timeout_secs", self.keepalive_timeout_secs),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        if !(2..=3).contains(&self.channels) {
+            return Err(invalid("voicestream.channels", "must be 2 or 3"));
+        }
+        let settings = airlock_runtime::VoiceStreamSettings {
+            listen,
+            tls,
+            max_streams: self.max_streams,
+            max_message_bytes: self.max_message_bytes,
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            leg_linger: Duration::from_secs(self.leg_linger_secs),
+            keepalive_interval: Duration::from_secs(self.keepalive_interval_secs),
+            keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs),
+            channels: self.channels,
+            trust_tokens: self.trust_tokens.clone(),
+        };
+        airlock_runtime::validate_voicestream(&settings)
+            .map_err(|error| invalid("voicestream", error.to_string()))?;
+        Ok(Some(settings))
+    }
+}
+
 /// `[recording]`: who can decrypt what the appliance records.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -209,6 +330,7 @@ pub struct Validated {
     /// `sip.allow_sources`, parsed.
     pub sip_allow_sources: Vec<Cidr>,
     pub metrics_listen: Option<SocketAddr>,
+    pub voicestream: Option<airlock_runtime::VoiceStreamSettings>,
 }
 
 impl Config {
@@ -242,6 +364,7 @@ impl Config {
             ));
         }
         let metrics_listen = optional_addr("metrics.listen", &self.metrics.listen)?;
+        let voicestream = self.voicestream.validate()?;
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "must be at least 1"));
         }
@@ -298,6 +421,7 @@ impl Config {
             sip_tls,
             sip_allow_sources,
             metrics_listen,
+            voicestream,
         })
     }
 }

@@ -105,6 +105,7 @@ fn run(validated: Validated) -> ExitCode {
         data_dir: config.storage.data_dir.clone(),
         metrics_listen: validated.metrics_listen,
         grace: config.shutdown.grace(),
+        voicestream: validated.voicestream.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

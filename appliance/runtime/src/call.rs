@@ -173,11 +173,11 @@ fn is_rtcp(datagram: &[u8]) -> bool {
     datagram.get(1).is_some_and(|byte| (192..=223).contains(byte))
 }
 
-struct Recording {
-    writer: RecordingWriter,
-    interleaver: Interleaver,
-    sample_rate: u32,
-    channels: usize,
+pub(crate) struct Recording {
+    pub(crate) writer: RecordingWriter,
+    pub(crate) interleaver: Interleaver,
+    pub(crate) sample_rate: u32,
+    pub(crate) channels: usize,
 }
 
 struct CallTask {
@@ -676,7 +676,7 @@ impl CallTask {
 }
 
 /// Writes a call's manifest (fsync included) without stalling the other tasks of the async worker.
-fn save_manifest(dir: &std::path::Path, manifest: &Manifest) {
+pub(crate) fn save_manifest(dir: &std::path::Path, manifest: &Manifest) {
     let path = dir.join("manifest.json");
     if let Err(error) = tokio::task::block_in_place(|| write_json_atomically(&path, manifest)) {
         tracing::warn!(%error, "cannot write the call manifest");
@@ -684,7 +684,7 @@ fn save_manifest(dir: &std::path::Path, manifest: &Manifest) {
 }
 
 /// The call-timeline sample (at `rate`) that corresponds to the instant `now`.
-fn call_sample_at(started: Instant, now: Instant, rate: u64) -> u64 {
+pub(crate) fn call_sample_at(started: Instant, now: Instant, rate: u64) -> u64 {
     let elapsed = now.saturating_duration_since(started);
     u64::try_from(elapsed.as_micros())
         .unwrap_or(u64::MAX)
@@ -692,7 +692,7 @@ fn call_sample_at(started: Instant, now: Instant, rate: u64) -> u64 {
         / 1_000_000
 }
 
-fn open_recording(
+pub(crate) fn open_recording(
     dir: &std::path::Path,
     recipients: &[Recipient],
     sample_rate: u32,

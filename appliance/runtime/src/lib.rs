@@ -11,6 +11,9 @@ mod metrics_http;
 mod sip_io;
 mod storage;
 mod tls;
+mod vs_call;
+mod vs_hub;
+mod vs_server;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -26,6 +29,7 @@ use tokio::sync::mpsc;
 pub use airlock_sip::{Cidr, GuardConfig};
 pub use storage::DataDir;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};
+pub use vs_server::{VoiceStreamError, VoiceStreamSettings, validate as validate_voicestream};
 
 /// Everything the runtime needs, already validated by the binary.
 #[derive(Debug, Clone)]
@@ -53,6 +57,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub metrics_listen: Option<SocketAddr>,
     pub grace: Duration,
+    /// The Five9 VoiceStream destination; `None` when not configured.
+    pub voicestream: Option<VoiceStreamSettings>,
 }
 
 /// Start-up failures.
@@ -64,6 +70,8 @@ pub enum RuntimeError {
     SipListen(std::io::Error),
     #[error("SIP over TLS: {0}")]
     Tls(TlsError),
+    #[error("VoiceStream: {0}")]
+    VoiceStream(VoiceStreamError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -124,16 +132,48 @@ pub async fn run(
         metrics,
         control: inbound_tx,
     };
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let voicestream = match settings.voicestream.clone() {
+        Some(vs) => {
+            let hub = vs_hub::Hub::new(
+                airlock_voicestream::JoinerConfig {
+                    max_calls: vs.max_streams,
+                    max_legs_per_call: 8,
+                    linger: vs.leg_linger,
+                },
+                environment.clone(),
+                vs_hub::CallFormat {
+                    channels: vs.channels,
+                },
+                srs_config(&settings).call_id_seed,
+            );
+            let server = vs_server::start(vs, hub.clone(), environment.metrics.clone(), stopping)
+                .await
+                .map_err(RuntimeError::VoiceStream)?;
+            Some((hub, server))
+        }
+        None => None,
+    };
     tracing::info!(
         sip_udp = ?settings.sip_udp,
         sip_tcp = ?settings.sip_tcp,
         sip_tls = ?settings.sip_tls.as_ref().map(|tls| tls.listen),
+        voicestream = ?settings.voicestream.as_ref().map(|vs| vs.listen),
         metrics = ?settings.metrics_listen,
         "airlock is recording"
     );
+    let shutdown = async move {
+        shutdown.await;
+        // VoiceStream legs are told 1011 now, while SIPREC calls get their grace period.
+        let _ = stopping_tx.send(true);
+    };
     control::Control::new(srs, inbound_rx, sip, environment, settings.grace)
         .run(shutdown)
         .await;
+    if let Some((hub, server)) = voicestream {
+        let _ = tokio::time::timeout(settings.grace, server).await;
+        hub.shutdown().await;
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }

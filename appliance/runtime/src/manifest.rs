@@ -17,7 +17,10 @@ pub const FORMAT: &str = "airlock.call-manifest.v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
-    /// Our own id for the call (never the SIP Call-ID).
+    /// Where the call came from: `siprec` or `voicestream`.
+    #[serde(default = "siprec_source")]
+    pub source: String,
+    /// Our own id for the call (never the SIP Call-ID or the Five9 call id).
     pub call: String,
     pub started_at: String,
     pub ended_at: Option<String>,
@@ -144,8 +147,30 @@ impl Manifest {
         plan: &RecordingPlan,
         recipients: &[Recipient],
     ) -> Manifest {
-        let mut manifest = Manifest {
+        let mut manifest = Manifest::empty(dir_name, started, (sample_rate, channel_count));
+        manifest.apply_plan(plan, Duration::ZERO, recipients);
+        manifest
+    }
+
+    /// The manifest of a VoiceStream call; legs and metadata are added as they join.
+    pub fn for_voicestream(dir_name: &str, started: SystemTime, format: (u32, usize)) -> Manifest {
+        let mut manifest = Manifest::empty(dir_name, started, format);
+        manifest.source = "voicestream".to_string();
+        manifest
+    }
+
+    /// Seals one metadata document (a JSON or XML text holding personal data) into `metadata_sealed`.
+    pub fn seal_metadata(&mut self, text: &str, recipients: &[Recipient]) {
+        match seal_text(recipients, text) {
+            Ok(sealed) => self.metadata_sealed.push(sealed),
+            Err(error) => tracing::warn!(%error, "cannot seal call metadata"),
+        }
+    }
+
+    fn empty(dir_name: &str, started: SystemTime, (sample_rate, channel_count): (u32, usize)) -> Manifest {
+        Manifest {
             format: FORMAT.to_string(),
+            source: siprec_source(),
             call: dir_name.to_string(),
             started_at: crate::clock::rfc3339(started),
             ended_at: None,
@@ -162,9 +187,7 @@ impl Manifest {
             participants_sealed: None,
             telephone_events: Vec::new(),
             participant_timeline: Vec::new(),
-        };
-        manifest.apply_plan(plan, Duration::ZERO, recipients);
-        manifest
+        }
     }
 
     /// Records what a new plan (initial, re-INVITE or UPDATE) says, `at` after the call started: the
@@ -242,6 +265,10 @@ impl Manifest {
             frames: recording.frames,
         });
     }
+}
+
+fn siprec_source() -> String {
+    "siprec".to_string()
 }
 
 fn millis(duration: Duration) -> u64 {

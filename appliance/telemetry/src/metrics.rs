@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::security_metrics::SecurityMetrics;
+use crate::voicestream_metrics::VoiceStreamMetrics;
 
 /// How a recorded call ended.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -30,6 +31,10 @@ pub enum CallOutcome {
     Shutdown,
     /// Finalised at start-up after the process died mid-call.
     Recovered,
+    /// VoiceStream: every leg ended (call ended, disconnect, or the client closed its stream).
+    StreamsEnded,
+    /// VoiceStream: a leg went silent or its stream broke without an end event.
+    StreamLost,
 }
 
 /// The class of a SIP response we sent.
@@ -96,6 +101,8 @@ impl CallOutcome {
             CallOutcome::RecordingFailed => "recording_failed",
             CallOutcome::Shutdown => "shutdown",
             CallOutcome::Recovered => "recovered_after_interruption",
+            CallOutcome::StreamsEnded => "streams_ended",
+            CallOutcome::StreamLost => "stream_lost",
         }
     }
 }
@@ -234,6 +241,8 @@ pub struct Metrics {
     pub recorded_bytes: Counter,
     /// SIP-over-TLS and SRTP.
     pub security: SecurityMetrics,
+    /// The Five9 VoiceStream destination.
+    pub voicestream: VoiceStreamMetrics,
     sip_refused: Family<RefusalLabel, Counter>,
     sip_tcp_refused: Family<TcpRefusalLabel, Counter>,
 }
@@ -338,6 +347,7 @@ impl Metrics {
             self.recorded_bytes.clone(),
         );
         self.security.register(&mut registry);
+        self.voicestream.register(&mut registry);
         registry.register(
             "sip_messages_refused",
             "Inbound SIP messages refused before processing, by reason (source not allowed, rate limited)",

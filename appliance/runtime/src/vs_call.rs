@@ -1,0 +1,409 @@
+//! One task per VoiceStream call: the legs of one Five9 call (agent, customer, supervisor; one gRPC stream
+//! each) write their PCM into one encrypted recording, a channel per role, placed on the call's timeline by
+//! when each leg's audio arrived. Hold/resume become pause intervals; the legs' config metadata is sealed
+//! into the manifest. The hub (`vs_hub`) decides when the call is over and sends `Finish`.
+//!
+//! Placement: a leg's audio is contiguous from the moment it attached; when a leg falls more than
+//! `MAX_BEHIND` behind the wall clock (it stopped sending, e.g. on hold) it is re-anchored at the wall clock,
+//! leaving silence, so the legs stay aligned. A reconnecting leg of the same role continues on its channel.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use airlock_telemetry::{CallOutcome, Pii};
+use tokio::sync::mpsc;
+
+use crate::call::{CallEnvironment, Recording, call_sample_at, open_recording, save_manifest};
+use crate::manifest::{ChannelReport, Manifest, PauseInterval, StreamReport};
+
+/// Inputs queued toward one call task. Bound: `CALL_QUEUE`; leg tasks wait when it is full (back-pressure
+/// on the gRPC stream, never dropped audio).
+pub(crate) const CALL_QUEUE: usize = 256;
+/// How often audio older than the write-behind window is written and checkpointed.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(750);
+/// Audio is written once it is this old, so chunks arriving a little late still land in place.
+const WRITE_BEHIND: Duration = Duration::from_millis(1500);
+/// A leg further behind the wall clock than this is re-anchored (it stopped sending for a while).
+const MAX_BEHIND: Duration = Duration::from_millis(1000);
+
+/// Identifies one leg (one gRPC stream) inside the runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct LegId(pub u64);
+
+/// How a leg ended, as far as the call's end reason is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LegFinish {
+    /// Call ended, disconnect, or the client closed its side.
+    Normal,
+    /// Broken stream or idle timeout.
+    Lost,
+}
+
+#[derive(Debug)]
+pub(crate) enum VsCallInput {
+    /// A leg joined: its role label, PCM rate, and its config metadata as JSON (sealed into the manifest).
+    Attach {
+        leg: LegId,
+        role: &'static str,
+        sample_rate: u32,
+        metadata_json: Pii<String>,
+    },
+    Audio {
+        leg: LegId,
+        samples: Vec<i16>,
+    },
+    Hold {
+        leg: LegId,
+    },
+    Resume {
+        leg: LegId,
+    },
+    Detach {
+        leg: LegId,
+        how: LegFinish,
+    },
+    /// Finalise now (all legs ended and the linger passed, or shutdown).
+    Finish {
+        shutdown: bool,
+    },
+}
+
+struct LegState {
+    role: &'static str,
+    channel: usize,
+    sample_rate: u32,
+    /// Call-timeline position (at the recording rate) of the leg's next sample.
+    next_sample: u64,
+    paused_since: Option<Duration>,
+    chunks: u64,
+    samples: u64,
+    attached: bool,
+}
+
+struct VsCall {
+    dir_name: String,
+    environment: CallEnvironment,
+    started: Instant,
+    recording: Recording,
+    manifest: Manifest,
+    legs: HashMap<LegId, LegState>,
+    written_until: u64,
+    lost: bool,
+}
+
+/// Starts the task recording a VoiceStream call at `sample_rate` with `channels` channels; returns its queue.
+pub(crate) fn spawn(
+    call_name: String,
+    environment: CallEnvironment,
+    sample_rate: u32,
+    channels: usize,
+) -> mpsc::Sender<VsCallInput> {
+    let (sender, inputs) = mpsc::channel(CALL_QUEUE);
+    tokio::spawn(async move {
+        match VsCall::open(call_name, environment, sample_rate, channels) {
+            Some(call) => call.run(inputs).await,
+            None => drain_without_recording(inputs).await,
+        }
+    });
+    sender
+}
+
+/// When the recording cannot be opened the legs' input is consumed and dropped (nothing was accepted onto
+/// disk) until the hub finishes the call.
+async fn drain_without_recording(mut inputs: mpsc::Receiver<VsCallInput>) {
+    while let Some(input) = inputs.recv().await {
+        if matches!(input, VsCallInput::Finish { .. }) {
+            return;
+        }
+    }
+}
+
+impl VsCall {
+    fn open(
+        call_name: String,
+        environment: CallEnvironment,
+        sample_rate: u32,
+        channels: usize,
+    ) -> Option<VsCall> {
+        let started_wall = SystemTime::now();
+        let dir_name = format!("{}-vs{call_name}", crate::clock::compact(started_wall));
+        let dir = environment.data_dir.active_call(&dir_name);
+        let opened = tokio::task::block_in_place(|| {
+            open_recording(&dir, &environment.recipients, sample_rate, channels)
+        });
+        let recording = match opened {
+            Ok(recording) => recording,
+            Err(error) => {
+                tracing::error!(%error, "cannot create the recording of a VoiceStream call");
+                environment.metrics.call_ended(CallOutcome::RecordingFailed);
+                return None;
+            }
+        };
+        let manifest = Manifest::for_voicestream(&dir_name, started_wall, (sample_rate, channels));
+        environment.metrics.active_calls.inc();
+        let call = VsCall {
+            dir_name,
+            environment,
+            started: Instant::now(),
+            recording,
+            manifest,
+            legs: HashMap::new(),
+            written_until: 0,
+            lost: false,
+        };
+        call.save_manifest();
+        Some(call)
+    }
+
+    async fn run(mut self, mut inputs: mpsc::Receiver<VsCallInput>) {
+        let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                input = inputs.recv() => match input {
+                    Some(VsCallInput::Finish { shutdown }) => {
+                        let outcome = if shutdown {
+                            CallOutcome::Shutdown
+                        } else if self.lost {
+                            CallOutcome::StreamLost
+                        } else {
+                            CallOutcome::StreamsEnded
+                        };
+                        return self.finish(outcome).await;
+                    }
+                    Some(input) => self.on_input(input),
+                    None => return self.finish(CallOutcome::Shutdown).await,
+                },
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    let until = self.sample_at(now.checked_sub(WRITE_BEHIND).unwrap_or(self.started));
+                    if let Err(error) = self.flush_until(until).await {
+                        tracing::error!(%error, "VoiceStream recording write failed; ending the call");
+                        return self.finish(CallOutcome::RecordingFailed).await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn sample_at(&self, now: Instant) -> u64 {
+        call_sample_at(self.started, now, u64::from(self.recording.sample_rate))
+    }
+
+    fn on_input(&mut self, input: VsCallInput) {
+        let now = Instant::now();
+        let at = now.duration_since(self.started);
+        match input {
+            VsCallInput::Attach {
+                leg,
+                role,
+                sample_rate,
+                metadata_json,
+            } => {
+                let channel = self.channel_for(role);
+                // A reconnecting leg continues where its role left off, never over it.
+                let previous_end = self
+                    .legs
+                    .values()
+                    .filter(|other| other.role == role)
+                    .map(|other| other.next_sample)
+                    .max()
+                    .unwrap_or(0);
+                let next_sample = self.sample_at(now).max(previous_end);
+                self.manifest.channels.push(ChannelReport::new(channel, role, at));
+                self.manifest
+                    .seal_metadata(metadata_json.expose(), &self.environment.recipients);
+                self.legs.insert(
+                    leg,
+                    LegState {
+                        role,
+                        channel,
+                        sample_rate,
+                        next_sample,
+                        paused_since: None,
+                        chunks: 0,
+                        samples: 0,
+                        attached: true,
+                    },
+                );
+                self.refresh_streams();
+                self.save_manifest();
+            }
+            VsCallInput::Audio { leg, samples } => self.place(leg, now, &samples),
+            VsCallInput::Hold { leg } => {
+                if let Some(state) = self.legs.get_mut(&leg)
+                    && state.paused_since.is_none()
+                {
+                    state.paused_since = Some(at);
+                }
+            }
+            VsCallInput::Resume { leg } => {
+                if let Some(state) = self.legs.get_mut(&leg)
+                    && let Some(since) = state.paused_since.take()
+                {
+                    self.manifest
+                        .pauses
+                        .push(PauseInterval::new(state.role, since, at));
+                    self.save_manifest();
+                }
+            }
+            VsCallInput::Detach { leg, how } => {
+                if how == LegFinish::Lost {
+                    self.lost = true;
+                }
+                if let Some(state) = self.legs.get_mut(&leg) {
+                    state.attached = false;
+                    if let Some(since) = state.paused_since.take() {
+                        self.manifest
+                            .pauses
+                            .push(PauseInterval::new(state.role, since, at));
+                    }
+                }
+                self.refresh_streams();
+                self.save_manifest();
+            }
+            VsCallInput::Finish { .. } => {}
+        }
+    }
+
+    /// The channel of a role: agent 0, customer 1, supervisor 2 (when there are three channels); anything
+    /// else shares the channel with the fewest attached legs (mixed there, as the manifest says).
+    fn channel_for(&self, role: &str) -> usize {
+        let fixed = match role {
+            "agent" => Some(0),
+            "customer" => Some(1),
+            "supervisor" => Some(2),
+            _ => None,
+        };
+        match fixed {
+            Some(channel) if channel < self.recording.channels => channel,
+            _ => (0..self.recording.channels)
+                .min_by_key(|channel| {
+                    self.legs
+                        .values()
+                        .filter(|leg| leg.attached && leg.channel == *channel)
+                        .count()
+                })
+                .unwrap_or(0),
+        }
+    }
+
+    fn place(&mut self, leg: LegId, now: Instant, samples: &[i16]) {
+        let rate = self.recording.sample_rate;
+        let wall = self.sample_at(now);
+        let max_behind = u64::try_from(MAX_BEHIND.as_millis()).unwrap_or(u64::MAX) * u64::from(rate) / 1000;
+        let shared = self.legs.get(&leg).is_some_and(|state| {
+            self.legs
+                .values()
+                .filter(|other| other.attached && other.channel == state.channel)
+                .count()
+                > 1
+        });
+        let Some(state) = self.legs.get_mut(&leg) else {
+            return;
+        };
+        let resampled = airlock_media::resample(samples, state.sample_rate, rate);
+        let length = resampled.len() as u64;
+        if state
+            .next_sample
+            .saturating_add(length)
+            .saturating_add(max_behind)
+            < wall
+        {
+            state.next_sample = wall.saturating_sub(length);
+        }
+        if shared {
+            self.recording
+                .interleaver
+                .mix(state.channel, state.next_sample, &resampled);
+        } else {
+            self.recording
+                .interleaver
+                .push(state.channel, state.next_sample, &resampled);
+        }
+        state.next_sample = state.next_sample.saturating_add(length);
+        state.chunks += 1;
+        state.samples += samples.len() as u64;
+    }
+
+    fn refresh_streams(&mut self) {
+        let mut legs: Vec<&LegState> = self.legs.values().collect();
+        legs.sort_by_key(|leg| (leg.channel, leg.role));
+        self.manifest.streams = legs
+            .into_iter()
+            .map(|leg| StreamReport {
+                label: leg.role.to_string(),
+                channel: leg.channel,
+                codec: Some(format!("L16/{}", leg.sample_rate)),
+                packets_received: leg.chunks,
+                packets_lost: 0,
+                packets_late: 0,
+                packets_duplicate: 0,
+                ssrc_changes: 0,
+                srtp: None,
+            })
+            .collect();
+    }
+
+    async fn flush_until(&mut self, until: u64) -> std::io::Result<()> {
+        if until <= self.written_until {
+            return Ok(());
+        }
+        let frames = self.recording.interleaver.drain_ready(until);
+        self.written_until = until;
+        let writer = &mut self.recording.writer;
+        tokio::task::block_in_place(|| {
+            writer.write_interleaved(&frames)?;
+            writer.checkpoint()
+        })
+        .map_err(std::io::Error::other)
+    }
+
+    fn dir(&self) -> PathBuf {
+        self.environment.data_dir.active_call(&self.dir_name)
+    }
+
+    fn save_manifest(&self) {
+        save_manifest(&self.dir(), &self.manifest);
+    }
+
+    async fn finish(mut self, outcome: CallOutcome) {
+        let end = self.recording.interleaver.end_position().max(self.written_until);
+        let flushed = self.flush_until(end).await;
+        let at = Instant::now().duration_since(self.started);
+        for state in self.legs.values_mut() {
+            if let Some(since) = state.paused_since.take() {
+                self.manifest
+                    .pauses
+                    .push(PauseInterval::new(state.role, since, at));
+            }
+        }
+        self.refresh_streams();
+        let outcome = match flushed {
+            Ok(()) => outcome,
+            Err(_) => CallOutcome::RecordingFailed,
+        };
+        let Recording { writer, .. } = self.recording;
+        match tokio::task::block_in_place(|| writer.finish()) {
+            Ok(finished) => {
+                self.environment.metrics.recorded_bytes.inc_by(finished.bytes);
+                self.manifest.finish(
+                    &finished,
+                    SystemTime::now(),
+                    outcome,
+                    &self.environment.recipients,
+                );
+            }
+            Err(error) => tracing::error!(%error, "cannot finalise a VoiceStream recording"),
+        }
+        let dir = self.environment.data_dir.active_call(&self.dir_name);
+        save_manifest(&dir, &self.manifest);
+        tokio::task::block_in_place(|| {
+            crate::publish_call(&self.environment.data_dir, &self.dir_name, &self.manifest)
+        });
+        self.environment.metrics.active_calls.dec();
+        self.environment.metrics.call_ended(outcome);
+        tracing::info!(outcome = outcome.as_str(), "VoiceStream call recorded");
+    }
+}

@@ -1,0 +1,202 @@
+//! Joins VoiceStream legs into calls: owns the sans-IO `CallJoiner` and the queue of every open call's
+//! recorder task (`vs_call`). A leg that starts asks the hub for its call (new, or one that is open or still
+//! lingering for late and reconnecting legs); a leg that ends tells it. A timer task finishes calls whose
+//! legs all ended and whose linger passed, and on shutdown every open call is finished.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use airlock_telemetry::Pii;
+use airlock_voicestream::{CallJoiner, CallKey, JoinDecision, JoinRefusal, JoinerConfig};
+use airlock_voicestream::{CallLeg, LegInfo};
+use tokio::sync::mpsc;
+
+use crate::call::CallEnvironment;
+use crate::vs_call::{self, LegFinish, LegId, VsCallInput};
+
+/// How often lingering calls are checked for their end.
+const JOINER_TICK: Duration = Duration::from_millis(200);
+
+/// Recording format of VoiceStream calls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallFormat {
+    pub channels: usize,
+}
+
+struct HubState {
+    joiner: CallJoiner,
+    calls: HashMap<CallKey, mpsc::Sender<VsCallInput>>,
+    next_leg: u64,
+    shutting_down: bool,
+}
+
+/// A leg's place in a call: where its audio goes.
+#[derive(Debug, Clone)]
+pub(crate) struct LegAttachment {
+    pub leg: LegId,
+    pub call: CallKey,
+    pub inputs: mpsc::Sender<VsCallInput>,
+}
+
+/// Shared by every leg task; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Hub {
+    state: Arc<Mutex<HubState>>,
+    environment: CallEnvironment,
+    format: CallFormat,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").finish_non_exhaustive()
+    }
+}
+
+impl Hub {
+    pub(crate) fn new(
+        joiner: JoinerConfig,
+        environment: CallEnvironment,
+        format: CallFormat,
+        seed: u64,
+    ) -> Hub {
+        let hub = Hub {
+            state: Arc::new(Mutex::new(HubState {
+                joiner: CallJoiner::new(joiner, seed),
+                calls: HashMap::new(),
+                next_leg: 0,
+                shutting_down: false,
+            })),
+            environment,
+            format,
+        };
+        let ticker = hub.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(JOINER_TICK);
+            loop {
+                tick.tick().await;
+                if !ticker.finish_due().await {
+                    return;
+                }
+            }
+        });
+        hub
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attaches a started leg to its call (opening the call's recording for the first leg).
+    pub(crate) async fn attach(&self, info: &LegInfo) -> Result<LegAttachment, JoinRefusal> {
+        let (attachment, new_call) = {
+            let mut state = self.lock();
+            if state.shutting_down {
+                return Err(JoinRefusal::TooManyCalls);
+            }
+            let decision = state.joiner.leg_started(Instant::now(), info);
+            let (call, new_call) = match decision {
+                JoinDecision::NewCall { call } => (call, true),
+                JoinDecision::Joined { call } => (call, false),
+                JoinDecision::Refused(refusal) => return Err(refusal),
+            };
+            let inputs = match state.calls.get(&call) {
+                Some(inputs) => inputs.clone(),
+                None => {
+                    let inputs = vs_call::spawn(
+                        call.to_string(),
+                        self.environment.clone(),
+                        info.sample_rate,
+                        self.format.channels,
+                    );
+                    state.calls.insert(call, inputs.clone());
+                    inputs
+                }
+            };
+            state.next_leg += 1;
+            let leg = LegId(state.next_leg);
+            (LegAttachment { leg, call, inputs }, new_call)
+        };
+        let metadata = serde_json::json!({
+            "vcc_call_id": info.vcc_call_id.expose(),
+            "domain_id": info.domain_id.expose(),
+            "campaign_id": info.campaign_id.expose(),
+            "agent_id": info.agent_id.expose(),
+            "skill_id": info.skill_id.expose(),
+            "subscription_id": info.subscription_id,
+            "call_leg": info.call_leg.as_str(),
+        });
+        let input = VsCallInput::Attach {
+            leg: attachment.leg,
+            role: role_label(info),
+            sample_rate: info.sample_rate,
+            metadata_json: Pii::new(metadata.to_string()),
+        };
+        if attachment.inputs.send(input).await.is_err() {
+            return Err(JoinRefusal::TooManyCalls);
+        }
+        if new_call {
+            tracing::info!(call = %attachment.call, "VoiceStream call opened");
+        }
+        Ok(attachment)
+    }
+
+    /// A leg ended: tells its call, and the joiner (which starts the linger once every leg has ended).
+    pub(crate) async fn detach(&self, attachment: &LegAttachment, how: LegFinish) {
+        let _ = attachment
+            .inputs
+            .send(VsCallInput::Detach {
+                leg: attachment.leg,
+                how,
+            })
+            .await;
+        self.lock().joiner.leg_ended(Instant::now(), attachment.call);
+    }
+
+    /// Finishes the calls the joiner says are over; false once shutdown has finished everything.
+    async fn finish_due(&self) -> bool {
+        let due: Vec<mpsc::Sender<VsCallInput>> = {
+            let mut state = self.lock();
+            if state.shutting_down {
+                return false;
+            }
+            state.joiner.handle_timeout(Instant::now());
+            let mut due = Vec::new();
+            while let Some(call) = state.joiner.poll_finished() {
+                if let Some(inputs) = state.calls.remove(&call) {
+                    due.push(inputs);
+                }
+            }
+            due
+        };
+        for inputs in due {
+            let _ = inputs.send(VsCallInput::Finish { shutdown: false }).await;
+        }
+        true
+    }
+
+    /// Stops taking calls and finishes every open one as `shutdown`; waits for their recordings to close.
+    pub(crate) async fn shutdown(&self) {
+        let calls: Vec<mpsc::Sender<VsCallInput>> = {
+            let mut state = self.lock();
+            state.shutting_down = true;
+            state.calls.drain().map(|(_, inputs)| inputs).collect()
+        };
+        for inputs in &calls {
+            let _ = inputs.send(VsCallInput::Finish { shutdown: true }).await;
+        }
+        for inputs in calls {
+            inputs.closed().await;
+        }
+    }
+}
+
+/// The channel label of a leg's role; legs of a role Five9 may add later are `other`.
+fn role_label(info: &LegInfo) -> &'static str {
+    match info.call_leg {
+        CallLeg::Agent => "agent",
+        CallLeg::Customer => "customer",
+        CallLeg::Supervisor => "supervisor",
+        CallLeg::Other(_) => "other",
+    }
+}
