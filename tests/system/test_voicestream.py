@@ -110,11 +110,13 @@ def vs_manifest_checks(inst: Airlock, call_dir: Path, legs: list[str]) -> dict:
         assert key in rec, f"manifest.recording lacks {key}: {rec}"
     blob = (call_dir / Path(rec["file"]).name).read_bytes()
     assert rec["bytes"] == len(blob) and rec["sha256"].lower() == hashlib.sha256(blob).hexdigest(), rec
-    assert rec["sample_rate"] == 8000 and rec["channels"] == len(legs), rec
+    # a channel per role: 2 (agent, customer) by default, 3 with `channels = 3`
+    assert rec["sample_rate"] == 8000 and rec["channels"] == max(2, len(legs)), rec
     labels = sorted(str(s["label"]) for s in manifest["streams"])
     assert labels == sorted(legs), f"stream labels {labels}, expected one per leg {sorted(legs)}"
     chans = [s["channel"] for s in manifest["streams"]]
-    assert sorted(chans) == list(range(len(legs))), f"channels {chans}"
+    role_channel = {"agent": 0, "customer": 1, "supervisor": 2}
+    assert all(role_channel[s["label"]] == s["channel"] for s in manifest["streams"]), f"channels {chans}"
     names = {str(manifest["call"]), call_dir.name}
     assert any(any(n in json.dumps(e) for n in names) for e in inst.events()), "no event mentions the call"
     return manifest
@@ -122,7 +124,7 @@ def vs_manifest_checks(inst: Airlock, call_dir: Path, legs: list[str]) -> dict:
 
 def channels_by_leg(inst: Airlock, call_dir: Path, manifest: dict, n: int) -> dict[str, array]:
     wav = inst.recording(call_dir)
-    assert (wav.sample_rate, wav.channels) == (8000, n), (wav.sample_rate, wav.channels)
+    assert (wav.sample_rate, wav.channels) == (8000, max(2, n)), (wav.sample_rate, wav.channels)
     return {str(s["label"]): wav.channel(s["channel"]) for s in manifest["streams"]}
 
 
@@ -175,8 +177,8 @@ def test_two_legs_become_one_call_with_exact_channels(airlock_factory, vs_stubs,
 
 def test_three_legs_any_end_event_and_chunk_size(airlock_factory, vs_stubs, pcm_a, pcm_b, pcm_c):
     """Supervisor leg too; legs end with CLT_DISCONNECT, the undocumented 2001 and a bare half-close; chunks of
-    20, 100 and 250 ms."""
-    inst = start_vs(airlock_factory)
+    20, 100 and 250 ms. With `channels = 3` the supervisor gets its own channel."""
+    inst = start_vs(airlock_factory, channels=3)
     call_id = new_call_id()
     reports = run_legs([
         LegClient(inst.vs_target, leg_config(call_id, "customer"), pcm_a, end="2001", chunk_bytes=320),
