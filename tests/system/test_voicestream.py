@@ -472,3 +472,89 @@ def test_check_config_voicestream_rules(tmp_path, section, key):
                           timeout=20)
     assert proc.returncode == 2, f"exit {proc.returncode}: {proc.stdout}{proc.stderr}"
     assert key in proc.stdout + proc.stderr, f"message does not name `{key}`: {proc.stdout}{proc.stderr}"
+
+
+# --- webhooks -----------------------------------------------------------------------------------------------------
+def webhook(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
+            context=None) -> tuple[int, object]:
+    """One request to airlock's webhook listener: (status, decoded JSON body)."""
+    import urllib.error
+    import urllib.request
+
+    scheme = "https" if context else "http"
+    request = urllib.request.Request(f"{scheme}://localhost:{port}{path}", data=body, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def unseal(inst: Airlock, armored: str) -> str:
+    """Decrypts one sealed manifest entry with the recipient's identity (Debian age)."""
+    return subprocess.run([audio.require_tool("age"), "-d", "-i", str(inst.identity)], input=armored.encode(),
+                          capture_output=True, check=True).stdout.decode()
+
+
+def test_webhooks_verify_authenticate_and_land_in_the_call(airlock_factory, vs_stubs, tmp_path, pcm_a, pcm_b):
+    pki = Pki(tmp_path / "pki")
+    server = pki.server()
+    hook_port = procs.free_port(tcp_and_udp=False)
+    port = procs.free_port(tcp_and_udp=False)
+    inst = airlock_factory(overrides={
+        "voicestream": {"listen": f"127.0.0.1:{port}", "insecure_plaintext": True, "leg_linger_secs": LINGER_S},
+        "voicestream.trust_tokens": {"sub-1": ["token-1"]},
+        "voicestream.webhooks": {"listen": f"127.0.0.1:{hook_port}", "certificate": str(server.cert),
+                                 "private_key": str(server.key), "trust_token": "cti-trust-token",
+                                 "api_keys": ["key-1"]},
+    })
+    inst.start()
+    procs.wait_tcp(port, 10, inst.proc)
+    procs.wait_tcp(hook_port, 10, inst.proc)
+    inst.vs_target = f"127.0.0.1:{port}"
+    tls = pki.client_context()
+
+    # Five9's verification: the SHA-256 hex of the trust token, as a JSON string
+    assert webhook(hook_port, "GET", "/cti", context=tls) == (200, hashlib.sha256(b"cti-trust-token").hexdigest())
+    assert webhook(hook_port, "GET", "/subscriptions/sub-1", context=tls)[0] == 200
+
+    call_id = new_call_id()
+    cti = {"eventType": "CALL_START", "payload": {"attached_variables": {
+        "Call.call_id": call_id, "Call.ANI": "+15551230077", "Call.DNIS": "+18005550100",
+        "Call.disposition_name": "Resolved"}}}
+    body = json.dumps(cti).encode()
+    assert webhook(hook_port, "POST", "/cti", body, context=tls)[0] == 401, "no API key"
+    assert webhook(hook_port, "POST", "/cti", body, {"x-api-key": "wrong"}, tls)[0] == 401
+    status, reply = webhook(hook_port, "POST", "/cti", b'{"payload": ', {"X-F9-APIKEY": "key-1"}, tls)
+    assert status == 400 and "malformed JSON" in reply["error"], reply
+    status, reply = webhook(hook_port, "POST", "/cti", b'{"payload": {}}', {"x-api-key": "key-1"}, tls)
+    assert status == 400 and "Call.call_id" in reply["error"], reply
+    # the CTI event comes before the streams: it waits for the call
+    assert webhook(hook_port, "POST", "/cti", body, {"X-F9-APIKEY": "key-1"}, tls) == \
+        (200, {"accepted": True, "call_open": False})
+
+    clients = [LegClient(inst.vs_target, leg_config(call_id, "customer"), pcm_a, end="ended"),
+               LegClient(inst.vs_target, leg_config(call_id, "agent"), pcm_b, end="ended")]
+    for c in clients:
+        c.start()
+    time.sleep(1.0)
+    stream_status = {"callId": call_id, "callLeg": "Agent", "status": "STREAMING",
+                     "occurredOn": "2026-11-29T09:00:00.000Z"}
+    assert webhook(hook_port, "POST", "/subscriptions/sub-1", json.dumps(stream_status).encode(),
+                   {"x-api-key": "key-1"}, tls) == (200, {"accepted": True, "call_open": True})
+    for c in clients:
+        assert_streamed_ok(c.join(30))
+
+    [call_dir] = inst.wait_calls(1, timeout=LINGER_S + MARGIN_S)
+    manifest = vs_manifest_checks(inst, call_dir, ["agent", "customer"])
+    assert_sealed(inst, call_dir, [call_id, "+15551230077", "+18005550100", "Resolved"])
+    notes = [json.loads(unseal(inst, sealed)) for sealed in manifest["metadata_sealed"]]
+    kinds = [note.get("kind") for note in notes]
+    assert kinds.count("cti_event") == 1 and kinds.count("stream_status") == 1, kinds
+    cti_note = next(note for note in notes if note.get("kind") == "cti_event")
+    assert cti_note["event"]["payload"]["attached_variables"]["Call.ANI"] == "+15551230077"
+    assert metric(inst, 'airlock_voicestream_webhook_requests_total{result="unauthorised"}') == 2
+    assert metric(inst, 'airlock_voicestream_webhook_requests_total{result="malformed"}') == 2
+    log = inst.log.read_text(errors="replace")
+    assert "+15551230077" not in log and "key-1" not in log and "cti-trust-token" not in log

@@ -163,6 +163,28 @@ pub struct VoiceStreamSection {
     pub channels: usize,
     /// Subscription id → accepted trust tokens (`[voicestream.trust_tokens]`).
     pub trust_tokens: std::collections::BTreeMap<String, Vec<String>>,
+    /// `[voicestream.webhooks]`: Five9 CTI and stream-status webhooks; absent: off.
+    pub webhooks: Option<WebhooksSection>,
+}
+
+/// `[voicestream.webhooks]`: the HTTPS listener for Five9's webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// Listen address, e.g. `0.0.0.0:8443`.
+    pub listen: String,
+    /// Plaintext HTTP; only allowed on a loopback listen address.
+    #[serde(default)]
+    pub insecure_plaintext: bool,
+    /// PEM certificate chain and key; default: those of `[voicestream]`.
+    #[serde(default)]
+    pub certificate: Option<PathBuf>,
+    #[serde(default)]
+    pub private_key: Option<PathBuf>,
+    /// The CTI subscription's trust token: GET verification answers its SHA-256 hex.
+    pub trust_token: String,
+    /// API keys accepted in `x-api-key` / `X-F9-APIKEY` on POSTs.
+    pub api_keys: Vec<String>,
 }
 
 impl Default for VoiceStreamSection {
@@ -180,6 +202,7 @@ impl Default for VoiceStreamSection {
             keepalive_timeout_secs: 20,
             channels: 2,
             trust_tokens: std::collections::BTreeMap::new(),
+            webhooks: None,
         }
     }
 }
@@ -249,10 +272,71 @@ impl VoiceStreamSection {
             keepalive_timeout: Duration::from_secs(self.keepalive_timeout_secs),
             channels: self.channels,
             trust_tokens: self.trust_tokens.clone(),
+            webhooks: self
+                .webhooks
+                .as_ref()
+                .map(|webhooks| webhooks.validate(self))
+                .transpose()?,
         };
         airlock_runtime::validate_voicestream(&settings)
             .map_err(|error| invalid("voicestream", error.to_string()))?;
         Ok(Some(settings))
+    }
+}
+
+impl WebhooksSection {
+    fn validate(
+        &self,
+        voicestream: &VoiceStreamSection,
+    ) -> Result<airlock_runtime::WebhookSettings, ConfigError> {
+        let listen = optional_addr("voicestream.webhooks.listen", &self.listen)?.ok_or_else(|| {
+            invalid(
+                "voicestream.webhooks.listen",
+                "must be set in [voicestream.webhooks]",
+            )
+        })?;
+        let tls = if self.insecure_plaintext {
+            if !listen.ip().is_loopback() {
+                return Err(invalid(
+                    "voicestream.webhooks.insecure_plaintext",
+                    "plaintext is only allowed on a loopback listen address",
+                ));
+            }
+            None
+        } else {
+            let certificate = self
+                .certificate
+                .clone()
+                .or_else(|| voicestream.certificate.clone());
+            let private_key = self
+                .private_key
+                .clone()
+                .or_else(|| voicestream.private_key.clone());
+            match (certificate, private_key) {
+                (Some(certificate), Some(private_key)) => Some((certificate, private_key)),
+                _ => {
+                    return Err(invalid(
+                        "voicestream.webhooks.certificate",
+                        "required for HTTPS (here or in [voicestream])",
+                    ));
+                }
+            }
+        };
+        if self.trust_token.is_empty() {
+            return Err(invalid("voicestream.webhooks.trust_token", "must not be empty"));
+        }
+        if self.api_keys.is_empty() || self.api_keys.iter().any(String::is_empty) {
+            return Err(invalid(
+                "voicestream.webhooks.api_keys",
+                "needs at least one non-empty key",
+            ));
+        }
+        Ok(airlock_runtime::WebhookSettings {
+            listen,
+            tls,
+            trust_token: self.trust_token.clone(),
+            api_keys: self.api_keys.clone(),
+        })
     }
 }
 

@@ -14,6 +14,7 @@ mod tls;
 mod vs_call;
 mod vs_hub;
 mod vs_server;
+mod vs_webhooks;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -30,6 +31,7 @@ pub use airlock_sip::{Cidr, GuardConfig};
 pub use storage::DataDir;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};
 pub use vs_server::{VoiceStreamError, VoiceStreamSettings, validate as validate_voicestream};
+pub use vs_webhooks::WebhookSettings;
 
 /// Everything the runtime needs, already validated by the binary.
 #[derive(Debug, Clone)]
@@ -147,10 +149,18 @@ pub async fn run(
                 },
                 srs_config(&settings).call_id_seed,
             );
+            let webhooks = match vs.webhooks.clone() {
+                Some(webhooks) => Some(
+                    vs_webhooks::start(webhooks, hub.clone(), environment.metrics.clone())
+                        .await
+                        .map_err(RuntimeError::VoiceStream)?,
+                ),
+                None => None,
+            };
             let server = vs_server::start(vs, hub.clone(), environment.metrics.clone(), stopping)
                 .await
                 .map_err(RuntimeError::VoiceStream)?;
-            Some((hub, server))
+            Some((hub, server, webhooks))
         }
         None => None,
     };
@@ -170,8 +180,11 @@ pub async fn run(
     control::Control::new(srs, inbound_rx, sip, environment, settings.grace)
         .run(shutdown)
         .await;
-    if let Some((hub, server)) = voicestream {
+    if let Some((hub, server, webhooks)) = voicestream {
         let _ = tokio::time::timeout(settings.grace, server).await;
+        if let Some(webhooks) = webhooks {
+            webhooks.abort();
+        }
         hub.shutdown().await;
     }
     if let Some(task) = metrics_task {

@@ -84,6 +84,26 @@ pub fn validate(settings: &TlsSettings) -> Result<(), TlsError> {
     load(settings).map(|_| ())
 }
 
+/// A server configuration for another HTTPS listener (no client certificates) offering `alpn`.
+pub(crate) fn plain_server_config(
+    certificate: &Path,
+    private_key: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let settings = TlsSettings {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        certificate: certificate.to_owned(),
+        private_key: private_key.to_owned(),
+        client_ca: None,
+        allowed_clients: Vec::new(),
+        handshake_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(60),
+    };
+    let mut config = Arc::unwrap_or_clone(load(&settings)?.config);
+    config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
+    Ok(Arc::new(config))
+}
+
 fn load(settings: &TlsSettings) -> Result<Loaded, TlsError> {
     let certificates = read_certificates(&settings.certificate, "certificate file")?;
     let key = PrivateKeyDer::from_pem_file(&settings.private_key).map_err(|error| match error {

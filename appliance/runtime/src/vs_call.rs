@@ -63,6 +63,10 @@ pub(crate) enum VsCallInput {
         leg: LegId,
         how: LegFinish,
     },
+    /// Data about the call from a Five9 webhook (CTI event, stream status) as JSON, sealed into the manifest.
+    Annotate {
+        metadata_json: Pii<String>,
+    },
     /// Finalise now (all legs ended and the linger passed, or shutdown).
     Finish {
         shutdown: bool,
@@ -261,6 +265,11 @@ impl VsCall {
                     }
                 }
                 self.refresh_streams();
+                self.save_manifest();
+            }
+            VsCallInput::Annotate { metadata_json } => {
+                self.manifest
+                    .seal_metadata(metadata_json.expose(), &self.environment.recipients);
                 self.save_manifest();
             }
             VsCallInput::Finish { .. } => {}

@@ -2,6 +2,10 @@
 //! recorder task (`vs_call`). A leg that starts asks the hub for its call (new, or one that is open or still
 //! lingering for late and reconnecting legs); a leg that ends tells it. A timer task finishes calls whose
 //! legs all ended and whose linger passed, and on shutdown every open call is finished.
+//!
+//! Webhook data (CTI events, stream status) is matched to open calls by the Five9 call id; data for a call
+//! that has not opened yet (CTI events usually come first) waits in a bounded queue (`MAX_PENDING_NOTES`,
+//! oldest dropped first, each kept at most `PENDING_NOTE_TTL`) and is applied when the call opens.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -17,6 +21,10 @@ use crate::vs_call::{self, LegFinish, LegId, VsCallInput};
 
 /// How often lingering calls are checked for their end.
 const JOINER_TICK: Duration = Duration::from_millis(200);
+/// Webhook notes waiting for their call to open, at most.
+const MAX_PENDING_NOTES: usize = 1024;
+/// How long a webhook note waits for its call.
+const PENDING_NOTE_TTL: Duration = Duration::from_secs(600);
 
 /// Recording format of VoiceStream calls.
 #[derive(Debug, Clone, Copy)]
@@ -24,9 +32,19 @@ pub(crate) struct CallFormat {
     pub channels: usize,
 }
 
+/// Webhook data about a call that has not opened (yet).
+struct PendingNote {
+    received: Instant,
+    call_id: Pii<String>,
+    metadata_json: Pii<String>,
+}
+
 struct HubState {
     joiner: CallJoiner,
     calls: HashMap<CallKey, mpsc::Sender<VsCallInput>>,
+    /// Five9 call id → the open calls carrying it (one per domain).
+    by_call_id: HashMap<String, Vec<CallKey>>,
+    pending_notes: std::collections::VecDeque<PendingNote>,
     next_leg: u64,
     shutting_down: bool,
 }
@@ -64,6 +82,8 @@ impl Hub {
             state: Arc::new(Mutex::new(HubState {
                 joiner: CallJoiner::new(joiner, seed),
                 calls: HashMap::new(),
+                by_call_id: HashMap::new(),
+                pending_notes: std::collections::VecDeque::new(),
                 next_leg: 0,
                 shutting_down: false,
             })),
@@ -100,8 +120,8 @@ impl Hub {
                 JoinDecision::Joined { call } => (call, false),
                 JoinDecision::Refused(refusal) => return Err(refusal),
             };
-            let inputs = match state.calls.get(&call) {
-                Some(inputs) => inputs.clone(),
+            let (inputs, notes) = match state.calls.get(&call) {
+                Some(inputs) => (inputs.clone(), Vec::new()),
                 None => {
                     let inputs = vs_call::spawn(
                         call.to_string(),
@@ -110,13 +130,17 @@ impl Hub {
                         self.format.channels,
                     );
                     state.calls.insert(call, inputs.clone());
-                    inputs
+                    let call_id = info.vcc_call_id.expose().clone();
+                    let notes = state.take_pending_notes(&call_id);
+                    state.by_call_id.entry(call_id).or_default().push(call);
+                    (inputs, notes)
                 }
             };
             state.next_leg += 1;
             let leg = LegId(state.next_leg);
-            (LegAttachment { leg, call, inputs }, new_call)
+            (LegAttachment { leg, call, inputs }, (new_call, notes))
         };
+        let (new_call, notes) = new_call;
         let metadata = serde_json::json!({
             "vcc_call_id": info.vcc_call_id.expose(),
             "domain_id": info.domain_id.expose(),
@@ -135,10 +159,53 @@ impl Hub {
         if attachment.inputs.send(input).await.is_err() {
             return Err(JoinRefusal::TooManyCalls);
         }
+        for metadata_json in notes {
+            let _ = attachment
+                .inputs
+                .send(VsCallInput::Annotate { metadata_json })
+                .await;
+        }
         if new_call {
             tracing::info!(call = %attachment.call, "VoiceStream call opened");
         }
         Ok(attachment)
+    }
+
+    /// Webhook data about the call with Five9 call id `call_id`: sealed into every open call carrying that
+    /// id, or kept until such a call opens. Returns whether an open call took it.
+    pub(crate) async fn annotate(&self, call_id: &str, metadata_json: String) -> bool {
+        let targets: Vec<mpsc::Sender<VsCallInput>> = {
+            let mut state = self.lock();
+            let targets: Vec<_> = state
+                .by_call_id
+                .get(call_id)
+                .into_iter()
+                .flatten()
+                .filter_map(|call| state.calls.get(call).cloned())
+                .collect();
+            if targets.is_empty() {
+                let now = Instant::now();
+                state
+                    .pending_notes
+                    .retain(|note| now.duration_since(note.received) < PENDING_NOTE_TTL);
+                if state.pending_notes.len() >= MAX_PENDING_NOTES {
+                    state.pending_notes.pop_front();
+                }
+                state.pending_notes.push_back(PendingNote {
+                    received: now,
+                    call_id: Pii::new(call_id.to_owned()),
+                    metadata_json: Pii::new(metadata_json.clone()),
+                });
+            }
+            targets
+        };
+        for inputs in &targets {
+            let input = VsCallInput::Annotate {
+                metadata_json: Pii::new(metadata_json.clone()),
+            };
+            let _ = inputs.send(input).await;
+        }
+        !targets.is_empty()
     }
 
     /// A leg ended: tells its call, and the joiner (which starts the linger once every leg has ended).
@@ -166,6 +233,10 @@ impl Hub {
                 if let Some(inputs) = state.calls.remove(&call) {
                     due.push(inputs);
                 }
+                state.by_call_id.retain(|_, calls| {
+                    calls.retain(|open| *open != call);
+                    !calls.is_empty()
+                });
             }
             due
         };
@@ -192,6 +263,21 @@ impl Hub {
 }
 
 /// The channel label of a leg's role; legs of a role Five9 may add later are `other`.
+impl HubState {
+    /// Removes and returns the waiting webhook notes for `call_id`.
+    fn take_pending_notes(&mut self, call_id: &str) -> Vec<Pii<String>> {
+        let mut taken = Vec::new();
+        self.pending_notes.retain(|note| {
+            let matches = note.call_id.expose() == call_id;
+            if matches {
+                taken.push(note.metadata_json.clone());
+            }
+            !matches
+        });
+        taken
+    }
+}
+
 fn role_label(info: &LegInfo) -> &'static str {
     match info.call_leg {
         CallLeg::Agent => "agent",

@@ -46,6 +46,8 @@ pub struct VoiceStreamSettings {
     pub channels: usize,
     /// Subscription id → accepted trust tokens.
     pub trust_tokens: std::collections::BTreeMap<String, Vec<String>>,
+    /// The Five9 webhooks listener; `None` when not configured.
+    pub webhooks: Option<crate::vs_webhooks::WebhookSettings>,
 }
 
 /// Why the VoiceStream server cannot start; names the file or address.
@@ -70,7 +72,14 @@ pub enum VoiceStreamError {
 
 /// Reads the TLS files once (for `check-config` and start-up).
 pub fn validate(settings: &VoiceStreamSettings) -> Result<(), VoiceStreamError> {
-    tls_identity(settings).map(|_| ())
+    tls_identity(settings)?;
+    if let Some(webhooks) = &settings.webhooks
+        && let Some((certificate, key)) = &webhooks.tls
+    {
+        crate::tls::plain_server_config(certificate, key, &[b"http/1.1"])
+            .map_err(|error| VoiceStreamError::Tls(error.to_string()))?;
+    }
+    Ok(())
 }
 
 fn tls_identity(

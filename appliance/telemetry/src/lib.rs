@@ -10,7 +10,7 @@ mod voicestream_metrics;
 pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
 pub use pii::Pii;
 pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
-pub use voicestream_metrics::{StreamResult, VoiceStreamMetrics};
+pub use voicestream_metrics::{StreamResult, VoiceStreamMetrics, WebhookResult};
 
 /// Installs the process-wide tracing subscriber: human-readable lines on stderr (journald captures them
 /// under systemd), filtered by `AIRLOCK_LOG` (default `info`).

@@ -1,5 +1,5 @@
-//! Metric families of the Five9 VoiceStream destination: streams by result, authentication failures, and
-//! legs streaming now. Labels are bounded enums; no call id, domain or subscription is ever a label.
+//! Metric families of the Five9 VoiceStream destination: streams by result, authentication failures, legs
+//! streaming now, and webhook requests by result. Labels are bounded enums; no call id, domain or subscription is ever a label.
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -39,9 +39,48 @@ impl EncodeLabelValue for StreamResult {
     }
 }
 
+/// How a Five9 webhook request was answered.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum WebhookResult {
+    /// GET verification answered with the trust token's hash.
+    Verified,
+    /// An event accepted (sealed into its call's manifest, or kept for it).
+    Accepted,
+    /// Missing or wrong API key: 401.
+    Unauthorised,
+    /// Malformed JSON, no call id, or too large: 400/413.
+    Malformed,
+    /// Unknown path or method: 404/405.
+    NotFound,
+}
+
+impl WebhookResult {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Verified => "verified",
+            Self::Accepted => "accepted",
+            Self::Unauthorised => "unauthorised",
+            Self::Malformed => "malformed",
+            Self::NotFound => "not_found",
+        }
+    }
+}
+
+impl EncodeLabelValue for WebhookResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: StreamResult,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabel {
+    result: WebhookResult,
 }
 
 /// VoiceStream families; part of [`crate::Metrics`].
@@ -52,6 +91,7 @@ pub struct VoiceStreamMetrics {
     pub auth_failures: Counter,
     /// Legs streaming now.
     pub legs_active: Gauge,
+    webhooks: Family<WebhookLabel, Counter>,
 }
 
 impl VoiceStreamMetrics {
@@ -62,7 +102,16 @@ impl VoiceStreamMetrics {
         }
     }
 
+    pub fn webhook(&self, result: WebhookResult) {
+        self.webhooks.get_or_create(&WebhookLabel { result }).inc();
+    }
+
     pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "voicestream_webhook_requests",
+            "Five9 webhook requests (CTI events, stream status, verification), by result",
+            self.webhooks.clone(),
+        );
         registry.register(
             "voicestream_streams",
             "VoiceStream streams (call legs), by result",
