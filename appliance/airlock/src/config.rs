@@ -668,6 +668,59 @@ mod tests {
     }
 
     #[test]
+    fn voicestream_section_names_its_keys() {
+        let config = Config::parse(
+            "[voicestream]\nlisten = \"127.0.0.1:50051\"\ninsecure_plaintext = true\n\
+             [voicestream.trust_tokens]\nsub-1 = [\"t\"]\n",
+        )
+        .expect("parses");
+        let settings = config.validate().expect("valid").voicestream.expect("enabled");
+        assert_eq!(settings.trust_tokens.get("sub-1"), Some(&vec!["t".to_owned()]));
+        assert!(settings.tls.is_none() && settings.webhooks.is_none());
+        let cases = [
+            (
+                "[voicestream]\nlisten = \"0.0.0.0:50051\"\ninsecure_plaintext = true\n\
+                 [voicestream.trust_tokens]\nsub-1 = [\"t\"]\n",
+                "voicestream.insecure_plaintext",
+            ),
+            (
+                "[voicestream]\nlisten = \"127.0.0.1:50051\"\n[voicestream.trust_tokens]\nsub-1 = [\"t\"]\n",
+                "voicestream.certificate",
+            ),
+            (
+                "[voicestream]\nlisten = \"127.0.0.1:50051\"\ninsecure_plaintext = true\n",
+                "voicestream.trust_tokens",
+            ),
+            (
+                "[voicestream]\nlisten = \"127.0.0.1:50051\"\ninsecure_plaintext = true\nchannels = 5\n\
+                 [voicestream.trust_tokens]\nsub-1 = [\"t\"]\n",
+                "voicestream.channels",
+            ),
+            (
+                "[voicestream]\nlisten = \"127.0.0.1:50051\"\ninsecure_plaintext = true\n\
+                 [voicestream.trust_tokens]\nsub-1 = [\"t\"]\n[voicestream.webhooks]\n\
+                 listen = \"127.0.0.1:8443\"\ninsecure_plaintext = true\ntrust_token = \"x\"\napi_keys = []\n",
+                "voicestream.webhooks.api_keys",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = Config::parse(text)
+                .expect("parses")
+                .validate()
+                .expect_err(key)
+                .to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+        assert!(
+            Config::default()
+                .validate()
+                .expect("defaults")
+                .voicestream
+                .is_none()
+        );
+    }
+
+    #[test]
     fn wrong_type_is_named() {
         let message = Config::parse("[sip]\nmax_calls = \"many\"\n").expect_err("wrong type");
         assert!(message.contains("max_calls"), "{message}");
