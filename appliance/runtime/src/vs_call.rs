@@ -96,31 +96,19 @@ struct VsCall {
     lost: bool,
 }
 
-/// Starts the task recording a VoiceStream call at `sample_rate` with `channels` channels; returns its queue.
+/// Opens the recording of a VoiceStream call at `sample_rate` with `channels` channels and starts its task;
+/// returns its queue, or `None` when the recording cannot be created (the leg is then refused, so no audio
+/// is taken that could not be kept).
 pub(crate) fn spawn(
     call_name: String,
     environment: CallEnvironment,
     sample_rate: u32,
     channels: usize,
-) -> mpsc::Sender<VsCallInput> {
+) -> Option<mpsc::Sender<VsCallInput>> {
+    let call = VsCall::open(call_name, environment, sample_rate, channels)?;
     let (sender, inputs) = mpsc::channel(CALL_QUEUE);
-    tokio::spawn(async move {
-        match VsCall::open(call_name, environment, sample_rate, channels) {
-            Some(call) => call.run(inputs).await,
-            None => drain_without_recording(inputs).await,
-        }
-    });
-    sender
-}
-
-/// When the recording cannot be opened the legs' input is consumed and dropped (nothing was accepted onto
-/// disk) until the hub finishes the call.
-async fn drain_without_recording(mut inputs: mpsc::Receiver<VsCallInput>) {
-    while let Some(input) = inputs.recv().await {
-        if matches!(input, VsCallInput::Finish { .. }) {
-            return;
-        }
-    }
+    tokio::spawn(call.run(inputs));
+    Some(sender)
 }
 
 impl VsCall {

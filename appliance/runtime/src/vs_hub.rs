@@ -123,12 +123,15 @@ impl Hub {
             let (inputs, notes) = match state.calls.get(&call) {
                 Some(inputs) => (inputs.clone(), Vec::new()),
                 None => {
-                    let inputs = vs_call::spawn(
+                    let Some(inputs) = vs_call::spawn(
                         call.to_string(),
                         self.environment.clone(),
                         info.sample_rate,
                         self.format.channels,
-                    );
+                    ) else {
+                        state.joiner.leg_ended(Instant::now(), call);
+                        return Err(JoinRefusal::TooManyCalls);
+                    };
                     state.calls.insert(call, inputs.clone());
                     let call_id = info.vcc_call_id.expose().clone();
                     let notes = state.take_pending_notes(&call_id);
