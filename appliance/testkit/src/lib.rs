@@ -190,7 +190,8 @@ impl LegStreamer {
 
     /// Streams `pcm` (LINEAR16 samples at 8 kHz) as leg `spec`: config, wait for 1001, audio chunks on an
     /// absolute real-time schedule from the moment 1001 arrived, CLT_CALL_ENDED, half-close, then waits
-    /// for the server to end the RPC. Stops sending audio early if the server says 1011 or 1012.
+    /// for the server to end the RPC. If the server says 1011 or 1012 it stops the audio and half-closes
+    /// at once, as Five9 would.
     pub async fn stream(&self, spec: &LegSpec, pcm: &[i16]) -> LegReport {
         let mut report = LegReport::default();
         let (tx, rx) = mpsc::channel::<StreamingVoiceRequest>(REQUEST_QUEUE);
@@ -280,14 +281,16 @@ impl LegStreamer {
             }
         }
 
-        // End of call, then half-close by dropping the sender.
-        let ended = StreamingStatus {
-            code: StatusCode::CltCallEnded.into(),
-            message: "call ended".into(),
-        };
-        let _ = tx
-            .send(request(StreamingRequest::StreamingStatus(ended), false))
-            .await;
+        // End of call (unless the server already ended it), then half-close by dropping the sender.
+        if !report.stopped_by_server {
+            let ended = StreamingStatus {
+                code: StatusCode::CltCallEnded.into(),
+                message: "call ended".into(),
+            };
+            let _ = tx
+                .send(request(StreamingRequest::StreamingStatus(ended), false))
+                .await;
+        }
         drop(tx);
         if server_done {
             return report;
