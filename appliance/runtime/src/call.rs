@@ -271,7 +271,8 @@ impl CallTask {
             .filter_map(|stream| stream.codecs.first().map(|(_, codec)| codec.pcm_sample_rate()))
             .max()
             .unwrap_or(8000);
-        let channels = audio_streams.len().max(1);
+        // VoiceStream SIP reserves a channel per leg, so a leg that joins later is not mixed into another.
+        let channels = audio_streams.len().max(plan.min_channels).max(1);
         let opened = tokio::task::block_in_place(|| {
             open_recording(&dir, &environment.recipients, sample_rate, channels)
         });

@@ -211,6 +211,8 @@ fn srs_config(settings: &Settings) -> SrsConfig {
         contact_address: contact,
         tls_contact_address: settings.sip_tls.as_ref().map(|tls| tls.listen),
         insecure_sdes_without_tls: settings.insecure_sdes_without_tls,
+        // VoiceStream over SIP reserves a channel per leg like the gRPC destination ([voicestream] channels).
+        voicestream_channels: settings.voicestream.as_ref().map_or(2, |vs| vs.channels),
         call_id_seed: seed,
         ..SrsConfig::default()
     }

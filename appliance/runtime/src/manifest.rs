@@ -17,7 +17,7 @@ pub const FORMAT: &str = "airlock.call-manifest.v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
-    /// Where the call came from: `siprec` or `voicestream`.
+    /// Where the call came from: `siprec`, `voicestream` (gRPC) or `voicestream_sip`.
     #[serde(default = "siprec_source")]
     pub source: String,
     /// Our own id for the call (never the SIP Call-ID or the Five9 call id).
@@ -148,6 +148,7 @@ impl Manifest {
         recipients: &[Recipient],
     ) -> Manifest {
         let mut manifest = Manifest::empty(dir_name, started, (sample_rate, channel_count));
+        manifest.source = plan.source.as_str().to_string();
         manifest.apply_plan(plan, Duration::ZERO, recipients);
         manifest
     }

@@ -7,6 +7,13 @@
 //! call end (BYE, CANCEL, ACK timeout, media failures, shutdown) and the media [`PortPool`]: a stream keeps
 //! its port under the same label for the whole call.
 //!
+//! Five9 VoiceStream over SIP is recognised here too: an INVITE with no SIPREC signal but an
+//! `X-Five9-StreamingPairId` header is one streamed leg (plain `application/sdp`, `sendrecv` although the
+//! media is one-way: answered `recvonly` like any offer). The first leg of a pair id starts a call
+//! ([`CallSource::VoiceStreamSip`], streams labelled `leg-1`, `leg-2`, … by arrival order); later legs with
+//! the same id keep their own dialogs but add their streams to that call (UpdateCall). A leg's BYE removes
+//! its streams; the last one ends the call. The pair id is never logged and is forgotten with the call.
+//!
 //! Bodies are read only by this crate's body modules: [`crate::multipart::classify`] splits them,
 //! [`crate::sdp`] parses the offer, [`crate::negotiate`] decides the streams and writes the answer (plain
 //! `application/sdp`, one [`crate::sdp::AnswerOrigin`] per dialog), and each call keeps one
@@ -34,6 +41,10 @@ use crate::sdp::{AnswerOrigin, SdpError, SessionDescription};
 const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, UPDATE";
 /// The only option tag we implement.
 const SIPREC_OPTION_TAG: &str = "siprec";
+/// The header that marks a Five9 VoiceStream leg sent over plain SIP and ties the legs of one call together.
+const PAIR_ID_HEADER: &str = "X-Five9-StreamingPairId";
+/// Longest pair id accepted, in bytes; longer (or empty, or repeated) is 400.
+pub const MAX_PAIR_ID_BYTES: usize = 256;
 
 /// Our identifier for a recording call. Never the SIP Call-ID (PII-adjacent): a counter mixed with a seed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -113,15 +124,40 @@ pub struct PlannedStream {
     pub srtp: Option<SdesKey>,
 }
 
+/// How a call reached us.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum CallSource {
+    /// A SIPREC Recording Session (RFC 7866): one dialog, streams labelled by the SRC.
+    #[default]
+    Siprec,
+    /// Five9 VoiceStream over plain SIP: one dialog per streamed leg, joined by `X-Five9-StreamingPairId`.
+    VoiceStreamSip,
+}
+
+impl CallSource {
+    /// The manifest's `source` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallSource::Siprec => "siprec",
+            CallSource::VoiceStreamSip => "voicestream_sip",
+        }
+    }
+}
+
 /// What the runtime should record for a call, complete each time (a removed stream is absent).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordingPlan {
-    /// Accepted streams in m-line order.
+    /// Accepted streams in m-line order (VoiceStream: leg by leg, in arrival order).
     pub streams: Vec<PlannedStream>,
     /// The metadata document carried by *this* request, if any, verbatim.
     pub metadata_xml: Option<Pii<String>>,
     /// Every stream is paused.
     pub paused: bool,
+    /// Where the call came from (the manifest's `source`).
+    pub source: CallSource,
+    /// Channels to reserve when the recording is created, beyond one per stream of the first plan (legs
+    /// that join later get a channel of their own instead of being mixed); 0 for SIPREC.
+    pub min_channels: usize,
 }
 
 /// What the SRS asks the runtime to do.
@@ -162,8 +198,10 @@ pub struct SrsConfig {
     pub insecure_sdes_without_tls: bool,
     /// Mixed into call ids and SIP branches so they differ across restarts.
     pub call_id_seed: u64,
-    /// Most streams accepted per call; more is 488.
+    /// Most streams accepted per call (VoiceStream: over all its legs); more is 488.
     pub max_streams_per_call: usize,
+    /// Channels reserved for a VoiceStream-over-SIP call (one per leg; agent and customer by default).
+    pub voicestream_channels: usize,
     /// Largest metadata document accepted, in bytes (at most `metadata::MAX_METADATA_BYTES` applies
     /// anyway); more is 413.
     pub max_metadata_bytes: usize,
@@ -188,6 +226,7 @@ impl Default for SrsConfig {
             insecure_sdes_without_tls: false,
             call_id_seed: 0,
             max_streams_per_call: 8,
+            voicestream_channels: 2,
             max_metadata_bytes: 64 * 1024,
             max_outputs: 1024,
             sip: EndpointConfig::default(),
@@ -269,6 +308,8 @@ enum Rejection {
     BadExtension(Vec<String>),
     /// Not recognised as a Recording Session: 403.
     NotRecordingSession,
+    /// A leg over a plain transport joining a VoiceStream pair that started over TLS: 403.
+    TlsRequired,
     /// An offer beyond our per-call limits: 488.
     NotAcceptable(&'static str),
     /// Malformed beyond what the body modules check (no Contact, repeated stream label): 400.
@@ -288,7 +329,7 @@ impl Rejection {
         match self {
             Rejection::Overloaded => 503,
             Rejection::BadExtension(_) => 420,
-            Rejection::NotRecordingSession => 403,
+            Rejection::NotRecordingSession | Rejection::TlsRequired => 403,
             Rejection::NotAcceptable(_) => 488,
             Rejection::Malformed(_) | Rejection::Sdp(_) => 400,
             Rejection::Body(error) => error.sip_status(),
@@ -303,6 +344,7 @@ impl Rejection {
             Rejection::Overloaded => "Service Unavailable",
             Rejection::BadExtension(_) => "Bad Extension",
             Rejection::NotRecordingSession => "Not a recording session",
+            Rejection::TlsRequired => "TLS Required For This Pair",
             Rejection::NotAcceptable(reason) | Rejection::Malformed(reason) => reason,
             Rejection::Body(error) => error.reason_phrase(),
             Rejection::Sdp(error) => error.reason_phrase(),
@@ -336,6 +378,11 @@ impl CallStream {
 
 #[derive(Debug)]
 struct Call {
+    /// The recording this dialog feeds: its own id for SIPREC and the first leg of a VoiceStream pair,
+    /// the first leg's id for legs that joined it.
+    recording: CallId,
+    /// VoiceStream leg number within its pair (1, 2, … in arrival order); `None` for SIPREC.
+    leg: Option<u32>,
     dialog: Dialog,
     remote: Remote,
     /// The INVITE whose 2xx still waits for ACK.
@@ -360,6 +407,19 @@ struct MediaChange {
     allocated: Vec<u16>,
 }
 
+/// The open VoiceStream-over-SIP recordings: one per pair id, with the legs (dialogs) feeding it.
+#[derive(Debug)]
+struct Pair {
+    /// The `X-Five9-StreamingPairId` value (PII-adjacent: never logged).
+    pair_id: Pii<String>,
+    /// Legs that have not ended, in arrival order.
+    legs: Vec<CallId>,
+    /// Legs ever admitted: numbers the next one.
+    legs_seen: u32,
+    /// The first leg's transport: a pair that started over TLS is joined over TLS only.
+    transport: Transport,
+}
+
 /// The SRS. See the module docs.
 pub struct Srs {
     config: SrsConfig,
@@ -368,6 +428,10 @@ pub struct Srs {
     calls: HashMap<CallId, Call>,
     dialogs: HashMap<DialogId, CallId>,
     byes: HashMap<ClientTxnId, CallId>,
+    /// VoiceStream pair id → recording, and recording → pair. Bounded by calls: an entry lives as long as
+    /// one of its legs does.
+    pair_recordings: HashMap<Pii<String>, CallId>,
+    pairs: HashMap<CallId, Pair>,
     /// Bounded by `config.max_outputs` for input-driven outputs; see [`SrsConfig::max_outputs`].
     outputs: VecDeque<SrsOutput>,
     call_counter: u64,
@@ -401,6 +465,8 @@ impl Srs {
             calls: HashMap::new(),
             dialogs: HashMap::new(),
             byes: HashMap::new(),
+            pair_recordings: HashMap::new(),
+            pairs: HashMap::new(),
             outputs: VecDeque::new(),
             call_counter: 0,
             admission_open: true,
@@ -414,9 +480,14 @@ impl Srs {
         &self.stats
     }
 
-    /// Calls currently recording (or waiting for their ACK).
+    /// Calls currently recording (or waiting for their ACK); a VoiceStream pair counts once.
     pub fn active_calls(&self) -> usize {
-        self.calls.values().filter(|call| !call.ending).count()
+        let siprec = self
+            .calls
+            .values()
+            .filter(|call| !call.ending && call.leg.is_none())
+            .count();
+        siprec + self.pairs.len()
     }
 
     /// Opens or closes admission (e.g. spool full). Closed: new INVITEs get 503 + Retry-After.
@@ -437,7 +508,7 @@ impl Srs {
     /// A media problem reported by the runtime: BYE to the SRC and end the call.
     pub fn handle_media_event(&mut self, now: Instant, call: CallId, event: MediaEvent) {
         tracing::info!(%call, ?event, "ending call on media event");
-        self.end_call(now, call, event.end_reason());
+        self.end_recording(now, call, event.end_reason());
         self.drain_endpoint(now);
     }
 
@@ -460,9 +531,16 @@ impl Srs {
     /// Stops admitting calls (503) and ends every call with BYE.
     pub fn begin_shutdown(&mut self, now: Instant) {
         self.shutting_down = true;
-        let calls: Vec<CallId> = self.calls.keys().copied().collect();
-        for call in calls {
-            self.end_call(now, call, EndReason::Shutdown);
+        let mut recordings: Vec<CallId> = self
+            .calls
+            .values()
+            .filter(|call| !call.ending)
+            .map(|call| call.recording)
+            .collect();
+        recordings.sort_unstable();
+        recordings.dedup();
+        for recording in recordings {
+            self.end_recording(now, recording, EndReason::Shutdown);
         }
         self.drain_endpoint(now);
     }
@@ -583,11 +661,12 @@ impl Srs {
     }
 
     fn handle_new_invite(&mut self, now: Instant, txn: ServerTxnId, invite: &Request, from: Remote) {
-        if self.shutting_down || !self.admission_open || self.active_calls() >= self.config.max_calls {
+        if self.shutting_down {
             self.reject(now, txn, invite, &Rejection::Overloaded);
             return;
         }
-        match self.admit(invite, from) {
+        let capacity = self.admission_open && self.active_calls() < self.config.max_calls;
+        match self.admit(invite, from, capacity) {
             Ok((call, ok)) => {
                 self.respond(now, txn, ok);
                 if let Some(state) = self.calls.get_mut(&call) {
@@ -598,29 +677,77 @@ impl Srs {
         }
     }
 
-    /// Validates a new INVITE, allocates ports and creates the call; returns the 200 OK to send.
-    fn admit(&mut self, invite: &Request, from: Remote) -> Result<(CallId, Response), Rejection> {
-        check_required_extensions(invite)?;
-        let body =
-            multipart::classify(invite.headers().content_type(), invite.body()).map_err(Rejection::Body)?;
+    /// Validates a new INVITE, allocates ports and creates the call (or, for a VoiceStream leg whose pair is
+    /// open, joins that call); returns the 200 OK to send. `capacity`: a new call may start (a leg joining
+    /// an open pair needs none).
+    fn admit(
+        &mut self,
+        invite: &Request,
+        from: Remote,
+        capacity: bool,
+    ) -> Result<(CallId, Response), Rejection> {
         let has_require = invite.headers().has_token("Require", SIPREC_OPTION_TAG);
         let has_src_tag = invite.headers().contacts().iter().any(|contact| {
             contact.has_param("+sip.src") || contact.has_param("src") || contact.has_param("+sip-src")
         });
+        // Any SIPREC signal in the headers makes it a SIPREC INVITE, whatever else it carries.
+        let pair_id = if has_require || has_src_tag {
+            None
+        } else {
+            voicestream_pair_id(invite)?
+        };
+        let joins = pair_id
+            .as_ref()
+            .and_then(|pair_id| self.pair_recordings.get(pair_id).copied());
+        if !capacity && joins.is_none() {
+            return Err(Rejection::Overloaded);
+        }
+        check_required_extensions(invite)?;
+        let body =
+            multipart::classify(invite.headers().content_type(), invite.body()).map_err(Rejection::Body)?;
         let recognised = if self.config.strict_src {
             has_require && has_src_tag
         } else {
             has_require || has_src_tag || body.has_recording_session_disposition
         };
-        if !recognised {
-            return Err(Rejection::NotRecordingSession);
+        let voicestream = match (recognised, pair_id) {
+            (true, _) => None,
+            (false, Some(pair_id)) => Some(pair_id),
+            (false, None) => return Err(Rejection::NotRecordingSession),
+        };
+        if voicestream.is_none() && !capacity {
+            return Err(Rejection::Overloaded);
         }
+        let joins = if voicestream.is_some() { joins } else { None };
+        let leg = match (&voicestream, joins) {
+            (None, _) => None,
+            (Some(_), None) => Some(1),
+            (Some(_), Some(recording)) => {
+                let pair = self.pairs.get(&recording).ok_or(Rejection::Overloaded)?;
+                if pair.transport == Transport::Tls && from.transport != Transport::Tls {
+                    return Err(Rejection::TlsRequired);
+                }
+                Some(pair.legs_seen.saturating_add(1))
+            }
+        };
         let offer = body.require_sdp().map_err(Rejection::Body)?;
-        let metadata = self.read_metadata(body.metadata, &RecordingMetadata::default())?;
-        let media = self.negotiate_offer(offer, &[], from.transport)?;
+        // A VoiceStream leg is not a Recording Session: any metadata part is not ours to read.
+        let metadata = match voicestream {
+            None => self.read_metadata(body.metadata, &RecordingMetadata::default())?,
+            Some(_) => None,
+        };
+        let media = self.negotiate_offer(offer, &[], from.transport, leg)?;
+        if let Some(recording) = joins {
+            let held = self.recording_plan(recording, None).streams.len();
+            if held.saturating_add(media.streams.len()) > self.config.max_streams_per_call {
+                self.release_ports(media.allocated);
+                return Err(Rejection::NotAcceptable("Too many streams"));
+            }
+        }
 
         self.call_counter = self.call_counter.wrapping_add(1);
         let call = CallId::from_counter(self.config.call_id_seed, self.call_counter);
+        let recording = joins.unwrap_or(call);
         let mut answer_origin = AnswerOrigin::new(call.0 >> 1);
         let answer = media
             .negotiation
@@ -641,6 +768,8 @@ impl Srs {
         let mut streams = media.streams;
         refresh_senders(&mut streams, &metadata);
         let state = Call {
+            recording,
+            leg,
             dialog,
             remote: from,
             awaiting_ack: None,
@@ -654,9 +783,42 @@ impl Srs {
         let plan = plan_for(&state, metadata_xml);
         self.dialogs.insert(state.dialog.id().clone(), call);
         self.calls.insert(call, state);
-        bump(&mut self.stats.calls_started);
-        tracing::info!(%call, streams = plan.streams.len(), "recording call admitted");
-        self.outputs.push_back(SrsOutput::StartCall { call, plan });
+        match (voicestream, joins) {
+            (None, _) => {
+                bump(&mut self.stats.calls_started);
+                tracing::info!(%call, streams = plan.streams.len(), "recording call admitted");
+                self.outputs.push_back(SrsOutput::StartCall { call, plan });
+            }
+            (Some(pair_id), None) => {
+                self.pair_recordings.insert(pair_id.clone(), call);
+                self.pairs.insert(
+                    call,
+                    Pair {
+                        pair_id,
+                        legs: vec![call],
+                        legs_seen: 1,
+                        transport: from.transport,
+                    },
+                );
+                bump(&mut self.stats.calls_started);
+                let plan = self.recording_plan(call, None);
+                tracing::info!(%call, streams = plan.streams.len(), "VoiceStream SIP call admitted (leg 1)");
+                self.outputs.push_back(SrsOutput::StartCall { call, plan });
+            }
+            (Some(_), Some(recording)) => {
+                if let Some(pair) = self.pairs.get_mut(&recording) {
+                    pair.legs.push(call);
+                    pair.legs_seen = pair.legs_seen.saturating_add(1);
+                }
+                bump(&mut self.stats.session_updates);
+                let plan = self.recording_plan(recording, None);
+                tracing::info!(call = %recording, leg = ?leg, streams = plan.streams.len(), "VoiceStream SIP leg joined its call");
+                self.outputs.push_back(SrsOutput::UpdateCall {
+                    call: recording,
+                    plan,
+                });
+            }
+        }
         Ok((call, ok))
     }
 
@@ -712,6 +874,7 @@ impl Srs {
         sdp: &str,
         existing: &[CallStream],
         transport: Transport,
+        leg: Option<u32>,
     ) -> Result<MediaChange, Rejection> {
         let offer = SessionDescription::parse(sdp).map_err(Rejection::Sdp)?;
         let sdes_allowed = transport == Transport::Tls || self.config.insecure_sdes_without_tls;
@@ -721,7 +884,7 @@ impl Srs {
         }
         let labels: Vec<String> = acceptable
             .iter()
-            .map(|stream| stream_label(stream.index, stream.label.as_deref()))
+            .map(|stream| stream_label(leg, stream.index, stream.label.as_deref()))
             .collect();
         if labels
             .iter()
@@ -760,7 +923,7 @@ impl Srs {
         let streams = negotiation
             .accepted()
             .map(|accepted| {
-                let label = stream_label(accepted.index, accepted.label.as_deref());
+                let label = stream_label(leg, accepted.index, accepted.label.as_deref());
                 let had_sender = existing
                     .iter()
                     .any(|stream| stream.label == label && stream.had_sender);
@@ -842,13 +1005,18 @@ impl Srs {
                 let Some(mut state) = self.calls.remove(&call) else {
                     return;
                 };
-                let result = self.modify_session(call, &mut state, request);
+                let result = self.modify_session(&mut state, request);
                 if result.is_ok() && *request.method() == Method::Invite {
                     state.awaiting_ack = Some(txn);
                 }
                 self.calls.insert(call, state);
                 match result {
-                    Ok(response) => self.respond(now, txn, response),
+                    Ok((response, update)) => {
+                        if let Some(plan) = update {
+                            self.emit_update(call, plan);
+                        }
+                        self.respond(now, txn, response)
+                    }
                     Err(rejection) => self.reject(now, txn, request, &rejection),
                 }
             }
@@ -856,18 +1024,20 @@ impl Srs {
     }
 
     /// re-INVITE or UPDATE: SDP and/or metadata changes. A failed request leaves the call unchanged.
+    /// Returns the response and, when the dialog's streams changed or metadata came, its new plan.
     fn modify_session(
         &mut self,
-        call: CallId,
         state: &mut Call,
         request: &Request,
-    ) -> Result<Response, Rejection> {
+    ) -> Result<(Response, Option<RecordingPlan>), Rejection> {
         check_required_extensions(request)?;
         let body =
             multipart::classify(request.headers().content_type(), request.body()).map_err(Rejection::Body)?;
         let metadata = self.read_metadata(body.metadata, &state.metadata)?;
         let media = match body.sdp {
-            Some(sdp) => Some(self.negotiate_offer(sdp, &state.streams, state.remote.transport)?),
+            Some(sdp) => {
+                Some(self.negotiate_offer(sdp, &state.streams, state.remote.transport, state.leg)?)
+            }
             None => None,
         };
         let previous_streams = plan_for(state, None).streams;
@@ -901,11 +1071,66 @@ impl Srs {
         });
         refresh_senders(&mut state.streams, &state.metadata);
         let plan = plan_for(state, metadata_xml);
-        if plan.metadata_xml.is_some() || plan.streams != previous_streams {
-            bump(&mut self.stats.session_updates);
-            self.outputs.push_back(SrsOutput::UpdateCall { call, plan });
+        let update = (plan.metadata_xml.is_some() || plan.streams != previous_streams).then_some(plan);
+        Ok((
+            self.success_response(request, &answer, state.remote.transport),
+            update,
+        ))
+    }
+
+    /// Emits UpdateCall for a dialog's changed plan: as is for SIPREC, as the whole pair's plan under the
+    /// recording's id for a VoiceStream leg.
+    fn emit_update(&mut self, call: CallId, plan: RecordingPlan) {
+        let recording = self.calls.get(&call).map_or(call, |state| state.recording);
+        let plan = if self.pairs.contains_key(&recording) {
+            self.recording_plan(recording, None)
+        } else {
+            plan
+        };
+        bump(&mut self.stats.session_updates);
+        self.outputs.push_back(SrsOutput::UpdateCall {
+            call: recording,
+            plan,
+        });
+    }
+
+    /// The plan of a recording: its dialog's for SIPREC; for a VoiceStream pair, the streams of every leg
+    /// that has not ended, leg by leg in arrival order.
+    fn recording_plan(&self, recording: CallId, metadata_xml: Option<&str>) -> RecordingPlan {
+        let Some(pair) = self.pairs.get(&recording) else {
+            return self.calls.get(&recording).map_or_else(
+                || empty_plan(CallSource::Siprec, 0),
+                |call| plan_for(call, metadata_xml),
+            );
+        };
+        let mut plan = empty_plan(CallSource::VoiceStreamSip, self.config.voicestream_channels);
+        for leg in &pair.legs {
+            if let Some(call) = self.calls.get(leg) {
+                plan.streams.extend(plan_for(call, None).streams);
+            }
         }
-        Ok(self.success_response(request, &answer, state.remote.transport))
+        plan.paused = !plan.streams.is_empty() && plan.streams.iter().all(|stream| stream.paused);
+        plan
+    }
+
+    /// Ends a whole recording we decided to end (media failure, shutdown): every leg of a VoiceStream pair
+    /// gets BYE, and one EndCall goes out.
+    fn end_recording(&mut self, now: Instant, recording: CallId, reason: EndReason) {
+        let Some(pair) = self.pairs.remove(&recording) else {
+            self.end_call(now, recording, reason);
+            return;
+        };
+        self.pair_recordings.remove(&pair.pair_id);
+        bump(&mut self.stats.calls_ended);
+        tracing::info!(call = %recording, ?reason, "VoiceStream SIP call ended");
+        self.outputs.push_back(SrsOutput::EndCall {
+            call: recording,
+            reason,
+        });
+        // The pair is gone, so ending each leg emits nothing more.
+        for leg in pair.legs {
+            self.end_call(now, leg, reason);
+        }
     }
 
     /// Ends a call we decided to end: EndCall now, BYE now or (before ACK) when the ACK arrives.
@@ -927,7 +1152,9 @@ impl Srs {
         }
     }
 
-    /// Emits EndCall and releases the ports; the dialog may live on until the BYE is sent.
+    /// Emits EndCall and releases the ports; the dialog may live on until the BYE is sent. A VoiceStream
+    /// leg leaves its pair: UpdateCall without its streams while other legs remain, EndCall after the last.
+    /// A leg whose pair was already ended (see [`Srs::end_recording`]) emits nothing.
     fn finish_call(&mut self, call: CallId, reason: EndReason) {
         let Some(state) = self.calls.get_mut(&call) else {
             return;
@@ -936,11 +1163,36 @@ impl Srs {
             return;
         }
         state.ending = true;
+        let recording = state.recording;
+        let is_leg = state.leg.is_some();
         let streams = std::mem::take(&mut state.streams);
         self.release_ports(streams.iter().map(|stream| stream.local_port));
-        bump(&mut self.stats.calls_ended);
-        tracing::info!(%call, ?reason, "recording call ended");
-        self.outputs.push_back(SrsOutput::EndCall { call, reason });
+        if !is_leg {
+            bump(&mut self.stats.calls_ended);
+            tracing::info!(%call, ?reason, "recording call ended");
+            self.outputs.push_back(SrsOutput::EndCall { call, reason });
+        } else if let Some(pair) = self.pairs.get_mut(&recording) {
+            pair.legs.retain(|leg| *leg != call);
+            if pair.legs.is_empty() {
+                if let Some(pair) = self.pairs.remove(&recording) {
+                    self.pair_recordings.remove(&pair.pair_id);
+                }
+                bump(&mut self.stats.calls_ended);
+                tracing::info!(call = %recording, ?reason, "VoiceStream SIP call ended (last leg)");
+                self.outputs.push_back(SrsOutput::EndCall {
+                    call: recording,
+                    reason,
+                });
+            } else {
+                bump(&mut self.stats.session_updates);
+                let plan = self.recording_plan(recording, None);
+                tracing::info!(call = %recording, ?reason, "VoiceStream SIP leg ended");
+                self.outputs.push_back(SrsOutput::UpdateCall {
+                    call: recording,
+                    plan,
+                });
+            }
+        }
         if reason == EndReason::Cancelled {
             self.forget_call(call);
         }
@@ -996,9 +1248,33 @@ fn check_required_extensions(request: &Request) -> Result<(), Rejection> {
     }
 }
 
-/// The plan label of an m-line: its `a=label`, or `stream-N` by m-line index.
-fn stream_label(index: usize, label: Option<&str>) -> String {
-    label.map_or_else(|| format!("stream-{index}"), str::to_owned)
+/// The plan label of an m-line: its `a=label`, or `stream-N` by m-line index. A VoiceStream leg's streams
+/// are labelled by leg instead (`leg-N` for its first m-line, `leg-N-M` for m-line index M > 0; the
+/// offer's own `a=label`s would collide across legs): no public source names a leg or role header, so
+/// legs are numbered in arrival order within their pair.
+fn stream_label(leg: Option<u32>, index: usize, label: Option<&str>) -> String {
+    match leg {
+        Some(leg) if index == 0 => format!("leg-{leg}"),
+        Some(leg) => format!("leg-{leg}-{index}"),
+        None => label.map_or_else(|| format!("stream-{index}"), str::to_owned),
+    }
+}
+
+/// The VoiceStream pair id of a request: `None` without the header, 400 when it is empty, repeated or
+/// longer than [`MAX_PAIR_ID_BYTES`].
+fn voicestream_pair_id(request: &Request) -> Result<Option<Pii<String>>, Rejection> {
+    let mut values = request.headers().get_all(PAIR_ID_HEADER);
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(Rejection::Malformed("Repeated X-Five9-StreamingPairId"));
+    }
+    let value = value.trim();
+    if value.is_empty() || value.len() > MAX_PAIR_ID_BYTES {
+        return Err(Rejection::Malformed("Invalid X-Five9-StreamingPairId"));
+    }
+    Ok(Some(Pii::new(value.to_owned())))
 }
 
 /// Names each stream's current senders from the metadata state (AoR, else participant id; several, for a
@@ -1041,6 +1317,18 @@ fn plan_for(call: &Call, metadata_xml: Option<&str>) -> RecordingPlan {
         streams,
         metadata_xml: metadata_xml.map(|xml| Pii::new(xml.to_owned())),
         paused,
+        source: CallSource::Siprec,
+        min_channels: 0,
+    }
+}
+
+fn empty_plan(source: CallSource, min_channels: usize) -> RecordingPlan {
+    RecordingPlan {
+        streams: Vec::new(),
+        metadata_xml: None,
+        paused: false,
+        source,
+        min_channels,
     }
 }
 
@@ -1877,5 +2165,262 @@ m=audio 20002 RTP/AVP 8\r\na=label:0\r\na=sendonly\r\n";
             answer_after_rekey,
             "same answer, same o= version"
         );
+    }
+
+    const SDP_VOICESTREAM: &str = "v=0\r\no=Five9 7 7 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\n\
+m=audio 40000 RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n";
+
+    /// One VoiceStream leg as the Five9 SBC would run it: a plain INVITE with the pair id, no SIPREC signal.
+    struct Leg {
+        call_id: String,
+        to_tag: Option<String>,
+        cseq: u32,
+    }
+
+    impl Leg {
+        fn new(call_id: &str) -> Self {
+            Self {
+                call_id: call_id.to_owned(),
+                to_tag: None,
+                cseq: 1,
+            }
+        }
+
+        fn request(&mut self, src: &mut Src, method: &str, headers: &str, body: &str) -> String {
+            src.branch += 1;
+            if method != "ACK" {
+                self.cseq += 1;
+            }
+            let to_tag = self
+                .to_tag
+                .as_ref()
+                .map(|tag| format!(";tag={tag}"))
+                .unwrap_or_default();
+            let content_type = if body.is_empty() {
+                String::new()
+            } else {
+                "Content-Type: application/sdp\r\n".to_owned()
+            };
+            format!(
+                "{method} sip:recorder@192.0.2.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bK-vs{}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:five9@198.51.100.9>;tag=f9-{}\r\nTo: <sip:recorder@192.0.2.10>{to_tag}\r\n\
+                 Call-ID: {}\r\nCSeq: {} {method}\r\nContact: <sip:five9@198.51.100.9:5060>\r\n\
+                 {headers}{content_type}Content-Length: {}\r\n\r\n{body}",
+                src.branch,
+                self.call_id,
+                self.call_id,
+                self.cseq,
+                body.len()
+            )
+        }
+
+        fn invite(&mut self, src: &mut Src, seconds: u64, pair: &str) -> Vec<SrsOutput> {
+            let header = format!("X-Five9-StreamingPairId: {pair}\r\n");
+            let text = self.request(src, "INVITE", &header, SDP_VOICESTREAM);
+            let outputs = src.send(seconds, &text);
+            if let Some(ok) = responses(&outputs)
+                .into_iter()
+                .find(|response| response.status() == 200)
+            {
+                self.to_tag = ok.headers().to().and_then(|to| to.tag().map(str::to_owned));
+                let ack = self.request(src, "ACK", "", "");
+                assert!(src.send(seconds, &ack).is_empty());
+            }
+            outputs
+        }
+
+        fn bye(&mut self, src: &mut Src, seconds: u64) -> Vec<SrsOutput> {
+            let text = self.request(src, "BYE", "", "");
+            src.send(seconds, &text)
+        }
+    }
+
+    fn labels(plan: &RecordingPlan) -> Vec<&str> {
+        plan.streams.iter().map(|stream| stream.label.as_str()).collect()
+    }
+
+    fn updated_call(outputs: &[SrsOutput]) -> Option<(CallId, RecordingPlan)> {
+        outputs.iter().find_map(|output| match output {
+            SrsOutput::UpdateCall { call, plan } => Some((*call, plan.clone())),
+            _ => None,
+        })
+    }
+
+    #[test]
+    fn voicestream_legs_with_one_pair_id_join_one_call_and_end_with_the_last_leg() {
+        let mut src = Src::new(small_pool());
+        let mut agent = Leg::new("vs-leg-a");
+        let mut customer = Leg::new("vs-leg-b");
+
+        let outputs = agent.invite(&mut src, 0, "5f1c0b6e-pair");
+        let ok = final_response(&outputs);
+        assert_eq!(ok.status(), 200);
+        let answer = String::from_utf8(ok.body().to_vec()).expect("utf8");
+        assert!(answer.contains("a=recvonly") && !answer.contains("a=sendrecv"));
+        let (call, plan) = started(&outputs);
+        assert_eq!(labels(&plan), vec!["leg-1"]);
+        assert_eq!(plan.source, CallSource::VoiceStreamSip);
+        assert_eq!(plan.min_channels, 2);
+        assert_eq!(plan.streams[0].codecs, vec![(0, Codec::Pcmu)]);
+        assert_eq!(plan.streams[0].telephone_event_pt, Some(101));
+        assert!(!plan.streams[0].paused, "sendrecv is not a pause");
+        let first_port = plan.streams[0].local_port;
+
+        let outputs = customer.invite(&mut src, 1, "5f1c0b6e-pair");
+        let ok = final_response(&outputs);
+        assert_eq!(ok.status(), 200);
+        assert_ne!(customer.to_tag, agent.to_tag, "each leg is its own dialog");
+        assert!(
+            !outputs
+                .iter()
+                .any(|output| matches!(output, SrsOutput::StartCall { .. }))
+        );
+        let (joined, plan) = updated_call(&outputs).expect("UpdateCall adding the second leg");
+        assert_eq!(joined, call);
+        assert_eq!(labels(&plan), vec!["leg-1", "leg-2"]);
+        assert_eq!(plan.source, CallSource::VoiceStreamSip);
+        assert_eq!(plan.streams[0].local_port, first_port);
+        let second_port = plan.streams[1].local_port;
+        assert_ne!(second_port, first_port);
+        assert_eq!(src.srs.active_calls(), 1);
+        assert_eq!(src.srs.stats().calls_started, 1);
+
+        // A session refresh on a leg changes nothing.
+        let refresh = customer.request(&mut src, "INVITE", "", SDP_VOICESTREAM);
+        let outputs = src.send(30, &refresh);
+        assert_eq!(final_response(&outputs).status(), 200);
+        assert!(updated_call(&outputs).is_none());
+        let ack = customer.request(&mut src, "ACK", "", "");
+        src.send(30, &ack);
+
+        let outputs = agent.bye(&mut src, 60);
+        assert_eq!(final_response(&outputs).status(), 200);
+        assert_eq!(ended(&outputs), None);
+        let (same, plan) = updated_call(&outputs).expect("UpdateCall removing the first leg");
+        assert_eq!(same, call);
+        assert_eq!(labels(&plan), vec!["leg-2"]);
+        assert_eq!(plan.streams[0].local_port, second_port);
+        assert_eq!(src.srs.ports.available(), 4);
+        assert_eq!(src.srs.active_calls(), 1);
+
+        let outputs = customer.bye(&mut src, 61);
+        assert_eq!(final_response(&outputs).status(), 200);
+        assert!(outputs.iter().any(|output| matches!(
+            output,
+            SrsOutput::EndCall { call: ended_call, reason: EndReason::RemoteBye } if *ended_call == call
+        )));
+        assert_eq!(src.srs.active_calls(), 0);
+        assert_eq!(src.srs.ports.available(), 5);
+        assert!(src.srs.pairs.is_empty() && src.srs.pair_recordings.is_empty());
+        assert_eq!(src.srs.stats().calls_ended, 1);
+
+        // The same pair id after the call ended starts a new call.
+        let mut again = Leg::new("vs-leg-c");
+        let (next, plan) = started(&again.invite(&mut src, 70, "5f1c0b6e-pair"));
+        assert_ne!(next, call);
+        assert_eq!(labels(&plan), vec!["leg-1"]);
+    }
+
+    #[test]
+    fn voicestream_pair_ids_are_checked_and_siprec_and_plain_invites_are_unaffected() {
+        let mut src = Src::new(small_pool());
+        let long = "p".repeat(MAX_PAIR_ID_BYTES + 1);
+        for (pair, header) in [
+            ("empty", "X-Five9-StreamingPairId: \r\n".to_owned()),
+            ("long", format!("X-Five9-StreamingPairId: {long}\r\n")),
+            (
+                "repeated",
+                "X-Five9-StreamingPairId: a\r\nX-Five9-StreamingPairId: b\r\n".to_owned(),
+            ),
+        ] {
+            let mut leg = Leg::new(&format!("vs-bad-{pair}"));
+            let text = leg.request(&mut src, "INVITE", &header, SDP_VOICESTREAM);
+            let response = final_response(&src.send(0, &text));
+            assert_eq!(response.status(), 400, "{pair}");
+            assert!(response.reason().contains("X-Five9-StreamingPairId"), "{pair}");
+        }
+        let exactly = "q".repeat(MAX_PAIR_ID_BYTES);
+        let mut leg = Leg::new("vs-max");
+        started(&leg.invite(&mut src, 0, &exactly));
+        leg.bye(&mut src, 1);
+
+        // No pair id and no SIPREC signal: refused as before.
+        let mut plain = Leg::new("plain");
+        let text = plain.request(&mut src, "INVITE", "", SDP_VOICESTREAM);
+        let response = final_response(&src.send(2, &text));
+        assert_eq!(
+            (response.status(), response.reason()),
+            (403, "Not a recording session")
+        );
+
+        // A SIPREC INVITE that also carries a pair id stays SIPREC.
+        let body = multipart(SDP_TWO_STREAMS, METADATA);
+        let text = src.request(
+            "INVITE",
+            "siprec-with-pair",
+            "Require: siprec\r\nX-Five9-StreamingPairId: zzz\r\n",
+            "multipart/mixed;boundary=OSS-unique-boundary-42",
+            &body,
+        );
+        let (_, plan) = started(&src.send(3, &text));
+        assert_eq!(plan.source, CallSource::Siprec);
+        assert_eq!(plan.min_channels, 0);
+        assert_eq!(labels(&plan), vec!["1", "2"]);
+        assert!(src.srs.pairs.is_empty());
+    }
+
+    #[test]
+    fn a_full_appliance_still_lets_legs_join_and_media_events_end_every_leg() {
+        let mut src = Src::new(SrsConfig {
+            max_calls: 1,
+            ..small_pool()
+        });
+        let mut first = Leg::new("vs-1");
+        let mut second = Leg::new("vs-2");
+        let (call, _) = started(&first.invite(&mut src, 0, "pair-x"));
+        let outputs = second.invite(&mut src, 0, "pair-x");
+        assert_eq!(
+            final_response(&outputs).status(),
+            200,
+            "joining needs no capacity"
+        );
+        let mut other = Leg::new("vs-3");
+        assert_eq!(final_response(&other.invite(&mut src, 0, "pair-y")).status(), 503);
+
+        let now = src.at(5);
+        src.srs
+            .handle_media_event(now, call, MediaEvent::RtpInactivityTimeout);
+        let outputs = src.outputs();
+        let ends: Vec<_> = outputs
+            .iter()
+            .filter(|output| matches!(output, SrsOutput::EndCall { .. }))
+            .collect();
+        assert_eq!(ends.len(), 1);
+        assert_eq!(ended(&outputs), Some(EndReason::RtpInactivityTimeout));
+        assert!(updated_call(&outputs).is_none());
+        let byes: Vec<Request> = sent_requests(&outputs)
+            .into_iter()
+            .filter(|request| *request.method() == Method::Bye)
+            .collect();
+        assert_eq!(byes.len(), 2, "one BYE per leg");
+        assert_eq!(src.srs.active_calls(), 0);
+        assert_eq!(src.srs.ports.available(), 5);
+        assert!(src.srs.pairs.is_empty() && src.srs.pair_recordings.is_empty());
+    }
+
+    #[test]
+    fn a_pair_started_over_tls_is_joined_over_tls_only() {
+        let mut src = Src::new(small_pool());
+        src.remote.transport = Transport::Tls;
+        let mut first = Leg::new("vs-tls-1");
+        started(&first.invite(&mut src, 0, "pair-tls"));
+        src.remote.transport = Transport::Udp;
+        let mut second = Leg::new("vs-udp-2");
+        let response = final_response(&second.invite(&mut src, 0, "pair-tls"));
+        assert_eq!(
+            (response.status(), response.reason()),
+            (403, "TLS Required For This Pair")
+        );
+        assert_eq!(src.srs.ports.available(), 4);
     }
 }
