@@ -27,6 +27,9 @@ mod generated {
 
 use generated::voice_server::{Voice, VoiceServer};
 
+/// After the request stream ends, how long to watch for the response stream being dropped (a cancelled RPC)
+/// before taking it for a clean half-close.
+const CANCEL_SETTLE: Duration = Duration::from_millis(200);
 /// Responses queued toward one client before the leg waits for it to read.
 const RESPONSE_QUEUE: usize = 16;
 
@@ -190,9 +193,19 @@ impl Leg {
                     match message {
                         Ok(Some(request)) => self.session.handle_request(now, request),
                         // A cancelled RPC also ends the request stream cleanly; it differs from a
-                        // half-close in that nobody reads our responses any more.
-                        Ok(None) if self.responses.is_closed() => self.session.handle_transport_error(now),
-                        Ok(None) => self.session.handle_end_of_stream(now),
+                        // half-close in that nobody reads our responses any more, which tonic shows by
+                        // dropping the response stream, sometimes a moment later.
+                        Ok(None) => {
+                            let cancelled = self.responses.is_closed()
+                                || tokio::time::timeout(CANCEL_SETTLE, self.responses.closed())
+                                    .await
+                                    .is_ok();
+                            if cancelled {
+                                self.session.handle_transport_error(now);
+                            } else {
+                                self.session.handle_end_of_stream(now);
+                            }
+                        }
                         Err(_) => self.session.handle_transport_error(now),
                     }
                 }
