@@ -178,6 +178,57 @@ pub(crate) struct Recording {
     pub(crate) interleaver: Interleaver,
     pub(crate) sample_rate: u32,
     pub(crate) channels: usize,
+    /// Call-timeline position up to which audio has been written.
+    written_until: u64,
+}
+
+impl Recording {
+    /// Writes the interleaved audio before `until` that is not written yet, and checkpoints it.
+    pub(crate) async fn flush_until(&mut self, until: u64) -> std::io::Result<()> {
+        if until <= self.written_until {
+            return Ok(());
+        }
+        let frames = self.interleaver.drain_ready(until);
+        self.written_until = until;
+        let writer = &mut self.writer;
+        tokio::task::block_in_place(|| {
+            writer.write_interleaved(&frames)?;
+            writer.checkpoint()
+        })
+        .map_err(std::io::Error::other)
+    }
+
+    /// Writes everything still buffered (the end of the call).
+    pub(crate) async fn flush_all(&mut self) -> std::io::Result<()> {
+        let end = self.interleaver.end_position().max(self.written_until);
+        self.flush_until(end).await
+    }
+
+    /// Closes the recording after the last flush (`flushed`), completes and saves `manifest`, and publishes
+    /// the call to `uplink/`. Returns the outcome: `RecordingFailed` when the audio could not all be written.
+    pub(crate) fn close_and_publish(
+        self,
+        flushed: std::io::Result<()>,
+        outcome: CallOutcome,
+        manifest: &mut Manifest,
+        environment: &CallEnvironment,
+        dir_name: &str,
+    ) -> CallOutcome {
+        let outcome = match flushed {
+            Ok(()) => outcome,
+            Err(_) => CallOutcome::RecordingFailed,
+        };
+        match tokio::task::block_in_place(|| self.writer.finish()) {
+            Ok(finished) => {
+                environment.metrics.recorded_bytes.inc_by(finished.bytes);
+                manifest.finish(&finished, SystemTime::now(), outcome, &environment.recipients);
+            }
+            Err(error) => tracing::error!(%error, "cannot finalise the recording"),
+        }
+        save_manifest(&environment.data_dir.active_call(dir_name), manifest);
+        tokio::task::block_in_place(|| crate::publish_call(&environment.data_dir, dir_name, manifest));
+        outcome
+    }
 }
 
 struct CallTask {
@@ -188,7 +239,6 @@ struct CallTask {
     recording: Recording,
     packets: mpsc::Sender<Datagram>,
     manifest: Manifest,
-    written_until: u64,
     checkpoints: u64,
 }
 
@@ -299,7 +349,6 @@ impl CallTask {
             recording,
             packets,
             manifest,
-            written_until: 0,
             checkpoints: 0,
         };
         for stream in &plan.streams {
@@ -549,27 +598,13 @@ impl CallTask {
     async fn write_and_checkpoint(&mut self, now: Instant) -> std::io::Result<()> {
         let write_behind = self.environment.reorder_delay + WRITE_BEHIND_BEYOND_REORDER;
         let behind = self.call_sample_at(now.checked_sub(write_behind).unwrap_or(self.started));
-        self.flush_until(behind).await?;
+        self.recording.flush_until(behind).await?;
         self.checkpoints += 1;
         if self.checkpoints.is_multiple_of(MANIFEST_EVERY_CHECKPOINTS) {
             self.manifest.streams = self.streams.iter().map(stream_report).collect();
             self.save_manifest();
         }
         Ok(())
-    }
-
-    async fn flush_until(&mut self, until: u64) -> std::io::Result<()> {
-        if until <= self.written_until {
-            return Ok(());
-        }
-        let frames = self.recording.interleaver.drain_ready(until);
-        self.written_until = until;
-        let writer = &mut self.recording.writer;
-        tokio::task::block_in_place(|| {
-            writer.write_interleaved(&frames)?;
-            writer.checkpoint()
-        })
-        .map_err(std::io::Error::other)
     }
 
     fn update(&mut self, plan: &RecordingPlan, mut sockets: MediaSockets) {
@@ -633,8 +668,7 @@ impl CallTask {
         for index in 0..self.streams.len() {
             self.drain_stream(index, now);
         }
-        let end = self.recording.interleaver.end_position().max(self.written_until);
-        let flushed = self.flush_until(end).await;
+        let flushed = self.recording.flush_all().await;
         let at = now.duration_since(self.started);
         for stream in &self.streams {
             if let Some(since) = stream.paused_since {
@@ -650,29 +684,13 @@ impl CallTask {
             metrics.rtp_packets_late.inc_by(report.packets_late);
             metrics.rtp_packets_duplicate.inc_by(report.packets_duplicate);
         }
-        let outcome = match flushed {
-            Ok(()) => outcome,
-            Err(_) => CallOutcome::RecordingFailed,
-        };
-        let Recording { writer, .. } = self.recording;
-        match tokio::task::block_in_place(|| writer.finish()) {
-            Ok(finished) => {
-                self.environment.metrics.recorded_bytes.inc_by(finished.bytes);
-                self.manifest.finish(
-                    &finished,
-                    SystemTime::now(),
-                    outcome,
-                    &self.environment.recipients,
-                );
-            }
-            Err(error) => tracing::error!(%error, "cannot finalise the recording"),
-        }
-        let dir = self.environment.data_dir.active_call(&self.dir_name);
-        save_manifest(&dir, &self.manifest);
-        tokio::task::block_in_place(|| {
-            crate::publish_call(&self.environment.data_dir, &self.dir_name, &self.manifest)
-        });
-        outcome
+        self.recording.close_and_publish(
+            flushed,
+            outcome,
+            &mut self.manifest,
+            &self.environment,
+            &self.dir_name,
+        )
     }
 }
 
@@ -714,6 +732,7 @@ pub(crate) fn open_recording(
         interleaver: Interleaver::new(channels),
         sample_rate,
         channels,
+        written_until: 0,
     })
 }
 

@@ -92,7 +92,6 @@ struct VsCall {
     recording: Recording,
     manifest: Manifest,
     legs: HashMap<LegId, LegState>,
-    written_until: u64,
     lost: bool,
 }
 
@@ -141,7 +140,6 @@ impl VsCall {
             recording,
             manifest,
             legs: HashMap::new(),
-            written_until: 0,
             lost: false,
         };
         call.save_manifest();
@@ -170,7 +168,7 @@ impl VsCall {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let until = self.sample_at(now.checked_sub(WRITE_BEHIND).unwrap_or(self.started));
-                    if let Err(error) = self.flush_until(until).await {
+                    if let Err(error) = self.recording.flush_until(until).await {
                         tracing::error!(%error, "VoiceStream recording write failed; ending the call");
                         return self.finish(CallOutcome::RecordingFailed).await;
                     }
@@ -343,20 +341,6 @@ impl VsCall {
             .collect();
     }
 
-    async fn flush_until(&mut self, until: u64) -> std::io::Result<()> {
-        if until <= self.written_until {
-            return Ok(());
-        }
-        let frames = self.recording.interleaver.drain_ready(until);
-        self.written_until = until;
-        let writer = &mut self.recording.writer;
-        tokio::task::block_in_place(|| {
-            writer.write_interleaved(&frames)?;
-            writer.checkpoint()
-        })
-        .map_err(std::io::Error::other)
-    }
-
     fn dir(&self) -> PathBuf {
         self.environment.data_dir.active_call(&self.dir_name)
     }
@@ -366,8 +350,7 @@ impl VsCall {
     }
 
     async fn finish(mut self, outcome: CallOutcome) {
-        let end = self.recording.interleaver.end_position().max(self.written_until);
-        let flushed = self.flush_until(end).await;
+        let flushed = self.recording.flush_all().await;
         let at = Instant::now().duration_since(self.started);
         for state in self.legs.values_mut() {
             if let Some(since) = state.paused_since.take() {
@@ -377,28 +360,13 @@ impl VsCall {
             }
         }
         self.refresh_streams();
-        let outcome = match flushed {
-            Ok(()) => outcome,
-            Err(_) => CallOutcome::RecordingFailed,
-        };
-        let Recording { writer, .. } = self.recording;
-        match tokio::task::block_in_place(|| writer.finish()) {
-            Ok(finished) => {
-                self.environment.metrics.recorded_bytes.inc_by(finished.bytes);
-                self.manifest.finish(
-                    &finished,
-                    SystemTime::now(),
-                    outcome,
-                    &self.environment.recipients,
-                );
-            }
-            Err(error) => tracing::error!(%error, "cannot finalise a VoiceStream recording"),
-        }
-        let dir = self.environment.data_dir.active_call(&self.dir_name);
-        save_manifest(&dir, &self.manifest);
-        tokio::task::block_in_place(|| {
-            crate::publish_call(&self.environment.data_dir, &self.dir_name, &self.manifest)
-        });
+        let outcome = self.recording.close_and_publish(
+            flushed,
+            outcome,
+            &mut self.manifest,
+            &self.environment,
+            &self.dir_name,
+        );
         self.environment.metrics.active_calls.dec();
         self.environment.metrics.call_ended(outcome);
         tracing::info!(outcome = outcome.as_str(), "VoiceStream call recorded");
