@@ -255,7 +255,15 @@ impl Leg {
                             leg: attachment.leg,
                             samples,
                         };
-                        let _ = attachment.inputs.send(input).await;
+                        if attachment.inputs.send(input).await.is_err() {
+                            // The call's recorder has stopped (its recording failed): ask Five9 to
+                            // reconnect (1012), so the leg starts over on a new call instead of streaming
+                            // audio nobody keeps.
+                            tracing::warn!(
+                                "the recorder of a VoiceStream call stopped; asking the leg to reconnect"
+                            );
+                            self.session.request_reconnect(Instant::now());
+                        }
                     }
                 }
                 LegOutput::Event(event) => {
