@@ -121,6 +121,12 @@ impl Hub {
                 JoinDecision::Refused(refusal) => return Err(refusal),
             };
             let (inputs, notes) = match state.calls.get(&call) {
+                // Its recorder stopped (the recording failed): refuse until the joiner lets the call go,
+                // after which the same call id starts a new recording.
+                Some(inputs) if inputs.is_closed() => {
+                    state.joiner.leg_ended(Instant::now(), call);
+                    return Err(JoinRefusal::TooManyCalls);
+                }
                 Some(inputs) => (inputs.clone(), Vec::new()),
                 None => {
                     let Some(inputs) = vs_call::spawn(
