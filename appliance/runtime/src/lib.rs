@@ -33,6 +33,9 @@ pub use tls::{TlsError, TlsSettings, validate as validate_tls};
 pub use vs_server::{VoiceStreamError, VoiceStreamSettings, validate as validate_voicestream};
 pub use vs_webhooks::WebhookSettings;
 
+/// After SIPREC calls have ended, how long the VoiceStream server may take to close its streams.
+const VOICESTREAM_STOP_BOUND: Duration = Duration::from_secs(3);
+
 /// Everything the runtime needs, already validated by the binary.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -181,11 +184,13 @@ pub async fn run(
         .run(shutdown)
         .await;
     if let Some((hub, server, webhooks)) = voicestream {
-        let _ = tokio::time::timeout(settings.grace, server).await;
+        // The legs were told 1011 when shutdown began and had the SIPREC grace period to end; the server
+        // and the recorders get a short bound more, not a second grace period.
+        let _ = tokio::time::timeout(VOICESTREAM_STOP_BOUND, server).await;
         if let Some(webhooks) = webhooks {
             webhooks.abort();
         }
-        hub.shutdown().await;
+        let _ = tokio::time::timeout(settings.grace.max(VOICESTREAM_STOP_BOUND), hub.shutdown()).await;
     }
     if let Some(task) = metrics_task {
         task.abort();

@@ -114,19 +114,21 @@ impl Hub {
             if state.shutting_down {
                 return Err(JoinRefusal::TooManyCalls);
             }
-            let decision = state.joiner.leg_started(Instant::now(), info);
+            let mut decision = state.joiner.leg_started(Instant::now(), info);
+            // A call whose recorder stopped (its recording failed; its legs were asked to reconnect) is
+            // dropped, so the reconnecting leg starts a new recording under the same call id.
+            if let JoinDecision::Joined { call } = decision
+                && state.calls.get(&call).is_some_and(mpsc::Sender::is_closed)
+            {
+                state.forget_call(call);
+                decision = state.joiner.leg_started(Instant::now(), info);
+            }
             let (call, new_call) = match decision {
                 JoinDecision::NewCall { call } => (call, true),
                 JoinDecision::Joined { call } => (call, false),
                 JoinDecision::Refused(refusal) => return Err(refusal),
             };
             let (inputs, notes) = match state.calls.get(&call) {
-                // Its recorder stopped (the recording failed): refuse until the joiner lets the call go,
-                // after which the same call id starts a new recording.
-                Some(inputs) if inputs.is_closed() => {
-                    state.joiner.leg_ended(Instant::now(), call);
-                    return Err(JoinRefusal::TooManyCalls);
-                }
                 Some(inputs) => (inputs.clone(), Vec::new()),
                 None => {
                     let Some(inputs) = vs_call::spawn(
@@ -166,6 +168,9 @@ impl Hub {
             metadata_json: Pii::new(metadata.to_string()),
         };
         if attachment.inputs.send(input).await.is_err() {
+            // The recorder stopped between the decision and now: undo the join; the notes are lost with
+            // the call they were for.
+            self.lock().joiner.leg_ended(Instant::now(), attachment.call);
             return Err(JoinRefusal::TooManyCalls);
         }
         for metadata_json in notes {
@@ -242,10 +247,7 @@ impl Hub {
                 if let Some(inputs) = state.calls.remove(&call) {
                     due.push(inputs);
                 }
-                state.by_call_id.retain(|_, calls| {
-                    calls.retain(|open| *open != call);
-                    !calls.is_empty()
-                });
+                state.forget_call_id(call);
             }
             due
         };
@@ -273,6 +275,20 @@ impl Hub {
 
 /// The channel label of a leg's role; legs of a role Five9 may add later are `other`.
 impl HubState {
+    /// Drops a call whose recorder stopped: from the joiner and from the hub's maps.
+    fn forget_call(&mut self, call: CallKey) {
+        self.joiner.abandon(call);
+        self.calls.remove(&call);
+        self.forget_call_id(call);
+    }
+
+    fn forget_call_id(&mut self, call: CallKey) {
+        self.by_call_id.retain(|_, calls| {
+            calls.retain(|open| *open != call);
+            !calls.is_empty()
+        });
+    }
+
     /// Removes and returns the waiting webhook notes for `call_id`.
     fn take_pending_notes(&mut self, call_id: &str) -> Vec<Pii<String>> {
         let mut taken = Vec::new();

@@ -30,6 +30,12 @@ use generated::voice_server::{Voice, VoiceServer};
 /// After the request stream ends, how long to watch for the response stream being dropped (a cancelled RPC)
 /// before taking it for a clean half-close.
 const CANCEL_SETTLE: Duration = Duration::from_millis(200);
+/// A stream must bring its streaming config within this long of opening.
+const CONFIG_DEADLINE: Duration = Duration::from_secs(10);
+/// Bytes beyond `max_message_bytes` a request message may take for its own fields.
+const MESSAGE_FRAMING_ALLOWANCE: usize = 1024;
+/// Five9's SRV_ERROR_GENERIC.
+const SRV_ERROR_GENERIC: i32 = 1102;
 /// Responses queued toward one client before the leg waits for it to read.
 const RESPONSE_QUEUE: usize = 16;
 
@@ -182,6 +188,20 @@ impl Leg {
         if *drain.borrow() {
             self.session.drain(Instant::now());
         }
+        // The stream slot is held from the first byte: a client must send its config promptly.
+        let first = tokio::time::timeout(CONFIG_DEADLINE, inbound.message()).await;
+        let now = Instant::now();
+        match first {
+            Ok(Ok(Some(request))) => self.session.handle_request(now, request),
+            Ok(Ok(None)) => self.session.handle_end_of_stream(now),
+            Ok(Err(_)) => self.session.handle_transport_error(now),
+            Err(_) => {
+                self.metrics.voicestream.stream(StreamResult::RefusedProtocol);
+                let status = Status::deadline_exceeded("no streaming config within 10 s");
+                let _ = self.responses.send(Err(status)).await;
+                return;
+            }
+        }
         loop {
             if !self.forward_outputs().await {
                 return;
@@ -206,7 +226,26 @@ impl Leg {
                                 self.session.handle_end_of_stream(now);
                             }
                         }
-                        Err(_) => self.session.handle_transport_error(now),
+                        Err(status) => {
+                            // Undecodable or oversized input is the client's protocol error: tell it
+                            // (1102 and the gRPC status) before the leg ends; anything else is a broken
+                            // transport.
+                            if matches!(
+                                status.code(),
+                                tonic::Code::Internal | tonic::Code::OutOfRange | tonic::Code::InvalidArgument
+                            ) {
+                                let five9_status = StreamingVoiceResponse {
+                                    status: Some(StreamingStatus {
+                                        code: SRV_ERROR_GENERIC,
+                                        message: "malformed or oversized message".to_owned(),
+                                    }),
+                                    feedback: None,
+                                };
+                                let _ = self.responses.send(Ok(five9_status)).await;
+                                let _ = self.responses.send(Err(status)).await;
+                            }
+                            self.session.handle_transport_error(now)
+                        }
                     }
                 }
                 () = sleep_until(deadline) => self.session.handle_timeout(Instant::now()),
@@ -343,7 +382,13 @@ pub(crate) async fn start(
         drain: shutdown.clone(),
     };
     let voice = VoiceServer::new(service)
-        .max_decoding_message_size(settings.max_message_bytes)
+        // Room for the message's own framing, so an oversized audio chunk reaches the session and gets its
+        // clear refusal (1102 + INVALID_ARGUMENT) instead of tonic's generic one.
+        .max_decoding_message_size(
+            settings
+                .max_message_bytes
+                .saturating_add(MESSAGE_FRAMING_ALLOWANCE),
+        )
         .max_encoding_message_size(64 * 1024);
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<VoiceServer<VoiceService>>().await;

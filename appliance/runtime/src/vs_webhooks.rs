@@ -105,7 +105,10 @@ pub(crate) async fn start(
                     let context = Arc::clone(&context);
                     async move { Ok::<_, Infallible>(handle(&context, request).await) }
                 });
-                let http = hyper::server::conn::http1::Builder::new();
+                // One request per connection: the 10 s limit is then a request limit, and a slow or idle
+                // client cannot keep a connection slot.
+                let mut http = hyper::server::conn::http1::Builder::new();
+                http.keep_alive(false);
                 let served = async {
                     match tls {
                         Some(acceptor) => {
@@ -166,12 +169,20 @@ async fn handle(context: &Context, request: Request<Incoming>) -> Response<Full<
             }
             let body = match Limited::new(request.into_body(), MAX_BODY_BYTES).collect().await {
                 Ok(collected) => collected.to_bytes(),
-                Err(_) => {
+                Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                     return reply(
                         context,
                         WebhookResult::Malformed,
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "the body is larger than 256 KiB",
+                    );
+                }
+                Err(_) => {
+                    return reply(
+                        context,
+                        WebhookResult::Malformed,
+                        StatusCode::BAD_REQUEST,
+                        "the body could not be read",
                     );
                 }
             };

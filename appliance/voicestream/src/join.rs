@@ -215,6 +215,17 @@ impl CallJoiner {
         }
     }
 
+    /// Forgets `call` at once, legs and all (its recording failed): a later leg with the same ids starts a
+    /// new call. It is not reported by `poll_finished`.
+    pub fn abandon(&mut self, call: CallKey) {
+        if let Some(entry) = self.calls.remove(&call) {
+            self.by_identity.remove(&entry.identity);
+            if let Some(deadline) = entry.linger_until {
+                self.deadlines.remove(&(deadline, call));
+            }
+        }
+    }
+
     /// The earliest linger deadline.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.deadlines.first().map(|&(deadline, _)| deadline)
@@ -460,5 +471,42 @@ mod tests {
             new_call(other.leg_started(t0, &leg("secret-domain", "300000000115255", CallLeg::Agent))),
             call
         );
+    }
+
+    #[test]
+    fn an_abandoned_call_is_forgotten_and_its_ids_start_a_new_call() {
+        let start = Instant::now();
+        let mut joiner = CallJoiner::new(JoinerConfig::default(), 7);
+        let leg = info_for_abandon("d", "100");
+        let JoinDecision::NewCall { call: first } = joiner.leg_started(start, &leg) else {
+            panic!("a new call");
+        };
+        joiner.abandon(first);
+        assert_eq!(joiner.active_calls(), 0);
+        joiner.leg_ended(start, first);
+        joiner.handle_timeout(start + Duration::from_secs(3600));
+        assert_eq!(
+            joiner.poll_finished(),
+            None,
+            "an abandoned call is never finished"
+        );
+        let JoinDecision::NewCall { call: second } = joiner.leg_started(start, &leg) else {
+            panic!("the same ids start a new call");
+        };
+        assert_ne!(first, second);
+    }
+
+    fn info_for_abandon(domain: &str, call: &str) -> LegInfo {
+        LegInfo {
+            vcc_call_id: Pii::new(call.to_owned()),
+            domain_id: Pii::new(domain.to_owned()),
+            campaign_id: Pii::new(String::new()),
+            agent_id: Pii::new(String::new()),
+            skill_id: Pii::new(String::new()),
+            subscription_id: "sub".to_owned(),
+            call_leg: crate::CallLeg::Agent,
+            sample_rate: 8000,
+            encoding: crate::AudioEncoding::Linear16,
+        }
     }
 }
