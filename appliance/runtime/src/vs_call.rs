@@ -4,8 +4,9 @@
 //! into the manifest. The hub (`vs_hub`) decides when the call is over and sends `Finish`.
 //!
 //! Placement: a leg's audio is contiguous from the moment it attached; when a leg falls more than
-//! `MAX_BEHIND` behind the wall clock (it stopped sending, e.g. on hold) it is re-anchored at the wall clock,
-//! leaving silence, so the legs stay aligned. A reconnecting leg of the same role continues on its channel.
+//! `MAX_BEHIND` behind its messages' arrival times (it stopped sending, e.g. on hold) it is re-anchored at
+//! the arrival time, leaving silence, so the legs stay aligned. Arrival is stamped by the leg task, so a
+//! busy recorder does not shift audio. A reconnecting leg of the same role continues on its channel.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -49,9 +50,12 @@ pub(crate) enum VsCallInput {
         sample_rate: u32,
         metadata_json: Pii<String>,
     },
+    /// PCM of a leg, stamped with when its message arrived (placement must not depend on how long the
+    /// input waited in this task's queue).
     Audio {
         leg: LegId,
         samples: Vec<i16>,
+        arrived: Instant,
     },
     Hold {
         leg: LegId,
@@ -151,6 +155,8 @@ impl VsCall {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Queued input first: audio stamped before a flush point must be placed before it is written.
+                biased;
                 input = inputs.recv() => match input {
                     Some(VsCallInput::Finish { shutdown }) => {
                         let outcome = if shutdown {
@@ -220,7 +226,11 @@ impl VsCall {
                 self.refresh_streams();
                 self.save_manifest();
             }
-            VsCallInput::Audio { leg, samples } => self.place(leg, now, &samples),
+            VsCallInput::Audio {
+                leg,
+                samples,
+                arrived,
+            } => self.place(leg, arrived, &samples),
             VsCallInput::Hold { leg } => {
                 if let Some(state) = self.legs.get_mut(&leg)
                     && state.paused_since.is_none()
@@ -284,9 +294,9 @@ impl VsCall {
         }
     }
 
-    fn place(&mut self, leg: LegId, now: Instant, samples: &[i16]) {
+    fn place(&mut self, leg: LegId, arrived: Instant, samples: &[i16]) {
         let rate = self.recording.sample_rate;
-        let wall = self.sample_at(now);
+        let wall = self.sample_at(arrived);
         let max_behind = u64::try_from(MAX_BEHIND.as_millis()).unwrap_or(u64::MAX) * u64::from(rate) / 1000;
         let shared = self.legs.get(&leg).is_some_and(|state| {
             self.legs

@@ -293,6 +293,7 @@ impl Leg {
                         let input = VsCallInput::Audio {
                             leg: attachment.leg,
                             samples,
+                            arrived: Instant::now(),
                         };
                         if attachment.inputs.send(input).await.is_err() {
                             // The call's recorder has stopped (its recording failed): ask Five9 to
