@@ -23,6 +23,17 @@ def require_tool(name: str) -> str:
     return path
 
 
+def _espeak_wav(text: str, workdir: Path, stem: str, voice: str, speed: int) -> Path:
+    """`text` spoken by espeak-ng into `workdir/{stem}.wav` (the tools are required, the directory made)."""
+    require_tool("espeak-ng")
+    require_tool("sox")
+    workdir.mkdir(parents=True, exist_ok=True)
+    wav = workdir / f"{stem}.wav"
+    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text],
+                   check=True, capture_output=True)
+    return wav
+
+
 def speech(text: str, workdir: Path, codec: str = "PCMU", name: str | None = None,
            voice: str = "en", speed: int = 175, pad_ms: int = 0) -> bytes:
     """Speaks `text` with espeak-ng and returns it as raw 8 kHz G.711 bytes encoded by sox.
@@ -30,14 +41,9 @@ def speech(text: str, workdir: Path, codec: str = "PCMU", name: str | None = Non
     The length is rounded up to whole 20 ms packets with the codec's silence code.
     `pad_ms` of digital silence is put in front (useful to see leading silence handled).
     """
-    require_tool("espeak-ng")
-    require_tool("sox")
-    workdir.mkdir(parents=True, exist_ok=True)
     stem = name or f"speech-{abs(hash((text, voice, speed))) & 0xFFFFFF:06x}"
-    wav = workdir / f"{stem}.wav"
+    wav = _espeak_wav(text, workdir, stem, voice, speed)
     raw = workdir / f"{stem}.{codec.lower()}"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text],
-                   check=True, capture_output=True)
     encoding = {"PCMU": "mu-law", "PCMA": "a-law"}[codec.upper()]
     subprocess.run(["sox", "-q", str(wav), "-r", "8000", "-c", "1", "-e", encoding, "-b", "8", "-t", "raw", str(raw)],
                    check=True, capture_output=True)
@@ -58,14 +64,9 @@ def speech_pcm16(text: str, workdir: Path, name: str | None = None, voice: str =
 
     The length is rounded up to whole 20 ms (160 samples) with digital silence; `pad_ms` of silence goes in front.
     """
-    require_tool("espeak-ng")
-    require_tool("sox")
-    workdir.mkdir(parents=True, exist_ok=True)
     stem = name or f"speech16-{abs(hash((text, voice, speed))) & 0xFFFFFF:06x}"
-    wav = workdir / f"{stem}.wav"
+    wav = _espeak_wav(text, workdir, stem, voice, speed)
     raw = workdir / f"{stem}.s16"
-    subprocess.run(["espeak-ng", "-v", voice, "-s", str(speed), "-w", str(wav), text],
-                   check=True, capture_output=True)
     subprocess.run(["sox", "-q", str(wav), "-r", "8000", "-c", "1", "-e", "signed-integer", "-b", "16", "-L",
                     "-t", "raw", str(raw)], check=True, capture_output=True)
     samples = array("h")
