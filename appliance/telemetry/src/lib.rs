@@ -5,11 +5,13 @@
 mod metrics;
 mod pii;
 mod security_metrics;
+mod transcription_metrics;
 mod voicestream_metrics;
 
 pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
 pub use pii::Pii;
 pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
+pub use transcription_metrics::{SegmentResult, TranscriptionMetrics, TranscriptionState};
 pub use voicestream_metrics::{StreamResult, VoiceStreamMetrics, WebhookResult};
 
 /// Installs the process-wide tracing subscriber: human-readable lines on stderr (journald captures them

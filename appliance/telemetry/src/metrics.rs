@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::security_metrics::SecurityMetrics;
+use crate::transcription_metrics::TranscriptionMetrics;
 use crate::voicestream_metrics::VoiceStreamMetrics;
 
 /// How a recorded call ended.
@@ -243,6 +244,8 @@ pub struct Metrics {
     pub security: SecurityMetrics,
     /// The Five9 VoiceStream destination.
     pub voicestream: VoiceStreamMetrics,
+    /// On-device transcription.
+    pub transcription: TranscriptionMetrics,
     sip_refused: Family<RefusalLabel, Counter>,
     sip_tcp_refused: Family<TcpRefusalLabel, Counter>,
 }
@@ -348,6 +351,7 @@ impl Metrics {
         );
         self.security.register(&mut registry);
         self.voicestream.register(&mut registry);
+        self.transcription.register(&mut registry);
         registry.register(
             "sip_messages_refused",
             "Inbound SIP messages refused before processing, by reason (source not allowed, rate limited)",
