@@ -199,11 +199,13 @@ def convert(ct2_dir, assets, out_path):
 
 
 def read_ggml(path):
-    """Header (12 ints), the raw mel+vocab bytes, and [(name, type, shape, array or raw bytes)]."""
+    """An f16 ggml file: the 11 hyper-parameters, the raw mel+vocab bytes, and [(name, type, shape, array)]."""
     r = Reader(path)
     magic, *hp = r.unpack("12i")
     if magic != GGML_MAGIC:
         raise ConvertError(f"{path}: bad magic {magic:#x}, not a ggml file")
+    if hp[10] != FTYPE_F16:
+        raise ConvertError(f"{path}: ftype {hp[10]}, expected {FTYPE_F16} (mostly f16)")
     start = r.pos
     rows, cols = r.unpack("2i")
     r.take(4 * rows * cols)
@@ -238,8 +240,6 @@ def q8_0_blocks(a):
 
 def quantize(in_path, out_path):
     hp, middle, tensors = read_ggml(in_path)
-    if hp[10] != FTYPE_F16:
-        raise ConvertError(f"{in_path}: ftype {hp[10]}, expected {FTYPE_F16} (mostly f16)")
     chunks, n_q = [struct.pack("<12i", GGML_MAGIC, *hp[:10], FTYPE_Q8_0), middle], 0
     for name, ggml_type, shape, a in tensors:
         if len(shape) == 2 and "positional_embedding" not in name and shape[-1] % QK == 0:
