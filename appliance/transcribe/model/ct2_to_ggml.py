@@ -157,13 +157,13 @@ def map_tensors(t):
     return hp, out
 
 
-def tensor_record(name, ggml_type, shape, data):
-    """One ggml tensor: n_dims, name length, type, dims innermost first, name, raw data."""
+def tensor_header(name, ggml_type, shape):
+    """What precedes a ggml tensor's raw data: n_dims, name length, type, dims innermost first, name."""
     nb = name.encode()
-    return struct.pack(f"<3i{len(shape)}i", len(shape), len(nb), ggml_type, *reversed(shape)) + nb, data
+    return struct.pack(f"<3i{len(shape)}i", len(shape), len(nb), ggml_type, *reversed(shape)) + nb
 
 
-def write_atomic(path, chunks):
+def write_atomic(path, chunks):  # chunks: any iterable of bytes-like objects, written as they are produced
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=f".{os.path.basename(path)}.")
     try:
         with os.fdopen(fd, "wb") as f:
@@ -188,13 +188,15 @@ def convert(ct2_dir, assets, out_path):
     tik = os.path.join(assets, "multilingual.tiktoken" if n_vocab >= 51865 else "gpt2.tiktoken")
     with open(tik, "rb") as f:
         vocab = [base64.b64decode(line.split()[0]) for line in f if line.strip()]
-    chunks = [struct.pack("<12i", GGML_MAGIC, *hp), struct.pack("<2i", *mel.shape), mel.tobytes(),
-              struct.pack("<i", len(vocab))]
-    chunks += [struct.pack("<i", len(tok)) + tok for tok in vocab]
-    for name, a in tensors:
-        ggml_type, dtype = (F32, "<f4") if a.ndim == 1 or name in F32_2D else (F16, "<f2")
-        chunks += tensor_record(name, ggml_type, a.shape, np.ascontiguousarray(a, dtype=dtype).tobytes())
-    write_atomic(out_path, chunks)
+    def chunks():
+        yield struct.pack("<12i2i", GGML_MAGIC, *hp, *mel.shape) + mel.tobytes() + struct.pack("<i", len(vocab))
+        yield b"".join(struct.pack("<i", len(tok)) + tok for tok in vocab)
+        for name, a in tensors:
+            ggml_type, dtype = (F32, "<f4") if a.ndim == 1 or name in F32_2D else (F16, "<f2")
+            yield tensor_header(name, ggml_type, a.shape)
+            yield np.ascontiguousarray(a, dtype=dtype)  # no copy when already f16 and contiguous
+
+    write_atomic(out_path, chunks())
     return hp, len(vocab), len(tensors)
 
 
@@ -240,15 +242,21 @@ def q8_0_blocks(a):
 
 def quantize(in_path, out_path):
     hp, middle, tensors = read_ggml(in_path)
-    chunks, n_q = [struct.pack("<12i", GGML_MAGIC, *hp[:10], FTYPE_Q8_0), middle], 0
-    for name, ggml_type, shape, a in tensors:
-        if len(shape) == 2 and "positional_embedding" not in name and shape[-1] % QK == 0:
-            chunks += tensor_record(name, Q8_0, shape, q8_0_blocks(a))
-            n_q += 1
-        else:
-            chunks += tensor_record(name, ggml_type, shape, a.tobytes())
-    write_atomic(out_path, chunks)
-    return n_q, len(tensors)
+    quantized = [len(s) == 2 and "positional_embedding" not in n and s[-1] % QK == 0 for n, _, s, _ in tensors]
+
+    def chunks():
+        yield struct.pack("<12i", GGML_MAGIC, *hp[:10], FTYPE_Q8_0) + middle
+        for (name, ggml_type, shape, a), q in zip(tensors, quantized):
+            yield tensor_header(name, Q8_0 if q else ggml_type, shape)
+            if not q:
+                yield a
+                continue
+            blocks = a.reshape(-1, QK)
+            for i in range(0, len(blocks), 1 << 16):  # bounded temporaries for the big token embedding
+                yield q8_0_blocks(blocks[i:i + (1 << 16)])
+
+    write_atomic(out_path, chunks())
+    return sum(quantized), len(tensors)
 
 
 def main(argv=None):
