@@ -97,9 +97,9 @@ def map_tensors(t):
     def layers(side):
         return len({m.group(1) for n in t if (m := re.match(rf"{side}/layer_(\d+)/", n))})
 
-    n_mels, d_audio, d_text = get("encoder/conv1/weight").shape[1], get("encoder/conv1/weight").shape[0], \
-        get("decoder/embeddings/weight").shape[1]
-    hp = [get("decoder/embeddings/weight").shape[0], get("encoder/position_encodings/encodings").shape[0], d_audio,
+    d_audio, n_mels = get("encoder/conv1/weight").shape[:2]
+    n_vocab, d_text = get("decoder/embeddings/weight").shape
+    hp = [n_vocab, get("encoder/position_encodings/encodings").shape[0], d_audio,
           int(get("encoder/num_heads")), layers("encoder"), get("decoder/position_encodings/encodings").shape[0],
           d_text, int(get("decoder/num_heads")), layers("decoder"), n_mels, FTYPE_F16]
     out = []
@@ -188,6 +188,7 @@ def convert(ct2_dir, assets, out_path):
     tik = os.path.join(assets, "multilingual.tiktoken" if n_vocab >= 51865 else "gpt2.tiktoken")
     with open(tik, "rb") as f:
         vocab = [base64.b64decode(line.split()[0]) for line in f if line.strip()]
+
     def chunks():
         yield struct.pack("<12i2i", GGML_MAGIC, *hp, *mel.shape) + mel.tobytes() + struct.pack("<i", len(vocab))
         yield b"".join(struct.pack("<i", len(tok)) + tok for tok in vocab)
