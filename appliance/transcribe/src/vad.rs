@@ -11,17 +11,20 @@
 //!
 //! Streaming contract (16 kHz only): each call takes the next [`CHUNK_SAMPLES`] samples (32 ms) of one leg,
 //! scaled to [-1, 1]. The model input is those samples prefixed with the last [`CONTEXT_SAMPLES`] samples of
-//! the previous chunk (zeros after [`VadStream::new`]/[`VadStream::reset`]): `input` f32 `[1, 576]`, `state` f32
-//! `[2, 1, 128]`, `sr` i64 scalar 16000; outputs `output` f32 `[1, 1]` (speech probability) and `stateN`
-//! f32 `[2, 1, 128]`, which becomes the next call's `state`. A failed call leaves the stream unchanged.
+//! the previous chunk (zeros after [`VadStream::new`]/[`VadStream::reset`]). Model interface, with `legs` = 1
+//! for a single call: inputs `input` f32 `[legs, 576]`, `state` f32 `[2, legs, 128]`, `sr` i64 scalar 16000;
+//! outputs `output` f32 `[legs, 1]` (speech probabilities) and `stateN` f32 `[2, legs, 128]`, which becomes
+//! the next call's `state`. A failed call leaves the streams unchanged.
 //!
 //! Threading: ONNX Runtime sessions are not safe for concurrent runs, so `ort` makes `Session::run` take
-//! `&mut self`, and so does [`VadStream::speech_probability`] with its `&mut SileroModel`. The intended shape is
-//! one VAD thread that owns one [`SileroModel`] and serves many legs: each leg keeps its own small
-//! [`VadStream`] (plain data, `Send`), and the thread calls `leg.speech_probability(&mut model, chunk)` for
-//! whichever leg has a chunk ready. The session keeps no per-leg state, so interleaving legs in any order
-//! is exact. To use more cores, load one [`SileroModel`] per thread (each is its own session; the library
-//! and environment are shared) and pin each leg to one thread.
+//! `&mut self`, and so do [`VadStream::speech_probability`] (with its `&mut SileroModel`) and
+//! [`SileroModel::speech_probabilities`]. The intended shape is one VAD thread that owns one [`SileroModel`]
+//! and serves many legs: each leg keeps its own small [`VadStream`] (plain data, `Send`), and the thread
+//! runs whichever legs have a chunk ready, one call per leg or, cheaper, all ready legs in one batched call
+//! ([`SileroModel::speech_probabilities`]; each batch row is one leg, so a leg's result does not depend on
+//! which other legs share the call). The session keeps no per-leg state, so legs can be interleaved and
+//! batched in any order. To use more cores, load one [`SileroModel`] per thread (each is its own session; the
+//! library and environment are shared) and give each leg to one thread at a time.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -150,8 +153,9 @@ fn runtime(library: &Path) -> Result<Environment, VadError> {
 pub struct SileroModel {
     session: Session,
     path: PathBuf,
-    /// Reused model input: context then chunk.
-    window: [f32; WINDOW_SAMPLES],
+    /// Reused model inputs: `input` rows (context then chunk) and `state`, for the legs of one call.
+    input: Vec<f32>,
+    state: Vec<f32>,
 }
 
 impl fmt::Debug for SileroModel {
@@ -198,7 +202,8 @@ impl SileroModel {
         let mut model = SileroModel {
             session,
             path: model_path.to_path_buf(),
-            window: [0.0; WINDOW_SAMPLES],
+            input: Vec::with_capacity(WINDOW_SAMPLES),
+            state: Vec::with_capacity(STATE_LEN),
         };
         let probability = VadStream::new().speech_probability(&mut model, &[0.0; CHUNK_SAMPLES])?;
         if !(0.0..=1.0).contains(&probability) {
@@ -215,18 +220,39 @@ impl SileroModel {
         &self.path
     }
 
-    /// One model step for `stream`; `stream` changes only when the step succeeds.
-    fn step(&mut self, stream: &mut VadStream, chunk: &[f32; CHUNK_SAMPLES]) -> Result<f32, VadError> {
+    /// Runs one chunk for each of several legs in one model call and returns their speech probabilities in
+    /// order. The result for each leg is what [`VadStream::speech_probability`] would give (the batch rows
+    /// are independent), but one call for many legs costs less CPU per leg than one call per leg, since
+    /// ONNX Runtime's per-call overhead is shared. A leg may appear at most once per batch (the borrow
+    /// checker sees to that); legs may join or leave between batches. On error no stream changes.
+    pub fn speech_probabilities(
+        &mut self,
+        batch: &mut [(&mut VadStream, &[f32; CHUNK_SAMPLES])],
+    ) -> Result<Vec<f32>, VadError> {
+        let legs = batch.len();
+        if legs == 0 {
+            return Ok(Vec::new());
+        }
         let path = &self.path;
         let fail = |reason: &dyn fmt::Display| VadError::Inference {
             path: path.clone(),
             reason: reason.to_string(),
         };
-        self.window[..CONTEXT_SAMPLES].copy_from_slice(&stream.context);
-        self.window[CONTEXT_SAMPLES..].copy_from_slice(chunk);
-        let input = TensorRef::from_array_view(([1usize, WINDOW_SAMPLES], &self.window[..]))
+        // Gather: `input` is [legs, 576] (context then chunk per row); `state` is [2, legs, 128].
+        self.input.clear();
+        self.state.resize(STATE_LEN * legs, 0.0);
+        for (leg, (stream, chunk)) in batch.iter().enumerate() {
+            self.input.extend_from_slice(&stream.context);
+            self.input.extend_from_slice(&chunk[..]);
+            for layer in 0..2 {
+                let at = (layer * legs + leg) * STATE_WIDTH;
+                self.state[at..at + STATE_WIDTH]
+                    .copy_from_slice(&stream.state[layer * STATE_WIDTH..][..STATE_WIDTH]);
+            }
+        }
+        let input = TensorRef::from_array_view(([legs, WINDOW_SAMPLES], &self.input[..]))
             .map_err(|error| fail(&error))?;
-        let state = TensorRef::from_array_view(([2usize, 1, STATE_WIDTH], &stream.state[..]))
+        let state = TensorRef::from_array_view(([2, legs, STATE_WIDTH], &self.state[..]))
             .map_err(|error| fail(&error))?;
         let sample_rate =
             TensorRef::from_array_view(((), &SAMPLE_RATE_INPUT[..])).map_err(|error| fail(&error))?;
@@ -247,13 +273,20 @@ impl SileroModel {
                 )))
             }
         };
-        let probability = extract(0, 1)?[0];
-        let next_state = extract(1, STATE_LEN)?;
-        stream.state.copy_from_slice(next_state);
-        stream
-            .context
-            .copy_from_slice(&chunk[CHUNK_SAMPLES - CONTEXT_SAMPLES..]);
-        Ok(probability)
+        let probabilities = extract(0, legs)?.to_vec();
+        let next_state = extract(1, STATE_LEN * legs)?;
+        // Scatter: only now, with every output checked, do the streams change.
+        for (leg, (stream, chunk)) in batch.iter_mut().enumerate() {
+            for layer in 0..2 {
+                let at = (layer * legs + leg) * STATE_WIDTH;
+                stream.state[layer * STATE_WIDTH..][..STATE_WIDTH]
+                    .copy_from_slice(&next_state[at..at + STATE_WIDTH]);
+            }
+            stream
+                .context
+                .copy_from_slice(&chunk[CHUNK_SAMPLES - CONTEXT_SAMPLES..]);
+        }
+        Ok(probabilities)
     }
 }
 
@@ -361,6 +394,12 @@ impl VadStream {
         model: &mut SileroModel,
         chunk: &[f32; CHUNK_SAMPLES],
     ) -> Result<f32, VadError> {
-        model.step(self, chunk)
+        match model.speech_probabilities(&mut [(self, chunk)])?[..] {
+            [probability] => Ok(probability),
+            ref other => Err(VadError::Inference {
+                path: model.path.clone(),
+                reason: format!("{} probabilities for one chunk", other.len()),
+            }),
+        }
     }
 }

@@ -141,6 +141,60 @@ fn legs_interleaved_on_one_model_match_the_reference() {
     }
 }
 
+#[test]
+fn batched_legs_match_the_reference() {
+    let mut model = load();
+    let files = reference();
+    let audio: Vec<Vec<[f32; CHUNK_SAMPLES]>> = files.iter().map(chunks).collect();
+    let mut legs: Vec<VadStream> = files.iter().map(|_| VadStream::new()).collect();
+    let mut worst = 0.0f32;
+    let mut sizes = std::collections::BTreeSet::new();
+    // Leg 1 sits out every third step (so it falls behind the others and its row moves), and legs leave
+    // the batch when their file ends: the batch size and each leg's row change over time.
+    let position = |leg: usize, step: usize| if leg == 1 { step - step / 3 } else { step };
+    for step in 0.. {
+        if (0..legs.len()).all(|leg| position(leg, step) >= audio[leg].len()) {
+            break;
+        }
+        let mut batch: Vec<(usize, &mut VadStream, &[f32; CHUNK_SAMPLES])> = Vec::new();
+        for (leg, stream) in legs.iter_mut().enumerate() {
+            let sits_out = leg == 1 && step % 3 == 2;
+            if let (false, Some(chunk)) = (sits_out, audio[leg].get(position(leg, step))) {
+                batch.push((leg, stream, chunk));
+            }
+        }
+        sizes.insert(batch.len());
+        let positions: Vec<(usize, usize)> = batch
+            .iter()
+            .map(|(leg, _, _)| (*leg, position(*leg, step)))
+            .collect();
+        let mut rows: Vec<(&mut VadStream, &[f32; CHUNK_SAMPLES])> = batch
+            .into_iter()
+            .map(|(_, stream, chunk)| (stream, chunk))
+            .collect();
+        let got = model.speech_probabilities(&mut rows).expect("inference");
+        assert_eq!(got.len(), positions.len());
+        for ((leg, position), got) in positions.into_iter().zip(got) {
+            let expected = files[leg].probabilities[position];
+            let difference = (got - expected).abs();
+            assert!(
+                difference <= TOLERANCE,
+                "{} chunk {position} in a batch: ours {got}, reference {expected}",
+                files[leg].path
+            );
+            worst = worst.max(difference);
+        }
+    }
+    assert!(sizes.len() >= 3, "batch sizes seen: {sizes:?}");
+    assert!(
+        model
+            .speech_probabilities(&mut [])
+            .expect("empty batch")
+            .is_empty()
+    );
+    eprintln!("batched: largest difference from the reference {worst:e}, batch sizes {sizes:?}");
+}
+
 /// A small deterministic generator (xorshift64*) for white noise.
 fn noise(seed: u64, amplitude: f32, len: usize) -> Vec<f32> {
     let mut x = seed;
