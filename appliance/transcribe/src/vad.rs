@@ -128,6 +128,14 @@ fn runtime(library: &Path) -> Result<Environment, VadError> {
             path: library.to_path_buf(),
             found: version_str,
         },
+        ort::LoadDynamicError::Dlopen { error, .. } => VadError::LibraryLoad {
+            path: library.to_path_buf(),
+            // libloading's message is just "dlopen failed"; dlerror()'s text is its source.
+            reason: match std::error::Error::source(&error) {
+                Some(detail) => detail.to_string(),
+                None => error.to_string(),
+            },
+        },
         other => VadError::LibraryLoad {
             path: library.to_path_buf(),
             reason: other.to_string(),
