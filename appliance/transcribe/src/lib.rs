@@ -10,9 +10,11 @@ pub mod model;
 mod pool;
 pub mod recognize;
 pub mod resample;
+pub mod vad;
 
 pub use pool::{
     CallTranscription, Finishing, Gap, GapReason, PoolConfig, Segment, SegmentSink, TimedWord, Transcriber,
     VoiceActivity,
 };
 pub use recognize::{DecoderConfig, Model, ModelError};
+pub use vad::{SileroModel, VadError, VadStream};
