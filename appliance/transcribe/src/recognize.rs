@@ -35,7 +35,7 @@ pub struct DecoderConfig {
 impl Default for DecoderConfig {
     fn default() -> Self {
         DecoderConfig {
-            audio_ctx_floor: 384,
+            audio_ctx_floor: 512,
             no_speech_threshold: 0.6,
             min_confidence: 0.45,
             flash_attention: true,
@@ -165,6 +165,12 @@ pub fn audio_context(samples: usize, floor: u32) -> u32 {
     frames.clamp(floor.min(1500), 1500)
 }
 
+/// Tokens allowed for a segment of `samples` 16 kHz samples: 8 per second plus 10, at most Whisper's 224.
+pub fn max_tokens(samples: usize) -> u32 {
+    let seconds = samples as f64 / 16_000.0;
+    ((seconds * 8.0).ceil() as u32 + 10).min(224)
+}
+
 impl Decoder {
     /// Transcribes one segment of 16 kHz mono audio (at most 30 s).
     pub fn recognize(&mut self, audio: &[f32]) -> Result<Recognition, String> {
@@ -186,6 +192,8 @@ impl Decoder {
         params.set_print_realtime(false);
         params.set_print_timestamps(false);
         params.set_audio_ctx(audio_context(audio.len(), self.config.audio_ctx_floor) as i32);
+        // Nobody says more than ~6 tokens a second: a decoder running past that is looping or inventing.
+        params.set_max_tokens(max_tokens(audio.len()) as i32);
         // Whisper's own no-speech rule (needs the logprob check too); ours below also looks at confidence.
         params.set_no_speech_thold(self.config.no_speech_threshold);
         if !self.english_only {
@@ -379,6 +387,8 @@ mod tests {
     #[test]
     fn the_encoder_context_follows_the_segment_within_floor_and_window() {
         assert_eq!(audio_context(16_000, 384), 384); // 2 s → 100 frames, floored
+        assert_eq!(max_tokens(16_000), 18);
+        assert_eq!(max_tokens(16_000 * 60), 224);
         assert_eq!(audio_context(16_000 * 10, 384), 550);
         assert_eq!(audio_context(16_000 * 40, 384), 1500);
         assert_eq!(audio_context(16_000, 1500), 1500);

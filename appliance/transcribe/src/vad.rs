@@ -411,3 +411,20 @@ impl VadStream {
         }
     }
 }
+
+/// The engine's front-end runs one model for every leg, one chunk at a time. A failed inference counts as
+/// silence for that chunk (logged without content; the leg goes on).
+impl crate::VoiceActivity for SileroModel {
+    type Leg = VadStream;
+
+    fn new_leg(&self) -> VadStream {
+        VadStream::new()
+    }
+
+    fn probability(&mut self, leg: &mut VadStream, frame: &[f32; CHUNK_SAMPLES]) -> f32 {
+        leg.speech_probability(self, frame).unwrap_or_else(|error| {
+            tracing::warn!(%error, "VAD inference failed; chunk treated as silence");
+            0.0
+        })
+    }
+}

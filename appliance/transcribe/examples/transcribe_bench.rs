@@ -1,0 +1,289 @@
+//! Benchmark driver for the whole transcription engine (resampler, Silero VAD, endpointing, whisper pool):
+//!
+//! - `accuracy --input LIST.json`: every utterance (a PCM16 mono WAV at its own rate, 8 or 16 kHz) is one
+//!   leg of its own call, fed as fast as the engine takes it in 20 ms pieces between 0.5 s of silence before
+//!   and 1.5 s after; prints one JSON line `{"id", "text", "segments"}` per utterance (ci/asr_bench.py
+//!   scores them) and a summary line. One worker, so CPU time is comparable with a one-thread reference.
+//! - `load --legs N --seconds S --input LIST.json`: N legs fed in real time (20 ms pieces paced by the
+//!   clock), each cycling through the utterances with as much silence after each as it lasted, so every leg
+//!   talks half of the time, like one side of a conversation. Prints the end-of-utterance → segment latency
+//!   percentiles, the largest lag, drops, CPU seconds per leg-second and peak RSS.
+//!
+//! Model paths: `--model`, `--vad-model`, `--onnxruntime` (defaults: ./airlock-data/models/…, as
+//! ci/install-asr installs them). `--workers N` (default 1 for accuracy, 2 for load).
+#![allow(clippy::print_stdout)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use airlock_telemetry::{SegmentResult, TranscriptionMetrics};
+use airlock_transcribe::{
+    DecoderConfig, Gap, Model, PoolConfig, Segment, SegmentSink, SileroModel, Transcriber,
+};
+
+#[derive(Default)]
+struct Collected {
+    segments: Vec<Segment>,
+    gaps: Vec<Gap>,
+}
+
+#[derive(Default)]
+struct Collector(Mutex<Collected>);
+
+impl SegmentSink for Collector {
+    fn segment(&self, segment: Segment) {
+        self.0.lock().unwrap().segments.push(segment);
+    }
+    fn gap(&self, gap: Gap) {
+        self.0.lock().unwrap().gaps.push(gap);
+    }
+}
+
+struct Args {
+    mode: String,
+    input: PathBuf,
+    model: PathBuf,
+    vad_model: PathBuf,
+    onnxruntime: PathBuf,
+    workers: Option<usize>,
+    legs: usize,
+    seconds: u64,
+    audio_ctx_floor: u32,
+}
+
+fn parse_args() -> Args {
+    let mut args = std::env::args().skip(1);
+    let mode = args.next().unwrap_or_default();
+    let models = Path::new("airlock-data/models");
+    let mut parsed = Args {
+        mode,
+        input: PathBuf::new(),
+        model: models.join("ggml-tiny.en-q8_0.bin"),
+        vad_model: models.join("silero_vad.onnx"),
+        onnxruntime: models.join("onnxruntime/libonnxruntime.so"),
+        workers: None,
+        legs: 16,
+        seconds: 60,
+        audio_ctx_floor: DecoderConfig::default().audio_ctx_floor,
+    };
+    while let Some(flag) = args.next() {
+        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        match flag.as_str() {
+            "--input" => parsed.input = value.into(),
+            "--model" => parsed.model = value.into(),
+            "--vad-model" => parsed.vad_model = value.into(),
+            "--onnxruntime" => parsed.onnxruntime = value.into(),
+            "--workers" => parsed.workers = Some(value.parse().expect("--workers")),
+            "--legs" => parsed.legs = value.parse().expect("--legs"),
+            "--seconds" => parsed.seconds = value.parse().expect("--seconds"),
+            "--audio-ctx-floor" => parsed.audio_ctx_floor = value.parse().expect("--audio-ctx-floor"),
+            other => panic!("unknown flag {other}"),
+        }
+    }
+    parsed
+}
+
+/// (id, rate, samples) of every utterance in the list.
+fn read_list(path: &Path) -> Vec<(String, u32, Vec<i16>)> {
+    let text = std::fs::read_to_string(path).expect("input list");
+    let list: serde_json::Value = serde_json::from_str(&text).expect("input list is JSON");
+    list.as_array()
+        .expect("input list is an array")
+        .iter()
+        .map(|entry| {
+            let id = entry["id"].as_str().expect("id").to_string();
+            let file = entry["path"].as_str().expect("path");
+            let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let wav = airlock_media::wav::parse(&bytes).unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert_eq!(wav.channels, 1, "{file}: mono expected");
+            (id, wav.sample_rate, wav.samples())
+        })
+        .collect()
+}
+
+/// This process's CPU time (user + system) from /proc/self/stat, in seconds.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    // Fields after the command: state is [0]; utime [11], stime [12], in clock ticks (100 per second).
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 / 100.0
+}
+
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn main() {
+    let args = parse_args();
+    let utterances = read_list(&args.input);
+    let load_started = Instant::now();
+    let decoder = DecoderConfig {
+        audio_ctx_floor: args.audio_ctx_floor,
+        ..DecoderConfig::default()
+    };
+    let model = Model::load(&args.model, decoder).expect("whisper model");
+    let vad = SileroModel::load(&args.vad_model, &args.onnxruntime).expect("VAD model");
+    let workers = args.workers.unwrap_or(if args.mode == "load" { 2 } else { 1 });
+    let metrics = TranscriptionMetrics::default();
+    let config = PoolConfig {
+        workers,
+        ..PoolConfig::default()
+    };
+    let engine = Transcriber::start(&model, vad, config, metrics.clone()).expect("engine");
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    match args.mode.as_str() {
+        "accuracy" => accuracy(&engine, &utterances, load_seconds, &metrics),
+        "load" => load(&engine, &utterances, &args, &metrics),
+        other => panic!("mode must be accuracy or load, not {other:?}"),
+    }
+}
+
+const PIECE_MS: u64 = 20;
+
+fn accuracy(
+    engine: &Transcriber,
+    utterances: &[(String, u32, Vec<i16>)],
+    load_seconds: f64,
+    metrics: &TranscriptionMetrics,
+) {
+    let cpu_start = process_cpu_seconds();
+    let mut audio_seconds = 0.0;
+    for (id, rate, samples) in utterances {
+        let rate = *rate;
+        let piece = (u64::from(rate) * PIECE_MS / 1000) as usize;
+        let mut audio = vec![0i16; rate as usize / 2];
+        audio.extend_from_slice(samples);
+        audio.extend(std::iter::repeat_n(0i16, rate as usize * 3 / 2));
+        audio_seconds += samples.len() as f64 / f64::from(rate);
+        let collector = Arc::new(Collector::default());
+        let call = engine.open_call(collector.clone());
+        let mut position = 0u64;
+        for chunk in audio.chunks(piece) {
+            while !call.push(0, rate, position, chunk) {
+                std::thread::sleep(Duration::from_millis(1)); // input full: wait, never drop here
+            }
+            position += chunk.len() as u64;
+        }
+        let finishing = call.finish();
+        assert!(finishing.wait(Duration::from_secs(120)), "{id}: not finished");
+        let collected = collector.0.lock().unwrap();
+        let text: Vec<&str> = collected
+            .segments
+            .iter()
+            .map(|s| s.text.expose().as_str())
+            .collect();
+        let line = serde_json::json!({
+            "id": id,
+            "text": text.join(" "),
+            "segments": collected.segments.len(),
+            "gaps": collected.gaps.len(),
+        });
+        println!("{line}");
+    }
+    let summary = serde_json::json!({
+        "summary": {
+            "cpu_seconds": process_cpu_seconds() - cpu_start,
+            "audio_seconds": audio_seconds,
+            "load_seconds": load_seconds,
+            "peak_rss_mb": peak_rss_mb(),
+            "no_speech_segments": metrics.segments_with(SegmentResult::NoSpeech),
+        }
+    });
+    println!("{summary}");
+}
+
+fn load(
+    engine: &Transcriber,
+    utterances: &[(String, u32, Vec<i16>)],
+    args: &Args,
+    metrics: &TranscriptionMetrics,
+) {
+    let rate = utterances[0].1;
+    assert!(utterances.iter().all(|u| u.1 == rate), "load mode wants one rate");
+    let piece = (u64::from(rate) * PIECE_MS / 1000) as usize;
+    // One conversation side: each utterance followed by as much silence, started at a different
+    // utterance per leg so the legs do not speak in lockstep.
+    let mut side = Vec::new();
+    for (_, _, samples) in utterances {
+        side.extend_from_slice(samples);
+        side.extend(std::iter::repeat_n(0i16, samples.len()));
+    }
+    let collectors: Vec<Arc<Collector>> = (0..args.legs).map(|_| Arc::new(Collector::default())).collect();
+    let calls: Vec<_> = collectors
+        .iter()
+        .map(|collector| engine.open_call(collector.clone()))
+        .collect();
+    let offsets: Vec<usize> = (0..args.legs)
+        .map(|leg| (side.len() / args.legs.max(1) * leg) / piece * piece)
+        .collect();
+    let pieces = args.seconds * 1000 / PIECE_MS;
+    let cpu_start = process_cpu_seconds();
+    let started = Instant::now();
+    let mut max_lag = 0.0f64;
+    let mut refused = 0u64;
+    for n in 0..pieces {
+        let due = started + Duration::from_millis(n * PIECE_MS);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        for (leg, call) in calls.iter().enumerate() {
+            let at = (offsets[leg] + n as usize * piece) % side.len();
+            let end = (at + piece).min(side.len());
+            if !call.push(0, rate, n * piece as u64, &side[at..end]) {
+                refused += 1;
+            }
+        }
+        max_lag = max_lag.max(metrics.lag_seconds.get());
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let finishing: Vec<_> = calls.into_iter().map(|call| call.finish()).collect();
+    let complete = finishing.iter().all(|f| f.wait(Duration::from_secs(120)));
+    let cpu = process_cpu_seconds() - cpu_start;
+    let mut latencies: Vec<f64> = collectors
+        .iter()
+        .flat_map(|c| {
+            c.0.lock()
+                .unwrap()
+                .segments
+                .iter()
+                .map(|s| s.latency.as_secs_f64())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    let gaps: usize = collectors.iter().map(|c| c.0.lock().unwrap().gaps.len()).sum();
+    let summary = serde_json::json!({
+        "legs": args.legs,
+        "seconds": elapsed,
+        "segments": latencies.len(),
+        "latency_p50": percentile(0.5),
+        "latency_p95": percentile(0.95),
+        "latency_max": percentile(1.0),
+        "max_lag_seconds": max_lag,
+        "pieces_refused": refused,
+        "segments_dropped": metrics.segments_with(SegmentResult::Dropped),
+        "gaps": gaps,
+        "complete": complete,
+        "cpu_seconds": cpu,
+        "cpu_per_leg_second": cpu / (elapsed * args.legs as f64),
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    println!("{summary}");
+}
