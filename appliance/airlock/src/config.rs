@@ -20,6 +20,7 @@ pub struct Config {
     pub metrics: MetricsSection,
     pub shutdown: ShutdownSection,
     pub voicestream: VoiceStreamSection,
+    pub transcription: TranscriptionSection,
 }
 
 /// `[sip]`: where SIPREC signalling is accepted and how strictly.
@@ -340,6 +341,190 @@ impl WebhooksSection {
     }
 }
 
+/// `[transcription]`: on-device speech-to-text of every call (on by default; the models come from
+/// `ci/install-asr`, never from the network at run time).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TranscriptionSection {
+    pub enabled: bool,
+    /// Where the model files are; empty means `<storage.data_dir>/models`.
+    pub models_dir: PathBuf,
+    /// The whisper.cpp (ggml) model, relative to `models_dir` or absolute. Any Whisper size may be used.
+    pub model: PathBuf,
+    /// The Silero VAD ONNX model, relative to `models_dir` or absolute.
+    pub vad_model: PathBuf,
+    /// The ONNX Runtime shared library that runs the VAD, relative to `models_dir` or absolute.
+    pub onnxruntime_library: PathBuf,
+    /// Whisper worker threads (each holds its own decoder state, ≈ 125 MB for tiny); 0 = one per CPU core.
+    pub workers: usize,
+    /// Speech segments that may wait for a worker; when full the oldest is dropped (and shows as a gap).
+    pub job_queue: usize,
+    /// Pieces of call audio that may wait for the VAD thread; when full new audio is dropped (a gap).
+    pub audio_queue_chunks: usize,
+    /// Segments waiting longer than this put the engine in the `lagging` state.
+    pub lag_alarm_secs: u64,
+    /// How long a finished call waits for its last segments before its transcript is written incomplete.
+    pub finish_timeout_secs: u64,
+    /// Speech probability (0–1) at which the VAD starts a segment.
+    pub vad_threshold: f32,
+    /// Quiet that ends a segment, in milliseconds.
+    pub hangover_ms: u64,
+    /// Bursts of speech shorter than this are ignored, in milliseconds.
+    pub min_speech_ms: u64,
+    /// Longest segment before it is cut, in seconds (Whisper's window is 30 s).
+    pub max_segment_secs: u64,
+    /// Smallest whisper encoder context in 20 ms frames (1500 = the full 30 s window, no trimming).
+    pub audio_ctx_floor: u32,
+    /// Let whisper.cpp use flash attention.
+    pub flash_attention: bool,
+}
+
+impl Default for TranscriptionSection {
+    fn default() -> Self {
+        let endpoint = airlock_transcribe::endpoint::EndpointConfig::default();
+        let pool = airlock_transcribe::PoolConfig::default();
+        let decoder = airlock_transcribe::DecoderConfig::default();
+        TranscriptionSection {
+            enabled: true,
+            models_dir: PathBuf::new(),
+            model: PathBuf::from("ggml-tiny.en-q8_0.bin"),
+            vad_model: PathBuf::from("silero_vad.onnx"),
+            onnxruntime_library: PathBuf::from("onnxruntime/libonnxruntime.so"),
+            workers: 0,
+            job_queue: pool.job_queue,
+            audio_queue_chunks: pool.audio_queue_chunks,
+            lag_alarm_secs: pool.lag_alarm.as_secs(),
+            finish_timeout_secs: 30,
+            vad_threshold: endpoint.threshold,
+            hangover_ms: endpoint.hangover.as_millis() as u64,
+            min_speech_ms: endpoint.min_speech.as_millis() as u64,
+            max_segment_secs: endpoint.max_segment.as_secs(),
+            audio_ctx_floor: decoder.audio_ctx_floor,
+            flash_attention: decoder.flash_attention,
+        }
+    }
+}
+
+impl TranscriptionSection {
+    fn validate(
+        &self,
+        data_dir: &Path,
+    ) -> Result<Option<airlock_runtime::TranscriptionSettings>, ConfigError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let models_dir = if self.models_dir.as_os_str().is_empty() {
+            data_dir.join("models")
+        } else {
+            self.models_dir.clone()
+        };
+        if !(0.05..=0.95).contains(&self.vad_threshold) {
+            return Err(invalid(
+                "transcription.vad_threshold",
+                "must be between 0.05 and 0.95",
+            ));
+        }
+        if !(100..=5000).contains(&self.hangover_ms) {
+            return Err(invalid(
+                "transcription.hangover_ms",
+                "must be between 100 and 5000",
+            ));
+        }
+        if self.min_speech_ms > 5000 {
+            return Err(invalid("transcription.min_speech_ms", "must be at most 5000"));
+        }
+        if !(2..=28).contains(&self.max_segment_secs) {
+            return Err(invalid(
+                "transcription.max_segment_secs",
+                "must be between 2 and 28 (whisper decodes at most 30 s at once)",
+            ));
+        }
+        if !(64..=1500).contains(&self.audio_ctx_floor) {
+            return Err(invalid(
+                "transcription.audio_ctx_floor",
+                "must be between 64 and 1500",
+            ));
+        }
+        if self.workers > 64 {
+            return Err(invalid("transcription.workers", "must be at most 64"));
+        }
+        if self.job_queue == 0 || self.job_queue > 4096 {
+            return Err(invalid("transcription.job_queue", "must be between 1 and 4096"));
+        }
+        if self.audio_queue_chunks == 0 || self.audio_queue_chunks > 1 << 20 {
+            return Err(invalid(
+                "transcription.audio_queue_chunks",
+                "must be between 1 and 1048576",
+            ));
+        }
+        if self.lag_alarm_secs == 0 {
+            return Err(invalid("transcription.lag_alarm_secs", "must be at least 1"));
+        }
+        let workers = if self.workers == 0 {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        } else {
+            self.workers
+        };
+        let endpoint = airlock_transcribe::endpoint::EndpointConfig {
+            threshold: self.vad_threshold,
+            hangover: Duration::from_millis(self.hangover_ms),
+            min_speech: Duration::from_millis(self.min_speech_ms),
+            max_segment: Duration::from_secs(self.max_segment_secs),
+            ..airlock_transcribe::endpoint::EndpointConfig::default()
+        };
+        Ok(Some(airlock_runtime::TranscriptionSettings {
+            model: models_dir.join(&self.model),
+            vad_model: models_dir.join(&self.vad_model),
+            onnxruntime_library: models_dir.join(&self.onnxruntime_library),
+            pool: airlock_transcribe::PoolConfig {
+                workers,
+                job_queue: self.job_queue,
+                audio_queue_chunks: self.audio_queue_chunks,
+                lag_alarm: Duration::from_secs(self.lag_alarm_secs),
+                endpoint,
+            },
+            decoder: airlock_transcribe::DecoderConfig {
+                audio_ctx_floor: self.audio_ctx_floor,
+                flash_attention: self.flash_attention,
+                ..airlock_transcribe::DecoderConfig::default()
+            },
+            finish_timeout: Duration::from_secs(self.finish_timeout_secs),
+        }))
+    }
+}
+
+/// Checks that the transcription model files exist and the whisper model is structurally sound (what
+/// check-config can know without loading them); errors name the key.
+pub fn check_transcription_files(
+    settings: &airlock_runtime::TranscriptionSettings,
+) -> Result<(), ConfigError> {
+    let this = settings;
+    let hint = "install the models with ci/install-asr, or set [transcription] enabled = false";
+    let file = std::fs::File::open(&this.model).map_err(|error| {
+        invalid(
+            "transcription.model",
+            format!("{}: {error} ({hint})", this.model.display()),
+        )
+    })?;
+    airlock_transcribe::model::check_model(std::io::BufReader::with_capacity(1 << 20, file)).map_err(
+        |error| {
+            invalid(
+                "transcription.model",
+                format!("{}: not a usable whisper model: {error}", this.model.display()),
+            )
+        },
+    )?;
+    for (key, path) in [
+        ("transcription.vad_model", &this.vad_model),
+        ("transcription.onnxruntime_library", &this.onnxruntime_library),
+    ] {
+        if !path.is_file() {
+            return Err(invalid(key, format!("{}: no such file ({hint})", path.display())));
+        }
+    }
+    Ok(())
+}
+
 /// `[recording]`: who can decrypt what the appliance records.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -415,6 +600,7 @@ pub struct Validated {
     pub sip_allow_sources: Vec<Cidr>,
     pub metrics_listen: Option<SocketAddr>,
     pub voicestream: Option<airlock_runtime::VoiceStreamSettings>,
+    pub transcription: Option<airlock_runtime::TranscriptionSettings>,
 }
 
 impl Config {
@@ -498,6 +684,7 @@ impl Config {
         if self.storage.data_dir.as_os_str().is_empty() {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
+        let transcription = self.transcription.validate(&self.storage.data_dir)?;
         Ok(Validated {
             config: self,
             sip_udp,
@@ -506,6 +693,7 @@ impl Config {
             sip_allow_sources,
             metrics_listen,
             voicestream,
+            transcription,
         })
     }
 }
@@ -588,6 +776,48 @@ mod tests {
         let validated = Config::default().validate().expect("defaults validate");
         assert_eq!(validated.sip_udp, Some("127.0.0.1:5060".parse().expect("addr")));
         assert_eq!(validated.config.storage.data_dir, PathBuf::from("./airlock-data"));
+    }
+
+    #[test]
+    fn transcription_keys_are_named_and_paths_resolve_under_the_data_dir() {
+        let plan = Config::default()
+            .validate()
+            .expect("defaults")
+            .transcription
+            .expect("on by default");
+        assert_eq!(
+            plan.model,
+            PathBuf::from("./airlock-data/models/ggml-tiny.en-q8_0.bin")
+        );
+        assert_eq!(
+            plan.onnxruntime_library,
+            PathBuf::from("./airlock-data/models/onnxruntime/libonnxruntime.so")
+        );
+        let off = Config::parse("[transcription]\nenabled = false\n").expect("parse");
+        assert!(off.validate().expect("valid").transcription.is_none());
+        for (text, key) in [
+            ("hangover_ms = 20", "transcription.hangover_ms"),
+            ("max_segment_secs = 40", "transcription.max_segment_secs"),
+            ("vad_threshold = 1.5", "transcription.vad_threshold"),
+            ("job_queue = 0", "transcription.job_queue"),
+        ] {
+            let config = Config::parse(&format!("[transcription]\n{text}\n")).expect("parse");
+            let error = config.validate().expect_err(text).to_string();
+            assert!(error.contains(key), "{error}");
+        }
+        let missing = Config::parse("[transcription]\nmodels_dir = \"/nonexistent\"\n")
+            .expect("parse")
+            .validate()
+            .expect("valid")
+            .transcription
+            .expect("on");
+        let error = check_transcription_files(&missing)
+            .expect_err("missing model")
+            .to_string();
+        assert!(
+            error.contains("transcription.model") && error.contains("ci/install-asr"),
+            "{error}"
+        );
     }
 
     #[test]

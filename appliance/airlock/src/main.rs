@@ -48,16 +48,21 @@ const DEV_IDENTITY_FILE: &str = "dev-identity.txt";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::CheckConfig { file } => match Config::load(&file) {
-            Ok(_) => {
-                eprintln!("{}: configuration is valid", file.display());
-                ExitCode::SUCCESS
+        Command::CheckConfig { file } => {
+            match Config::load(&file).and_then(|validated| match &validated.transcription {
+                Some(transcription) => config::check_transcription_files(transcription),
+                None => Ok(()),
+            }) {
+                Ok(()) => {
+                    eprintln!("{}: configuration is valid", file.display());
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("{error}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
             }
-            Err(error) => {
-                eprintln!("{error}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        }
         Command::Run { config } => {
             airlock_telemetry::init_tracing();
             let validated = match config {
@@ -78,6 +83,13 @@ fn main() -> ExitCode {
 
 fn run(validated: Validated) -> ExitCode {
     let config = &validated.config;
+    // A missing or broken model is a start-up error naming the key, never a failure mid-call.
+    if let Some(transcription) = &validated.transcription
+        && let Err(error) = config::check_transcription_files(transcription)
+    {
+        eprintln!("{error}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let recipients = match recipients(config) {
         Ok(recipients) => recipients,
         Err(error) => {
@@ -106,6 +118,7 @@ fn run(validated: Validated) -> ExitCode {
         metrics_listen: validated.metrics_listen,
         grace: config.shutdown.grace(),
         voicestream: validated.voicestream.clone(),
+        transcription: validated.transcription.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

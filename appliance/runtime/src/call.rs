@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::control::ControlInput;
 use crate::manifest::{ChannelReport, Manifest, PauseInterval, SrtpReport, StreamReport};
 use crate::storage::{DataDir, write_json_atomically};
+use crate::transcript::CallTranscript;
 
 /// Datagrams queued from the sockets of one call before socket tasks wait.
 const PACKET_QUEUE: usize = 4096;
@@ -55,6 +56,8 @@ pub struct CallEnvironment {
     pub reorder_delay: Duration,
     pub metrics: Metrics,
     pub control: mpsc::Sender<ControlInput>,
+    /// On-device transcription; `None` when disabled.
+    pub transcription: Option<crate::Transcription>,
 }
 
 /// RTP sockets bound by the control loop before it answers, keyed by local port, so the SRC's first
@@ -240,6 +243,8 @@ struct CallTask {
     packets: mpsc::Sender<Datagram>,
     manifest: Manifest,
     checkpoints: u64,
+    /// The call's transcript, fed with each stream's decoded audio; `None` when transcription is off.
+    transcript: Option<CallTranscript>,
 }
 
 async fn run(
@@ -341,6 +346,9 @@ impl CallTask {
             plan,
             &environment.recipients,
         );
+        let transcript = environment.transcription.as_ref().map(|transcription| {
+            CallTranscript::open(transcription, &dir_name, started_wall, &environment.data_dir)
+        });
         let mut task = CallTask {
             dir_name,
             environment,
@@ -350,6 +358,7 @@ impl CallTask {
             packets,
             manifest,
             checkpoints: 0,
+            transcript,
         };
         for stream in &plan.streams {
             let Some(socket) = sockets.remove(&stream.local_port) else {
@@ -376,6 +385,9 @@ impl CallTask {
         self.manifest
             .channels
             .push(ChannelReport::new(channel, &planned.label, from));
+        if let Some(transcript) = &self.transcript {
+            transcript.name_leg(index, &planned.label, channel);
+        }
         let packets = self.packets.clone();
         let socket_task = tokio::spawn(async move {
             let mut buf = vec![0u8; 2048];
@@ -565,6 +577,11 @@ impl CallTask {
                         stream.origin_sample = wall_position.saturating_sub(stream_position);
                         call_position = stream.origin_sample.saturating_add(stream_position);
                     }
+                    if let Some(transcript) = &self.transcript {
+                        // The leg's own PCM at its codec rate; the engine converts it for the models.
+                        let position = call_position.saturating_mul(pcm_rate) / rate.max(1);
+                        transcript.push(index, pcm_rate as u32, position, &stream.scratch);
+                    }
                     let samples = airlock_media::resample(&stream.scratch, pcm_rate as u32, rate as u32);
                     if shared {
                         self.recording
@@ -678,6 +695,9 @@ impl CallTask {
             }
         }
         self.manifest.streams = self.streams.iter().map(stream_report).collect();
+        if let Some(transcript) = self.transcript.take() {
+            self.manifest.transcript = transcript.finish(&self.dir()).await;
+        }
         for report in &self.manifest.streams {
             let metrics = &self.environment.metrics;
             metrics.rtp_packets_lost.inc_by(report.packets_lost);

@@ -11,6 +11,7 @@ mod metrics_http;
 mod sip_io;
 mod storage;
 mod tls;
+mod transcript;
 mod vs_call;
 mod vs_hub;
 mod vs_server;
@@ -30,6 +31,7 @@ use tokio::sync::mpsc;
 pub use airlock_sip::{Cidr, GuardConfig};
 pub use storage::DataDir;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};
+pub use transcript::{Transcription, TranscriptionError, TranscriptionSettings};
 pub use vs_server::{VoiceStreamError, VoiceStreamSettings, validate as validate_voicestream};
 pub use vs_webhooks::WebhookSettings;
 
@@ -64,6 +66,8 @@ pub struct Settings {
     pub grace: Duration,
     /// The Five9 VoiceStream destination; `None` when not configured.
     pub voicestream: Option<VoiceStreamSettings>,
+    /// On-device transcription; `None` when disabled.
+    pub transcription: Option<TranscriptionSettings>,
 }
 
 /// Start-up failures.
@@ -77,6 +81,8 @@ pub enum RuntimeError {
     Tls(TlsError),
     #[error("VoiceStream: {0}")]
     VoiceStream(VoiceStreamError),
+    #[error("{0}")]
+    Transcription(TranscriptionError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -96,6 +102,13 @@ pub async fn run(
         source,
     })?;
     recover_interrupted_calls(&data_dir, &metrics);
+    let transcription = match &settings.transcription {
+        Some(transcription) => Some(
+            transcript::start(transcription, metrics.transcription.clone())
+                .map_err(RuntimeError::Transcription)?,
+        ),
+        None => None,
+    };
 
     let metrics_task = match settings.metrics_listen {
         Some(addr) => {
@@ -136,6 +149,7 @@ pub async fn run(
         reorder_delay: settings.reorder_delay,
         metrics,
         control: inbound_tx,
+        transcription,
     };
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let voicestream = match settings.voicestream.clone() {

@@ -41,6 +41,9 @@ pub struct Manifest {
     /// Who sent on which stream (channel) from when, per the metadata: `[{label, from_ms, participant}]`
     /// as JSON, sealed to the recipients (participants' AoRs are personal data).
     pub participants_sealed: Option<String>,
+    /// The transcript artifacts, when the call was transcribed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript: Option<TranscriptReport>,
     #[serde(skip)]
     telephone_events: Vec<TelephoneEvent>,
     #[serde(skip)]
@@ -63,6 +66,20 @@ pub struct RecordingReport {
     pub sample_rate: u32,
     pub channels: usize,
     pub frames: u64,
+}
+
+/// `transcript.json` and `transcript.vtt`: their hashes, how many segments and gaps, whether every
+/// segment was decoded before the call was published, and the redaction policy their text passed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TranscriptReport {
+    pub file: String,
+    pub sha256: String,
+    pub vtt_file: String,
+    pub vtt_sha256: String,
+    pub segments: usize,
+    pub gaps: usize,
+    pub complete: bool,
+    pub redaction_policy: String,
 }
 
 /// The stream labelled `label` is recorded on `channel` from `from_ms` on. A stream added mid-call when
@@ -186,6 +203,7 @@ impl Manifest {
             telephone_events_sealed: None,
             metadata_sealed: Vec::new(),
             participants_sealed: None,
+            transcript: None,
             telephone_events: Vec::new(),
             participant_timeline: Vec::new(),
         }

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 
 use crate::call::{CallEnvironment, Recording, call_sample_at, open_recording, save_manifest};
 use crate::manifest::{ChannelReport, Manifest, PauseInterval, StreamReport};
+use crate::transcript::CallTranscript;
 
 /// Inputs queued toward one call task. Bound: `CALL_QUEUE`; leg tasks wait when it is full (back-pressure
 /// on the gRPC stream, never dropped audio).
@@ -97,6 +98,8 @@ struct VsCall {
     manifest: Manifest,
     legs: HashMap<LegId, LegState>,
     lost: bool,
+    /// The call's transcript, one leg per channel (role); `None` when transcription is off.
+    transcript: Option<CallTranscript>,
 }
 
 /// Opens the recording of a VoiceStream call at `sample_rate` with `channels` channels and starts its task;
@@ -137,6 +140,9 @@ impl VsCall {
         };
         let manifest = Manifest::for_voicestream(&dir_name, started_wall, (sample_rate, channels));
         environment.metrics.active_calls.inc();
+        let transcript = environment.transcription.as_ref().map(|transcription| {
+            CallTranscript::open(transcription, &dir_name, started_wall, &environment.data_dir)
+        });
         let call = VsCall {
             dir_name,
             environment,
@@ -145,6 +151,7 @@ impl VsCall {
             manifest,
             legs: HashMap::new(),
             lost: false,
+            transcript,
         };
         call.save_manifest();
         Some(call)
@@ -208,6 +215,9 @@ impl VsCall {
                     .unwrap_or(0);
                 let next_sample = self.sample_at(now).max(previous_end);
                 self.manifest.channels.push(ChannelReport::new(channel, role, at));
+                if let Some(transcript) = &self.transcript {
+                    transcript.name_leg(channel, role, channel);
+                }
                 self.manifest
                     .seal_metadata(metadata_json.expose(), &self.environment.recipients);
                 self.legs.insert(
@@ -327,6 +337,12 @@ impl VsCall {
                 .interleaver
                 .push(state.channel, state.next_sample, &resampled);
         }
+        if let Some(transcript) = &self.transcript {
+            // The leg's own PCM at its own rate, positioned where the recording placed it.
+            let position =
+                state.next_sample.saturating_mul(u64::from(state.sample_rate)) / u64::from(rate.max(1));
+            transcript.push(state.channel, state.sample_rate, position, samples);
+        }
         state.next_sample = state.next_sample.saturating_add(length);
         state.chunks += 1;
         state.samples += samples.len() as u64;
@@ -370,6 +386,9 @@ impl VsCall {
             }
         }
         self.refresh_streams();
+        if let Some(transcript) = self.transcript.take() {
+            self.manifest.transcript = transcript.finish(&self.dir()).await;
+        }
         let outcome = self.recording.close_and_publish(
             flushed,
             outcome,

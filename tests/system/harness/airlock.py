@@ -68,6 +68,9 @@ class Airlock:
             "storage": {"data_dir": str(self.data_dir)},
             "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
             "shutdown": {"grace_secs": 5},
+            # Off unless a test asks for it (tests/system/test_transcription.py): most tests check media
+            # paths and must not pay for, or be timed against, speech recognition.
+            "transcription": {"enabled": False},
         }
         for section, keys in (overrides or {}).items():
             self.config.setdefault(section, {}).update(keys)

@@ -1,0 +1,446 @@
+//! A call's transcript on the runtime side: feeds each leg's decoded PCM to the transcription engine, takes
+//! its segments as they finalise, passes their text through the compliance gate, appends each one to the
+//! event log (the path toward MQTT) at once, and at the end of the call writes `transcript.json` and
+//! `transcript.vtt` into the call directory. Only gate-released text is ever written; no text is logged.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use airlock_compliance::{Gate, Released};
+use airlock_telemetry::TranscriptionMetrics;
+use airlock_transcribe::{
+    CallTranscription, DecoderConfig, Gap, Model, ModelError, PoolConfig, Segment, SegmentSink, SileroModel,
+    Transcriber, VadError,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::clock::rfc3339;
+use crate::manifest::TranscriptReport;
+use crate::storage::DataDir;
+
+/// The transcript artifact's format identifier.
+pub const FORMAT: &str = "airlock.transcript.v1";
+
+/// `[transcription]` as validated by the binary: model files and engine settings.
+#[derive(Debug, Clone)]
+pub struct TranscriptionSettings {
+    pub model: PathBuf,
+    pub vad_model: PathBuf,
+    pub onnxruntime_library: PathBuf,
+    pub pool: PoolConfig,
+    pub decoder: DecoderConfig,
+    pub finish_timeout: Duration,
+}
+
+/// Why transcription could not start; the message names the config key.
+#[derive(Debug, thiserror::Error)]
+pub enum TranscriptionError {
+    #[error("transcription.model: {0}")]
+    Model(ModelError),
+    #[error("transcription.vad_model / transcription.onnxruntime_library: {0}")]
+    Vad(VadError),
+}
+
+/// Loads the models and starts the engine's threads (decoder states are allocated now, not per call).
+pub fn start(
+    settings: &TranscriptionSettings,
+    metrics: TranscriptionMetrics,
+) -> Result<Transcription, TranscriptionError> {
+    let model = Model::load(&settings.model, settings.decoder.clone()).map_err(TranscriptionError::Model)?;
+    let vad = SileroModel::load(&settings.vad_model, &settings.onnxruntime_library)
+        .map_err(TranscriptionError::Vad)?;
+    let info = model.info().clone();
+    let engine =
+        Transcriber::start(&model, vad, settings.pool.clone(), metrics).map_err(TranscriptionError::Model)?;
+    let model_name = settings
+        .model
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tracing::info!(
+        model = %model_name,
+        size = info.size_class,
+        workers = settings.pool.workers,
+        "transcription ready"
+    );
+    Ok(Transcription {
+        engine,
+        gate: Gate::pass_through(),
+        finish_timeout: settings.finish_timeout,
+        model_name,
+    })
+}
+
+/// What the call tasks need to transcribe: the engine, the gate, and how long a finished call may wait
+/// for its last segments before its transcript is written as incomplete.
+#[derive(Clone, Debug)]
+pub struct Transcription {
+    pub engine: Transcriber,
+    pub gate: Gate,
+    pub finish_timeout: Duration,
+    /// The model's file name, recorded in each transcript.
+    pub model_name: String,
+}
+
+/// One call's transcript in progress.
+#[derive(Debug)]
+pub(crate) struct CallTranscript {
+    handle: CallTranscription,
+    sink: Arc<TranscriptSink>,
+    finish_timeout: Duration,
+}
+
+#[derive(Debug)]
+struct TranscriptSink {
+    call: String,
+    started_wall: SystemTime,
+    gate: Gate,
+    data_dir: DataDir,
+    model_name: String,
+    state: Mutex<SinkState>,
+}
+
+#[derive(Debug, Default)]
+struct SinkState {
+    legs: BTreeMap<usize, LegInfo>,
+    segments: Vec<ReleasedSegment>,
+    gaps: Vec<Gap>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct LegInfo {
+    leg: usize,
+    /// The speaker's role or stream label (`agent`, `customer`, a SIPREC `a=label`).
+    speaker: String,
+    channel: usize,
+}
+
+#[derive(Debug)]
+struct ReleasedSegment {
+    leg: usize,
+    start_ms: u64,
+    end_ms: u64,
+    text: Released,
+    words: Vec<(Released, u64, u64, f32)>,
+    confidence: f32,
+}
+
+fn lock(state: &Mutex<SinkState>) -> std::sync::MutexGuard<'_, SinkState> {
+    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl SegmentSink for TranscriptSink {
+    fn segment(&self, segment: Segment) {
+        let released = ReleasedSegment {
+            leg: segment.leg,
+            start_ms: segment.start_ms,
+            end_ms: segment.end_ms,
+            text: self.gate.release(&segment.text),
+            words: segment
+                .words
+                .iter()
+                .map(|word| {
+                    (
+                        self.gate.release(&word.text),
+                        word.start_ms,
+                        word.end_ms,
+                        word.probability,
+                    )
+                })
+                .collect(),
+            confidence: segment.confidence,
+        };
+        let speaker = lock(&self.state)
+            .legs
+            .get(&segment.leg)
+            .map(|leg| leg.speaker.clone())
+            .unwrap_or_default();
+        let event = SegmentEvent {
+            event: "transcript_segment",
+            call: &self.call,
+            at: rfc3339(SystemTime::now()),
+            segment: self.json_segment(&released, &speaker),
+        };
+        if let Err(error) = self.data_dir.append_event(&event) {
+            tracing::error!(%error, "cannot append a transcript segment to the event log");
+        }
+        lock(&self.state).segments.push(released);
+    }
+
+    fn gap(&self, gap: Gap) {
+        lock(&self.state).gaps.push(gap);
+    }
+}
+
+#[derive(Serialize)]
+struct SegmentEvent<'a> {
+    event: &'static str,
+    call: &'a str,
+    at: String,
+    segment: JsonSegment<'a>,
+}
+
+#[derive(Serialize)]
+struct JsonSegment<'a> {
+    leg: usize,
+    speaker: String,
+    start_ms: u64,
+    end_ms: u64,
+    start_at: String,
+    end_at: String,
+    text: &'a str,
+    confidence: f32,
+    words: Vec<JsonWord<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonWord<'a> {
+    text: &'a str,
+    start_ms: u64,
+    end_ms: u64,
+    probability: f32,
+}
+
+#[derive(Serialize)]
+struct JsonGap {
+    leg: usize,
+    start_ms: u64,
+    end_ms: u64,
+    reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct TranscriptFile<'a> {
+    format: &'static str,
+    call: &'a str,
+    started_at: String,
+    model: &'a str,
+    redaction_policy: &'static str,
+    /// False when the call ended before all its segments were decoded (see `gaps` too).
+    complete: bool,
+    legs: Vec<LegInfo>,
+    segments: Vec<JsonSegment<'a>>,
+    gaps: Vec<JsonGap>,
+}
+
+impl TranscriptSink {
+    fn wall(&self, ms: u64) -> String {
+        rfc3339(self.started_wall + Duration::from_millis(ms))
+    }
+
+    fn json_segment<'a>(&self, segment: &'a ReleasedSegment, speaker: &str) -> JsonSegment<'a> {
+        JsonSegment {
+            leg: segment.leg,
+            speaker: speaker.to_string(),
+            start_ms: segment.start_ms,
+            end_ms: segment.end_ms,
+            start_at: self.wall(segment.start_ms),
+            end_at: self.wall(segment.end_ms),
+            text: segment.text.text(),
+            confidence: segment.confidence,
+            words: segment
+                .words
+                .iter()
+                .map(|(text, start_ms, end_ms, probability)| JsonWord {
+                    text: text.text(),
+                    start_ms: *start_ms,
+                    end_ms: *end_ms,
+                    probability: *probability,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl CallTranscript {
+    /// Starts transcribing the call `call` (its directory name), whose timeline began at `started_wall`.
+    pub(crate) fn open(
+        transcription: &Transcription,
+        call: &str,
+        started_wall: SystemTime,
+        data_dir: &DataDir,
+    ) -> CallTranscript {
+        let sink = Arc::new(TranscriptSink {
+            call: call.to_string(),
+            started_wall,
+            gate: transcription.gate.clone(),
+            data_dir: data_dir.clone(),
+            model_name: transcription.model_name.clone(),
+            state: Mutex::new(SinkState::default()),
+        });
+        CallTranscript {
+            handle: transcription.engine.open_call(sink.clone()),
+            sink,
+            finish_timeout: transcription.finish_timeout,
+        }
+    }
+
+    /// Names leg `leg` (recorded on `channel`) as `speaker`.
+    pub(crate) fn name_leg(&self, leg: usize, speaker: &str, channel: usize) {
+        lock(&self.sink.state).legs.insert(
+            leg,
+            LegInfo {
+                leg,
+                speaker: speaker.to_string(),
+                channel,
+            },
+        );
+    }
+
+    /// Offers decoded PCM of `leg` at `rate`, starting at sample `position` of the call timeline at that
+    /// rate. Never blocks; audio the engine cannot take is dropped there and shows as a gap.
+    pub(crate) fn push(&self, leg: usize, rate: u32, position: u64, samples: &[i16]) {
+        self.handle.push(leg, rate, position, samples);
+    }
+
+    /// Ends the call's transcription, waits (off the async workers) up to the finish timeout for its last
+    /// segments, and writes the transcript files into `dir`. Returns the manifest's report of them.
+    pub(crate) async fn finish(self, dir: &Path) -> Option<TranscriptReport> {
+        let finishing = self.handle.finish();
+        let timeout = self.finish_timeout;
+        let complete = tokio::task::spawn_blocking(move || finishing.wait(timeout))
+            .await
+            .unwrap_or(false);
+        if !complete {
+            tracing::warn!("transcription did not finish in time; the transcript is incomplete");
+        }
+        let sink = self.sink;
+        let dir = dir.to_path_buf();
+        tokio::task::block_in_place(|| write_files(&sink, &dir, complete))
+            .map_err(|error| tracing::error!(%error, "cannot write the transcript"))
+            .ok()
+    }
+}
+
+fn write_files(sink: &TranscriptSink, dir: &Path, complete: bool) -> std::io::Result<TranscriptReport> {
+    let mut state = lock(&sink.state);
+    state
+        .segments
+        .sort_by_key(|segment| (segment.start_ms, segment.leg));
+    state.gaps.sort_by_key(|gap| (gap.start_ms, gap.leg));
+    let state = &*state;
+    let speaker = |leg: usize| {
+        state
+            .legs
+            .get(&leg)
+            .map(|info| info.speaker.clone())
+            .unwrap_or_else(|| format!("leg-{leg}"))
+    };
+    let file = TranscriptFile {
+        format: FORMAT,
+        call: &sink.call,
+        started_at: rfc3339(sink.started_wall),
+        model: &sink.model_name,
+        redaction_policy: sink.gate.policy(),
+        complete,
+        legs: state.legs.values().cloned().collect(),
+        segments: state
+            .segments
+            .iter()
+            .map(|segment| sink.json_segment(segment, &speaker(segment.leg)))
+            .collect(),
+        gaps: state
+            .gaps
+            .iter()
+            .map(|gap| JsonGap {
+                leg: gap.leg,
+                start_ms: gap.start_ms,
+                end_ms: gap.end_ms,
+                reason: gap.reason.as_str(),
+            })
+            .collect(),
+    };
+    let json = serde_json::to_vec_pretty(&file).map_err(std::io::Error::other)?;
+    let vtt = webvtt(state.segments.iter().map(|segment| {
+        (
+            segment.start_ms,
+            segment.end_ms,
+            speaker(segment.leg),
+            segment.text.text(),
+        )
+    }));
+    write_synced(&dir.join("transcript.json"), &json)?;
+    write_synced(&dir.join("transcript.vtt"), vtt.as_bytes())?;
+    Ok(TranscriptReport {
+        file: "transcript.json".into(),
+        sha256: hex::encode(Sha256::digest(&json)),
+        vtt_file: "transcript.vtt".into(),
+        vtt_sha256: hex::encode(Sha256::digest(vtt.as_bytes())),
+        segments: state.segments.len(),
+        gaps: state.gaps.len(),
+        complete,
+        redaction_policy: sink.gate.policy().into(),
+    })
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temp = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temp, path)
+}
+
+/// WebVTT cues, one per segment, with the speaker as a voice span (`<v agent>`).
+fn webvtt<'a>(cues: impl Iterator<Item = (u64, u64, String, &'a str)>) -> String {
+    let mut out = String::from("WEBVTT\n");
+    for (index, (start, end, speaker, text)) in cues.enumerate() {
+        out.push_str(&format!(
+            "\n{}\n{} --> {}\n<v {}>{}\n",
+            index + 1,
+            vtt_time(start),
+            vtt_time(end.max(start + 1)),
+            vtt_escape(&speaker),
+            vtt_escape(text)
+        ));
+    }
+    out
+}
+
+fn vtt_time(ms: u64) -> String {
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
+}
+
+/// Cue text may not contain `&`, `<` or `-->`; line breaks would end the cue.
+fn vtt_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn webvtt_cues_are_timed_voiced_and_escaped() {
+        let vtt = webvtt(
+            vec![
+                (1_250, 3_400, "agent".to_string(), "Hello, how can I help?"),
+                (
+                    3_723_004,
+                    3_725_000,
+                    "customer".to_string(),
+                    "a <b> & c --> d\nnext",
+                ),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            vtt,
+            "WEBVTT\n\n1\n00:00:01.250 --> 00:00:03.400\n<v agent>Hello, how can I help?\n\n\
+             2\n01:02:03.004 --> 01:02:05.000\n<v customer>a &lt;b&gt; &amp; c --&gt; d next\n"
+        );
+    }
+}
