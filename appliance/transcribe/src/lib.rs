@@ -7,14 +7,20 @@
 
 pub mod endpoint;
 pub mod model;
+#[cfg(feature = "engine")]
 mod pool;
+#[cfg(feature = "engine")]
 pub mod recognize;
 pub mod resample;
+#[cfg(feature = "engine")]
 pub mod vad;
 
+#[cfg(feature = "engine")]
 pub use pool::{
     CallTranscription, Finishing, Gap, GapReason, PoolConfig, Segment, SegmentSink, TimedWord, Transcriber,
     VoiceActivity,
 };
+#[cfg(feature = "engine")]
 pub use recognize::{DecoderConfig, Model, ModelError};
+#[cfg(feature = "engine")]
 pub use vad::{SileroModel, VadError, VadStream};

@@ -61,7 +61,10 @@ fn tensor_bytes(kind: u32, elements: u64) -> Option<u64> {
         8 => (32, 34), // q8_0
         _ => return None,
     };
-    elements.is_multiple_of(block).then(|| elements / block * bytes)
+    if !elements.is_multiple_of(block) {
+        return None;
+    }
+    (elements / block).checked_mul(bytes)
 }
 
 struct Reader<R> {
