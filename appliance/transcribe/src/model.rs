@@ -303,6 +303,12 @@ pub(crate) mod tests {
             check_model(odd.as_slice()),
             Err(ModelFileError::BadTensor { index: 0, .. })
         ));
+        // Dimensions whose product overflows must be refused, not wrap or panic (found by fuzzing).
+        let huge = tiny_model(&[("encoder.conv1.weight", 0, &[1 << 24, 1 << 24, 1 << 24, 1 << 24])]);
+        assert!(matches!(
+            check_model(huge.as_slice()),
+            Err(ModelFileError::BadTensor { index: 0, .. })
+        ));
         let missing = tiny_model(&GOOD[..2]);
         assert_eq!(
             check_model(missing.as_slice()),

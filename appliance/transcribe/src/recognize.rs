@@ -182,8 +182,10 @@ impl Decoder {
         params.set_language(Some("en"));
         params.set_translate(false);
         params.set_no_context(true);
-        params.set_single_segment(true);
-        params.set_no_timestamps(true);
+        // Timestamp tokens on (whisper may split the segment at them): they anchor the per-token times
+        // that become word timings; without them every word would sit at the segment's start.
+        params.set_single_segment(false);
+        params.set_no_timestamps(false);
         params.set_token_timestamps(true);
         params.set_suppress_blank(true);
         params.set_suppress_nst(true);

@@ -1,4 +1,4 @@
-//! Where the tests find the files ci/install-vad installs, and the test audio.
+//! Where the tests find the files ci/install-asr installs, and the test audio.
 
 #![allow(dead_code)] // each test binary uses part of this
 
@@ -14,7 +14,7 @@ fn installed(env: &str, default: &str) -> PathBuf {
     });
     assert!(
         path.is_file(),
-        "{} not found (set {env} or run ci/install-vad from the repository root to install it)",
+        "{} not found (set {env} or run ci/install-asr from the repository root to install it)",
         path.display()
     );
     path
@@ -22,6 +22,10 @@ fn installed(env: &str, default: &str) -> PathBuf {
 
 pub fn model_path() -> PathBuf {
     installed("AIRLOCK_VAD_MODEL", "silero_vad.onnx")
+}
+
+pub fn whisper_model_path() -> PathBuf {
+    installed("AIRLOCK_WHISPER_MODEL", "ggml-tiny.en-q8_0.bin")
 }
 
 pub fn onnxruntime_path() -> PathBuf {
@@ -39,4 +43,14 @@ pub fn read_speech(path: &str) -> Vec<f32> {
         .into_iter()
         .map(|s| f32::from(s) / 32768.0)
         .collect()
+}
+
+/// A 16 kHz mono PCM16 WAV file's samples.
+pub fn read_pcm16(path: &str) -> Vec<i16> {
+    let bytes = std::fs::read(path).unwrap_or_else(|error| {
+        panic!("{path}: {error} (install Debian package pocketsphinx-testdata; ci/setup does)")
+    });
+    let wav = airlock_media::wav::parse(&bytes).unwrap_or_else(|error| panic!("{path}: {error}"));
+    assert_eq!((wav.sample_rate, wav.channels), (16_000, 1), "{path}");
+    wav.samples()
 }
