@@ -253,7 +253,7 @@ pub(crate) mod tests {
                 put(*d, &mut out);
             }
             out.extend_from_slice(name.as_bytes());
-            let elements: u64 = dims.iter().map(|&d| u64::from(d)).product();
+            let elements = dims.iter().fold(1u64, |n, &d| n.saturating_mul(u64::from(d)));
             out.extend(std::iter::repeat_n(
                 0u8,
                 tensor_bytes(*kind, elements).unwrap_or(0) as usize,
