@@ -23,6 +23,11 @@ use crate::endpoint::{EndpointConfig, FRAME_SAMPLES, Segmenter, SpeechSegment};
 use crate::recognize::{Decoder, Model, ModelError, Recognition};
 use crate::resample::{MODEL_RATE, Resampler};
 
+/// Whisper workers run at this lower scheduling priority (a Crossplatform value on 0–99, ≈ nice 9 on
+/// Linux), so under CPU pressure the kernel serves media, recording and signalling first and transcription
+/// lags instead — lag is observable and recoverable, lost audio is not.
+const WORKER_PRIORITY: u8 = 25;
+
 /// How long the `shedding` state lasts after a drop.
 const SHEDDING_HOLD: Duration = Duration::from_secs(30);
 /// How often the front-end refreshes the lag and state gauges when idle.
@@ -562,6 +567,17 @@ fn queue_segment<L>(
 }
 
 fn worker(shared: &Shared, mut decoder: Decoder) {
+    let lowered = thread_priority::ThreadPriorityValue::try_from(WORKER_PRIORITY)
+        .map_err(|error| error.to_string())
+        .and_then(|value| {
+            thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Crossplatform(
+                value,
+            ))
+            .map_err(|error| error.to_string())
+        });
+    if let Err(error) = lowered {
+        tracing::warn!(%error, "cannot lower the whisper worker's priority; it competes with media");
+    }
     loop {
         let job = {
             let mut jobs = lock(&shared.jobs);

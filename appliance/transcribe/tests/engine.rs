@@ -108,6 +108,18 @@ fn speech_becomes_timed_text_per_leg_and_silence_and_noise_give_none() {
         );
     }
     assert!(segments.iter().all(|s| s.leg != 2), "noise leg produced text");
+    // The whisper workers yield the CPU to media: they run niced.
+    let mut workers = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        if stat.contains("(whisper-") {
+            let after_name = stat.rsplit_once(')').unwrap().1;
+            let nice: i32 = after_name.split_whitespace().nth(16).unwrap().parse().unwrap();
+            assert!(nice > 0, "whisper worker at nice {nice}");
+            workers += 1;
+        }
+    }
+    assert!(workers >= 1);
     assert!(metrics.segments_with(SegmentResult::Text) >= 2);
 }
 
