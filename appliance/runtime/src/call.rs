@@ -696,7 +696,8 @@ impl CallTask {
         }
         self.manifest.streams = self.streams.iter().map(stream_report).collect();
         if let Some(transcript) = self.transcript.take() {
-            self.manifest.transcript = transcript.finish(&self.dir()).await;
+            let shutting_down = outcome == CallOutcome::Shutdown;
+            self.manifest.transcript = transcript.finish(&self.dir(), shutting_down).await;
         }
         for report in &self.manifest.streams {
             let metrics = &self.environment.metrics;

@@ -21,6 +21,9 @@ use crate::clock::rfc3339;
 use crate::manifest::TranscriptReport;
 use crate::storage::DataDir;
 
+/// During shutdown a call waits at most this long for its last segments, so stopping stays prompt.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+
 /// The transcript artifact's format identifier.
 pub const FORMAT: &str = "airlock.transcript.v1";
 
@@ -297,10 +300,15 @@ impl CallTranscript {
     }
 
     /// Ends the call's transcription, waits (off the async workers) up to the finish timeout for its last
-    /// segments, and writes the transcript files into `dir`. Returns the manifest's report of them.
-    pub(crate) async fn finish(self, dir: &Path) -> Option<TranscriptReport> {
+    /// segments — at most [`SHUTDOWN_WAIT`] when the appliance is shutting down — and writes the transcript
+    /// files into `dir`. Returns the manifest's report of them.
+    pub(crate) async fn finish(self, dir: &Path, shutting_down: bool) -> Option<TranscriptReport> {
         let finishing = self.handle.finish();
-        let timeout = self.finish_timeout;
+        let timeout = if shutting_down {
+            self.finish_timeout.min(SHUTDOWN_WAIT)
+        } else {
+            self.finish_timeout
+        };
         let complete = tokio::task::spawn_blocking(move || finishing.wait(timeout))
             .await
             .unwrap_or(false);

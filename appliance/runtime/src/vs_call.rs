@@ -387,7 +387,8 @@ impl VsCall {
         }
         self.refresh_streams();
         if let Some(transcript) = self.transcript.take() {
-            self.manifest.transcript = transcript.finish(&self.dir()).await;
+            let shutting_down = outcome == CallOutcome::Shutdown;
+            self.manifest.transcript = transcript.finish(&self.dir(), shutting_down).await;
         }
         let outcome = self.recording.close_and_publish(
             flushed,
