@@ -28,6 +28,9 @@ use crate::resample::{MODEL_RATE, Resampler};
 /// lags instead — lag is observable and recoverable, lost audio is not.
 const WORKER_PRIORITY: u8 = 25;
 
+/// Holes in a leg's audio up to this long are filled with silence; longer ones restart the leg's VAD.
+const MAX_FILLED_HOLE_SECONDS: u64 = 1;
+
 /// How long the `shedding` state lasts after a drop.
 const SHEDDING_HOLD: Duration = Duration::from_secs(30);
 /// How often the front-end refreshes the lag and state gauges when idle.
@@ -174,6 +177,9 @@ struct Job {
 struct CallShared {
     id: u64,
     sink: Arc<dyn SegmentSink>,
+    /// Per leg, the stretches (ms) of audio refused at the input, merged while contiguous; reported as
+    /// gaps when the call finishes.
+    dropped_audio: Mutex<HashMap<usize, Vec<(u64, u64)>>>,
     progress: Mutex<CallProgress>,
     settled: Condvar,
 }
@@ -235,6 +241,7 @@ impl Transcriber {
         let call = Arc::new(CallShared {
             id: self.shared.next_call.fetch_add(1, Ordering::Relaxed),
             sink,
+            dropped_audio: Mutex::new(HashMap::new()),
             progress: Mutex::new(CallProgress::default()),
             settled: Condvar::new(),
         });
@@ -322,7 +329,27 @@ impl CallShared {
         }
     }
 
+    fn note_dropped_audio(&self, leg: usize, start_ms: u64, end_ms: u64) {
+        let mut dropped = lock(&self.dropped_audio);
+        let ranges = dropped.entry(leg).or_default();
+        match ranges.last_mut() {
+            // Pieces are ≈ 20 ms apart: join anything within 100 ms.
+            Some(last) if start_ms <= last.1 + 100 => last.1 = last.1.max(end_ms),
+            _ => ranges.push((start_ms, end_ms)),
+        }
+    }
+
     fn close_input(&self) {
+        for (leg, ranges) in lock(&self.dropped_audio).drain() {
+            for (start_ms, end_ms) in ranges {
+                self.sink.gap(Gap {
+                    leg,
+                    start_ms,
+                    end_ms,
+                    reason: GapReason::AudioDropped,
+                });
+            }
+        }
         let mut progress = lock(&self.progress);
         progress.input_closed = true;
         if progress.pending_jobs == 0 {
@@ -357,6 +384,9 @@ impl CallTranscription {
                 let seconds = samples.len() as f64 / f64::from(rate.max(1));
                 self.shared.metrics.audio_dropped_seconds.inc_by(seconds);
                 self.shared.note_drop();
+                let to_ms = |position: u64| position * 1000 / u64::from(rate.max(1));
+                self.call
+                    .note_dropped_audio(leg, to_ms(position), to_ms(position + samples.len() as u64));
                 return false;
             }
             input.push_back(Input::Audio(AudioChunk {
@@ -500,32 +530,48 @@ fn feed<V: VoiceActivity>(
     resampled: &mut Vec<f32>,
 ) {
     let rate = chunk.rate.max(1);
-    let discontinuous = leg.next_position.is_some_and(|next| next != chunk.position) || leg.rate != rate;
-    if discontinuous {
-        // Audio was dropped (or the rate changed): restart the leg's front-end at the new position, so
-        // nothing either side of the hole is joined.
-        let hole_start = leg.reached;
-        let fresh_start = chunk.position * u64::from(MODEL_RATE) / u64::from(rate);
-        if let Some(segment) = leg.segmenter.finish() {
-            queue_segment(shared, &chunk.call, chunk.leg, segment, leg);
+    let mut samples: &[i16] = &chunk.samples;
+    let mut filler = Vec::new();
+    match leg.next_position {
+        Some(next) if leg.rate == rate && chunk.position < next => {
+            // Overlaps what the leg already had (a re-anchored stream): only the new part counts.
+            let overlap = usize::try_from(next - chunk.position).unwrap_or(usize::MAX);
+            samples = samples.get(overlap..).unwrap_or_default();
         }
-        if fresh_start > hole_start {
-            chunk.call.sink.gap(Gap {
-                leg: chunk.leg,
-                start_ms: ms(hole_start),
-                end_ms: ms(fresh_start),
-                reason: GapReason::AudioDropped,
-            });
+        Some(next)
+            if leg.rate == rate
+                && chunk.position > next
+                && chunk.position - next <= u64::from(rate) * MAX_FILLED_HOLE_SECONDS =>
+        {
+            // A short hole (packet loss, a late leg): silence, so a sentence is not cut in two.
+            filler.resize(usize::try_from(chunk.position - next).unwrap_or(0), 0i16);
         }
-        leg.rate = rate;
-        leg.resampler = Resampler::new(rate);
-        leg.pending.clear();
-        leg.pending_start = fresh_start;
-        leg.reached = fresh_start;
+        Some(next) if leg.rate == rate && chunk.position == next => {}
+        None => {}
+        Some(_) => {
+            // A long hole (hold, audio the engine refused — reported by `push`) or a new rate: restart the
+            // leg's front-end at the new position, so nothing either side of the hole is joined.
+            let fresh_start = chunk.position * u64::from(MODEL_RATE) / u64::from(rate);
+            if let Some(segment) = leg.segmenter.finish() {
+                queue_segment(shared, &chunk.call, chunk.leg, segment, leg);
+            }
+            leg.rate = rate;
+            leg.resampler = Resampler::new(rate);
+            leg.pending.clear();
+            leg.pending_start = fresh_start;
+            leg.reached = fresh_start;
+        }
     }
-    leg.next_position = Some(chunk.position + chunk.samples.len() as u64);
+    leg.next_position = Some(
+        leg.next_position
+            .unwrap_or(chunk.position)
+            .max(chunk.position + chunk.samples.len() as u64),
+    );
     resampled.clear();
-    leg.resampler.process(&chunk.samples, resampled);
+    if !filler.is_empty() {
+        leg.resampler.process(&filler, resampled);
+    }
+    leg.resampler.process(samples, resampled);
     leg.pending.extend_from_slice(resampled);
     leg.reached = leg.pending_start + leg.pending.len() as u64;
     leg.reached_at = chunk.received;

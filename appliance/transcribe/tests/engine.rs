@@ -40,6 +40,8 @@ fn narrowband(samples: &[i16]) -> Vec<i16> {
     samples.iter().step_by(2).copied().collect()
 }
 
+/// Pushes `audio` in 20 ms pieces, waiting while the input is full (each refusal is also noted as a gap,
+/// so tests that expect none use an input large enough).
 fn push_all(call: &airlock_transcribe::CallTranscription, leg: usize, rate: u32, start: u64, audio: &[i16]) {
     let piece = rate as usize / 50;
     let mut position = start;
@@ -168,4 +170,66 @@ fn an_overloaded_pool_drops_the_oldest_segments_as_gaps_and_still_finishes() {
         "every segment is either decoded or reported as a gap"
     );
     assert_eq!(engine.state(), airlock_telemetry::TranscriptionState::Shedding);
+}
+
+#[test]
+fn short_holes_are_bridged_and_refused_audio_is_reported_as_merged_gaps() {
+    let metrics = TranscriptionMetrics::default();
+    let engine = engine(
+        PoolConfig {
+            workers: 1,
+            audio_queue_chunks: 4,
+            ..PoolConfig::default()
+        },
+        &metrics,
+    );
+    let speech = common::read_pcm16(&format!(
+        "{LIBRIVOX}/sense_and_sensibility_01_austen_64kb-0930.wav"
+    ));
+    let mut audio = vec![0i16; 8_000];
+    audio.extend_from_slice(&speech);
+    audio.extend(std::iter::repeat_n(0i16, 24_000));
+
+    // A 200 ms hole in the middle of the sentence (lost packets): still one segment, no gap.
+    let roomy = self::engine(
+        PoolConfig {
+            workers: 1,
+            ..PoolConfig::default()
+        },
+        &TranscriptionMetrics::default(),
+    );
+    let sink = Arc::new(Collected::default());
+    let call = roomy.open_call(sink.clone());
+    let hole = 8_000 + speech.len() / 2;
+    push_all(&call, 0, 16_000, 0, &audio[..hole]);
+    push_all(&call, 0, 16_000, (hole + 3_200) as u64, &audio[hole + 3_200..]);
+    assert!(call.finish().wait(Duration::from_secs(60)));
+    let segments = sink.segments.lock().unwrap();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    assert!(sink.gaps.lock().unwrap().is_empty());
+    drop(segments);
+
+    // Pushing a whole call at once into an input of four pieces: most is refused, and reported as a few
+    // merged gaps, not one per piece.
+    let sink = Arc::new(Collected::default());
+    let call = engine.open_call(sink.clone());
+    let mut refused = 0;
+    for (index, piece) in audio.chunks(320).enumerate() {
+        if !call.push(0, 16_000, (index * 320) as u64, piece) {
+            refused += 1;
+        }
+    }
+    assert!(call.finish().wait(Duration::from_secs(60)));
+    let gaps = sink.gaps.lock().unwrap();
+    assert!(refused > 10, "input of 4 pieces refused only {refused}");
+    assert!(
+        !gaps.is_empty() && gaps.len() < refused / 2,
+        "{} gaps for {refused} refusals",
+        gaps.len()
+    );
+    assert!(
+        gaps.iter()
+            .all(|g| g.reason == GapReason::AudioDropped && g.end_ms > g.start_ms)
+    );
+    assert!(metrics.audio_dropped_seconds.get() > 0.0);
 }
