@@ -10,7 +10,7 @@ import time
 from harness import audio, g711
 from harness.airlock import check_manifest, stream_by_label
 from harness.calls import SiprecCall
-from harness.rtp import SAMPLES_PER_PACKET, Dtmf, RtpSender
+from harness.rtp import SAMPLES_PER_PACKET, Dtmf, RtpSender, rtp_header
 from harness.sip import SipUac, parse_sdp, siprec_body
 
 # A crash may lose at most ~1 s of audio: the runtime checkpoints every 0.75 s on a 0.1 s tick and writes audio
@@ -116,6 +116,28 @@ def test_dtmf_is_not_audio_and_ssrc_change_is_continuous(airlock, speech_a, spee
     audio.assert_exact_run(wav.channel(streams["1"]["channel"]), r1.expected_samples("PCMU"), "label 1 (DTMF)")
     audio.assert_exact_run(wav.channel(streams["2"]["channel"]), r2.expected_samples("PCMU"), "label 2 (SSRC)")
     assert streams["1"]["packets_lost"] == 0 and streams["2"]["packets_lost"] == 0, manifest["streams"]
+
+
+def test_rtp_that_arrived_before_the_bye_is_recorded(airlock, speech_a, speech_b):
+    """1 s of RTP per stream sent as one burst and the BYE right after it: everything that reached airlock
+    before the BYE is in the recording (the call's end must take in what its sockets and queue still hold)."""
+    payloads = {"1": speech_a[:50 * SAMPLES_PER_PACKET], "2": speech_b[:50 * SAMPLES_PER_PACKET]}
+    call = SiprecCall(airlock.sip, list(payloads)).start()
+    try:
+        for label, payload in payloads.items():
+            for k in range(len(payload) // SAMPLES_PER_PACKET):
+                packet = rtp_header(g711.PT_PCMU, 100 + k, 8000 + k * SAMPLES_PER_PACKET, 0x5EED + int(label),
+                                    marker=k == 0) + payload[k * SAMPLES_PER_PACKET:(k + 1) * SAMPLES_PER_PACKET]
+                call.socks[label].sendto(packet, call.dest(label))
+        assert call.bye().status == 200
+    finally:
+        call.close()
+    [call_dir] = airlock.wait_calls(1)
+    streams = stream_by_label(airlock.manifest(call_dir))
+    wav = airlock.recording(call_dir)
+    for label, payload in payloads.items():
+        assert streams[label]["packets_received"] == 50, streams[label]
+        audio.assert_exact_run(wav.channel(streams[label]["channel"]), g711.decode(payload, "PCMU"), label)
 
 
 def test_pcma_over_tcp_signalling(airlock, speech_dir):

@@ -5,7 +5,6 @@ its signal-to-noise ratio against the source speech after alignment."""
 from __future__ import annotations
 
 import math
-import os
 import random
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from array import array
 from pathlib import Path
 
 from harness import audio, sip
-from harness.airlock import ROOT, stream_by_label
+from harness.airlock import stream_by_label
 from harness.rtp import rtp_header
 
 PTIME_S = 0.020
@@ -105,16 +104,6 @@ def test_l16_8k_and_16k_are_recorded_sample_exact(airlock_factory, tmp_path):
             audio.assert_exact_run(wav.channel(streams[label]["channel"]), pcm, f"L16/{rate} label {label}")
 
 
-def g722_encoder() -> Path:
-    path = Path(os.environ.get("G722_ENCODE_BIN", ROOT / "target" / "release" / "examples" / "g722_encode"))
-    if not path.is_file():
-        import pytest
-
-        pytest.fail(f"{path} missing: cargo build --release -p airlock-media --example g722_encode",
-                    pytrace=False)
-    return path
-
-
 def snr_db(reference: array, recorded: array, offset: int) -> float:
     signal = noise = 0.0
     for i, ref in enumerate(reference):
@@ -130,12 +119,7 @@ def first_loud(samples, threshold: int = 2000) -> int:
 
 def test_g722_is_decoded_to_16khz(airlock, tmp_path):
     source = speech_pcm(tmp_path / "g722", 16000, "Please hold while I transfer your call")
-    little_endian = array("h", source)
-    if sys.byteorder == "big":
-        little_endian.byteswap()
-    encoded = subprocess.run([str(g722_encoder())], input=little_endian.tobytes(), capture_output=True,
-                             check=True).stdout
-    assert len(encoded) == len(source) // 2, (len(encoded), len(source))
+    encoded = audio.g722_encode(source)
     packets = [encoded[i:i + 160] for i in range(0, len(encoded), 160)]
     manifest, wav = record_call(airlock, "G722/8000", PT_G722, ["1"], {"1": packets}, 160)
     assert wav.sample_rate == 16000, wav.sample_rate

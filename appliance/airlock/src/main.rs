@@ -129,6 +129,12 @@ fn run(validated: Validated) -> ExitCode {
     };
     match runtime.block_on(airlock_runtime::run(settings, termination_signal())) {
         Ok(()) => ExitCode::SUCCESS,
+        // A model that passed the file checks but cannot be loaded (a corrupt VAD model or ONNX Runtime
+        // library, whisper tensors that do not load) is the same configuration error as a missing one.
+        Err(error @ airlock_runtime::RuntimeError::Transcription(_)) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(error) => {
             eprintln!("{error}");
             ExitCode::FAILURE

@@ -36,6 +36,8 @@ const PACKET_QUEUE: usize = 4096;
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(750);
 /// How often receivers are polled for reorder deadlines and inactivity.
 const TICK: Duration = Duration::from_millis(100);
+/// At the end of a call, at most this many datagrams per stream are still read from its socket.
+const LEFTOVER_DATAGRAMS: usize = 1024;
 /// Audio this much older than the reorder delay is written; until then late packets still land in place.
 const WRITE_BEHIND_BEYOND_REORDER: Duration = Duration::from_millis(90);
 /// How far a stream's RTP clock may stray from the wall clock before it is re-anchored.
@@ -125,6 +127,8 @@ struct StreamState {
     /// Decoded PCM samples per RTP clock unit, as a ratio (G.722: 2/1).
     pcm_per_clock: (u64, u64),
     socket_task: Option<JoinHandle<()>>,
+    /// The stream's socket (also held by its task), so the end of the call can read what is left in it.
+    socket: Option<Arc<UdpSocket>>,
     paused_since: Option<Duration>,
     /// The last valid RTP/RTCP packet, or when the stream was added or resumed.
     last_activity: Instant,
@@ -277,8 +281,8 @@ async fn run(
             Some(datagram) = packet_rx.recv() => task.on_datagram(datagram),
             command = commands.recv() => match command {
                 Some(CallCommand::Update(plan, sockets)) => task.update(&plan, sockets),
-                Some(CallCommand::End(outcome)) => return task.finish(outcome).await,
-                None => return task.finish(CallOutcome::Shutdown).await,
+                Some(CallCommand::End(outcome)) => return task.finish(outcome, &mut packet_rx).await,
+                None => return task.finish(CallOutcome::Shutdown, &mut packet_rx).await,
             },
             _ = tick.tick() => {
                 let now = Instant::now();
@@ -363,7 +367,11 @@ impl CallTask {
         for stream in &plan.streams {
             let Some(socket) = sockets.remove(&stream.local_port) else {
                 tracing::error!("no RTP socket was bound for a stream");
-                task.stop_sockets();
+                for stream in &mut task.streams {
+                    if let Some(socket_task) = stream.socket_task.take() {
+                        socket_task.abort();
+                    }
+                }
                 return Err((task.environment, CallOutcome::MediaFailed));
             };
             task.add_stream(stream, socket);
@@ -389,7 +397,10 @@ impl CallTask {
             transcript.name_leg(index, &planned.label, channel);
         }
         let packets = self.packets.clone();
+        let socket = Arc::new(socket);
+        let task_socket = socket.clone();
         let socket_task = tokio::spawn(async move {
+            let socket = task_socket;
             let mut buf = vec![0u8; 2048];
             while let Ok((len, _peer)) = socket.recv_from(&mut buf).await {
                 let datagram = Datagram {
@@ -435,6 +446,7 @@ impl CallTask {
             origin_sample,
             pcm_per_clock: (u64::from(pcm_rate), u64::from(clock_rate)),
             socket_task: Some(socket_task),
+            socket: Some(socket),
             paused_since: planned.paused.then(|| now.duration_since(self.started)),
             last_activity: now,
             scratch: Vec::with_capacity(1024),
@@ -657,16 +669,51 @@ impl CallTask {
                 && let Some(task) = stream.socket_task.take()
             {
                 task.abort();
+                stream.socket = None;
             }
         }
         self.manifest.apply_plan(plan, at, &self.environment.recipients);
         self.save_manifest();
     }
 
-    fn stop_sockets(&mut self) {
-        for stream in &mut self.streams {
-            if let Some(task) = stream.socket_task.take() {
-                task.abort();
+    /// Stops the socket tasks and takes in what had arrived by then: the datagrams they had queued, then
+    /// what waits in the sockets' receive buffers. RTP sent just before the BYE is part of the call, however
+    /// busy this task was when the BYE came (its queue and the BYE race in the select loop).
+    async fn stop_sockets(&mut self, packet_rx: &mut mpsc::Receiver<Datagram>) {
+        let tasks: Vec<JoinHandle<()>> = self
+            .streams
+            .iter_mut()
+            .filter_map(|stream| stream.socket_task.take())
+            .collect();
+        for task in &tasks {
+            task.abort();
+        }
+        // Once they are cancelled nothing more is queued (recv_from is cancel-safe: an unread datagram
+        // stays in the socket).
+        for task in tasks {
+            let _ = task.await;
+        }
+        while let Ok(datagram) = packet_rx.try_recv() {
+            self.on_datagram(datagram);
+        }
+        let sockets: Vec<(usize, Arc<UdpSocket>)> = self
+            .streams
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(index, stream)| stream.socket.take().map(|socket| (index, socket)))
+            .collect();
+        let mut buf = vec![0u8; 2048];
+        for (index, socket) in sockets {
+            // Bounded: a source still flooding the port cannot keep the call from ending.
+            for _ in 0..LEFTOVER_DATAGRAMS {
+                let Ok((len, _peer)) = socket.try_recv_from(&mut buf) else {
+                    break;
+                };
+                self.on_datagram(Datagram {
+                    stream: index,
+                    received_at: Instant::now(),
+                    bytes: buf.get(..len).unwrap_or_default().to_vec(),
+                });
             }
         }
     }
@@ -675,8 +722,8 @@ impl CallTask {
         save_manifest(&self.dir(), &self.manifest);
     }
 
-    async fn finish(mut self, outcome: CallOutcome) -> CallOutcome {
-        self.stop_sockets();
+    async fn finish(mut self, outcome: CallOutcome, packet_rx: &mut mpsc::Receiver<Datagram>) -> CallOutcome {
+        self.stop_sockets(packet_rx).await;
         let now = Instant::now();
         let far = now + self.environment.reorder_delay + Duration::from_millis(1);
         for stream in &mut self.streams {

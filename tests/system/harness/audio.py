@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 import subprocess
@@ -80,6 +81,30 @@ def speech_pcm16(text: str, workdir: Path, name: str | None = None, voice: str =
     loud = sum(1 for s in samples if abs(s) > 500)
     assert loud > len(samples) // 10, "espeak-ng produced (nearly) silent audio"
     return samples
+
+
+def g722_encoder() -> Path:
+    """appliance/media/examples/g722_encode: $G722_ENCODE_BIN, else beside the airlock binary under test."""
+    root = Path(__file__).resolve().parents[3]
+    airlock = Path(os.environ.get("AIRLOCK_BIN", root / "target" / "release" / "airlock"))
+    path = Path(os.environ.get("G722_ENCODE_BIN", airlock.parent / "examples" / "g722_encode"))
+    if not path.is_file():
+        import pytest
+
+        pytest.fail(f"{path} missing: cargo build --release -p airlock-media --example g722_encode",
+                    pytrace=False)
+    return path
+
+
+def g722_encode(samples: array) -> bytes:
+    """16 kHz 16-bit PCM as G.722 (64 kbit/s: one byte per two samples), by our own encoder example."""
+    little_endian = array("h", samples)
+    if sys.byteorder == "big":
+        little_endian.byteswap()
+    encoded = subprocess.run([str(g722_encoder())], input=little_endian.tobytes(), capture_output=True,
+                             check=True).stdout
+    assert len(encoded) == len(samples) // 2, (len(encoded), len(samples))
+    return encoded
 
 
 @dataclass
