@@ -400,14 +400,14 @@ def models_dir(path: Path, cut: dict[str, int | None]) -> Path:
 
 
 def test_missing_or_corrupt_model_stops_start_up(airlock_factory, tmp_path):
-    """`run` (and `check-config`, which checks the files without loading them) exit 2 naming the key, without a
-    panic, when the whisper model is missing (and say how to install it), cut to its first 1 MB, or when the
-    VAD model is corrupt (cut to 100 kB; found only by loading it, so only `run` can tell)."""
+    """`run` and `check-config` exit 2 naming the key, without a panic, when the whisper model is missing (and
+    say how to install it), cut to its first 1 MB, or when the VAD model is corrupt (cut to 100 kB; found by
+    loading it, which check-config does too)."""
     cases = [
         ("missing", {"ggml-tiny.en-q8_0.bin": None}, ["transcription.model", "ci/install-asr"], True),
         ("truncated", {"ggml-tiny.en-q8_0.bin": 1 << 20}, ["transcription.model", "not a usable whisper model"],
          True),
-        ("bad-vad", {"silero_vad.onnx": 100_000}, ["transcription.vad_model", "could not be loaded"], False),
+        ("bad-vad", {"silero_vad.onnx": 100_000}, ["transcription.vad_model", "could not be loaded"], True),
     ]
     for name, cut, expected, check_config_sees_it in cases:
         models = models_dir(tmp_path / f"models-{name}", cut)

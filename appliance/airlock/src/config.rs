@@ -525,6 +525,19 @@ pub fn check_transcription_files(
     Ok(())
 }
 
+/// Loads ONNX Runtime and the VAD model once, as start-up will (check-config only: a corrupt library or
+/// model is found before the appliance is restarted with it).
+pub fn check_vad_loads(settings: &airlock_runtime::TranscriptionSettings) -> Result<(), ConfigError> {
+    airlock_transcribe::SileroModel::load(&settings.vad_model, &settings.onnxruntime_library)
+        .map(drop)
+        .map_err(|error| {
+            invalid(
+                "transcription.vad_model / transcription.onnxruntime_library",
+                error.to_string(),
+            )
+        })
+}
+
 /// `[recording]`: who can decrypt what the appliance records.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]

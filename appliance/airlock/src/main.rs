@@ -50,7 +50,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::CheckConfig { file } => {
             match Config::load(&file).and_then(|validated| match &validated.transcription {
-                Some(transcription) => config::check_transcription_files(transcription),
+                Some(transcription) => config::check_transcription_files(transcription)
+                    .and_then(|()| config::check_vad_loads(transcription)),
                 None => Ok(()),
             }) {
                 Ok(()) => {
