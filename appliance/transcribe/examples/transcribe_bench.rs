@@ -9,8 +9,18 @@
 //!   talks half of the time, like one side of a conversation. Prints the end-of-utterance → segment latency
 //!   percentiles, the largest lag, drops, CPU seconds per leg-second and peak RSS.
 //!
+//! - `accuracy --no-vad`: every utterance is resampled and decoded whole as one segment, with no silence, VAD
+//!   or endpointing (as the faster-whisper reference gets it), to tell segmentation errors from decoding ones.
+//!
 //! Model paths: `--model`, `--vad-model`, `--onnxruntime` (defaults: ./airlock-data/models/…, as
-//! ci/install-asr installs them). `--workers N` (default 1 for accuracy, 2 for load).
+//! ci/install-asr installs them). `--workers N` (default 1 for accuracy, 2 for load). Settings, default from
+//! the library's defaults: `--audio-ctx-floor FRAMES`, `--flash-attention on|off`, `--temperature-inc T`,
+//! `--no-speech-threshold P`, `--min-confidence P`, `--vad-threshold P`, `--hangover-ms`, `--min-speech-ms`,
+//! `--max-segment-ms`, `--pre-roll-ms`, `--post-roll-ms`.
+//!
+//! Accuracy mode also prints each utterance's CPU seconds (`cpu_s`, this process, while that utterance was
+//! in the engine) and ends with `{"load_s", "startup_cpu_s"}` (wall time of loading both models, and this
+//! process's CPU time up to then) for ci/asr_bench.py.
 #![allow(clippy::print_stdout)]
 
 use std::path::{Path, PathBuf};
@@ -18,6 +28,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use airlock_telemetry::{SegmentResult, TranscriptionMetrics};
+use airlock_transcribe::endpoint::EndpointConfig;
+use airlock_transcribe::recognize::Recognition;
+use airlock_transcribe::resample::Resampler;
 use airlock_transcribe::{
     DecoderConfig, Gap, Model, PoolConfig, Segment, SegmentSink, SileroModel, Transcriber,
 };
@@ -49,7 +62,9 @@ struct Args {
     workers: Option<usize>,
     legs: usize,
     seconds: u64,
-    audio_ctx_floor: u32,
+    no_vad: bool,
+    decoder: DecoderConfig,
+    endpoint: EndpointConfig,
 }
 
 fn parse_args() -> Args {
@@ -65,10 +80,18 @@ fn parse_args() -> Args {
         workers: None,
         legs: 16,
         seconds: 60,
-        audio_ctx_floor: DecoderConfig::default().audio_ctx_floor,
+        no_vad: false,
+        decoder: DecoderConfig::default(),
+        endpoint: EndpointConfig::default(),
     };
+    let ms = |value: String, flag: &str| Duration::from_millis(value.parse().expect(flag));
     while let Some(flag) = args.next() {
+        if flag == "--no-vad" {
+            parsed.no_vad = true;
+            continue;
+        }
         let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value"));
+        let (decoder, endpoint) = (&mut parsed.decoder, &mut parsed.endpoint);
         match flag.as_str() {
             "--input" => parsed.input = value.into(),
             "--model" => parsed.model = value.into(),
@@ -77,7 +100,19 @@ fn parse_args() -> Args {
             "--workers" => parsed.workers = Some(value.parse().expect("--workers")),
             "--legs" => parsed.legs = value.parse().expect("--legs"),
             "--seconds" => parsed.seconds = value.parse().expect("--seconds"),
-            "--audio-ctx-floor" => parsed.audio_ctx_floor = value.parse().expect("--audio-ctx-floor"),
+            "--audio-ctx-floor" => decoder.audio_ctx_floor = value.parse().expect("--audio-ctx-floor"),
+            "--flash-attention" => decoder.flash_attention = value == "on",
+            "--temperature-inc" => decoder.temperature_inc = value.parse().expect("--temperature-inc"),
+            "--no-speech-threshold" => {
+                decoder.no_speech_threshold = value.parse().expect("--no-speech-threshold")
+            }
+            "--min-confidence" => decoder.min_confidence = value.parse().expect("--min-confidence"),
+            "--vad-threshold" => endpoint.threshold = value.parse().expect("--vad-threshold"),
+            "--hangover-ms" => endpoint.hangover = ms(value, &flag),
+            "--min-speech-ms" => endpoint.min_speech = ms(value, &flag),
+            "--max-segment-ms" => endpoint.max_segment = ms(value, &flag),
+            "--pre-roll-ms" => endpoint.pre_roll = ms(value, &flag),
+            "--post-roll-ms" => endpoint.post_roll = ms(value, &flag),
             other => panic!("unknown flag {other}"),
         }
     }
@@ -128,16 +163,18 @@ fn main() {
     let args = parse_args();
     let utterances = read_list(&args.input);
     let load_started = Instant::now();
-    let decoder = DecoderConfig {
-        audio_ctx_floor: args.audio_ctx_floor,
-        ..DecoderConfig::default()
-    };
-    let model = Model::load(&args.model, decoder).expect("whisper model");
+    let model = Model::load(&args.model, args.decoder.clone()).expect("whisper model");
+    if args.no_vad {
+        assert_eq!(args.mode, "accuracy", "--no-vad is for accuracy mode");
+        let load_seconds = load_started.elapsed().as_secs_f64();
+        return whole(&model, &utterances, load_seconds);
+    }
     let vad = SileroModel::load(&args.vad_model, &args.onnxruntime).expect("VAD model");
     let workers = args.workers.unwrap_or(if args.mode == "load" { 2 } else { 1 });
     let metrics = TranscriptionMetrics::default();
     let config = PoolConfig {
         workers,
+        endpoint: args.endpoint.clone(),
         ..PoolConfig::default()
     };
     let engine = Transcriber::start(&model, vad, config, metrics.clone()).expect("engine");
@@ -149,6 +186,47 @@ fn main() {
     }
 }
 
+/// `--no-vad`: each utterance resampled to 16 kHz and decoded as one segment by one decoder.
+fn whole(model: &Model, utterances: &[(String, u32, Vec<i16>)], load_seconds: f64) {
+    let mut decoder = model.decoder().expect("decoder state");
+    let startup_cpu = process_cpu_seconds();
+    let (mut audio_seconds, mut no_speech) = (0.0, 0);
+    for (id, rate, samples) in utterances {
+        let cpu_start = process_cpu_seconds();
+        let mut resampler = Resampler::new(*rate);
+        let mut audio = Vec::with_capacity(samples.len() * 2);
+        resampler.process(samples, &mut audio);
+        // Flush the resampler's filter delay with 10 ms of silence.
+        resampler.process(&vec![0; *rate as usize / 100], &mut audio);
+        audio_seconds += samples.len() as f64 / f64::from(*rate);
+        let text = match decoder.recognize(&audio).unwrap_or_else(|e| panic!("{id}: {e}")) {
+            Recognition::Text { text, .. } => text,
+            Recognition::NoSpeech => {
+                no_speech += 1;
+                String::new()
+            }
+        };
+        let line = serde_json::json!({
+            "id": id,
+            "text": text,
+            "segments": 1,
+            "cpu_s": process_cpu_seconds() - cpu_start,
+        });
+        println!("{line}");
+    }
+    let summary = serde_json::json!({
+        "summary": {
+            "cpu_seconds": process_cpu_seconds() - startup_cpu,
+            "audio_seconds": audio_seconds,
+            "peak_rss_mb": peak_rss_mb(),
+            "no_speech_segments": no_speech,
+        },
+        "load_s": load_seconds,
+        "startup_cpu_s": startup_cpu,
+    });
+    println!("{summary}");
+}
+
 const PIECE_MS: u64 = 20;
 
 fn accuracy(
@@ -157,9 +235,11 @@ fn accuracy(
     load_seconds: f64,
     metrics: &TranscriptionMetrics,
 ) {
-    let cpu_start = process_cpu_seconds();
+    let startup_cpu = process_cpu_seconds();
     let mut audio_seconds = 0.0;
     for (id, rate, samples) in utterances {
+        let utterance_cpu = process_cpu_seconds();
+        let no_speech_before = metrics.segments_with(SegmentResult::NoSpeech);
         let rate = *rate;
         let piece = (u64::from(rate) * PIECE_MS / 1000) as usize;
         let mut audio = vec![0i16; rate as usize / 2];
@@ -187,18 +267,23 @@ fn accuracy(
             "id": id,
             "text": text.join(" "),
             "segments": collected.segments.len(),
+            // Where the segments fall in the fed audio (the utterance starts at 500 ms).
+            "spans_ms": collected.segments.iter().map(|s| [s.start_ms, s.end_ms]).collect::<Vec<_>>(),
+            "no_speech": metrics.segments_with(SegmentResult::NoSpeech) - no_speech_before,
             "gaps": collected.gaps.len(),
+            "cpu_s": process_cpu_seconds() - utterance_cpu,
         });
         println!("{line}");
     }
     let summary = serde_json::json!({
         "summary": {
-            "cpu_seconds": process_cpu_seconds() - cpu_start,
+            "cpu_seconds": process_cpu_seconds() - startup_cpu,
             "audio_seconds": audio_seconds,
-            "load_seconds": load_seconds,
             "peak_rss_mb": peak_rss_mb(),
             "no_speech_segments": metrics.segments_with(SegmentResult::NoSpeech),
-        }
+        },
+        "load_s": load_seconds,
+        "startup_cpu_s": startup_cpu,
     });
     println!("{summary}");
 }
@@ -219,6 +304,8 @@ fn load(
         side.extend_from_slice(samples);
         side.extend(std::iter::repeat_n(0i16, samples.len()));
     }
+    // Whole pieces only, so a leg wrapping around to the start stays continuous (no gap).
+    side.resize(side.len().div_ceil(piece) * piece, 0);
     let collectors: Vec<Arc<Collector>> = (0..args.legs).map(|_| Arc::new(Collector::default())).collect();
     let calls: Vec<_> = collectors
         .iter()
@@ -271,6 +358,7 @@ fn load(
     let gaps: usize = collectors.iter().map(|c| c.0.lock().unwrap().gaps.len()).sum();
     let summary = serde_json::json!({
         "legs": args.legs,
+        "workers": args.workers.unwrap_or(2),
         "seconds": elapsed,
         "segments": latencies.len(),
         "latency_p50": percentile(0.5),

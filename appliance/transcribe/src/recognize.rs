@@ -28,8 +28,14 @@ pub struct DecoderConfig {
     /// `min_confidence` is treated as non-speech.
     pub no_speech_threshold: f32,
     pub min_confidence: f32,
-    /// Whether whisper.cpp may use flash attention (faster on CPU, no DTW timings).
+    /// Whether whisper.cpp uses flash attention. Off by default: on x86-64 (AVX-512) with tiny.en its CPU
+    /// kernel measured ~15 % more CPU per segment than plain attention, which in turn needs ~60 MB more
+    /// memory per decoder state (docs/BENCHMARKS.md §7).
     pub flash_attention: bool,
+    /// Temperature step of whisper.cpp's fallback: a segment whose greedy decoding looks wrong (low mean
+    /// log-probability, or repetitive) is decoded again at 0.2, 0.4, … 1.0 by sampling. 0 disables it, which
+    /// saves little CPU and lets loops that are not exact repeats through (docs/BENCHMARKS.md §7).
+    pub temperature_inc: f32,
 }
 
 impl Default for DecoderConfig {
@@ -38,7 +44,8 @@ impl Default for DecoderConfig {
             audio_ctx_floor: 512,
             no_speech_threshold: 0.6,
             min_confidence: 0.45,
-            flash_attention: true,
+            flash_attention: false,
+            temperature_inc: 0.2,
         }
     }
 }
@@ -104,7 +111,8 @@ impl Model {
         &self.info
     }
 
-    /// A decoder state (≈ 125 MB for tiny); one per worker thread, reused for every segment.
+    /// A decoder state (peak RSS +65 MB for tiny.en with flash attention, +100 MB without); one per worker
+    /// thread, reused for every segment.
     pub fn decoder(&self) -> Result<Decoder, ModelError> {
         let state = self
             .context
@@ -198,6 +206,7 @@ impl Decoder {
         params.set_max_tokens(max_tokens(audio.len()) as i32);
         // Whisper's own no-speech rule (needs the logprob check too); ours below also looks at confidence.
         params.set_no_speech_thold(self.config.no_speech_threshold);
+        params.set_temperature_inc(self.config.temperature_inc);
         if !self.english_only {
             params.set_detect_language(false);
         }
@@ -292,42 +301,56 @@ fn is_non_speech_marker(word: &str) -> bool {
         || word.chars().all(|c| c == '♪' || c == '♫' || c.is_whitespace())
 }
 
-/// The longest phrase length checked for repetition.
-const MAX_REPEATED_PHRASE: usize = 8;
-/// A phrase may occur this many times in a row before the rest is removed ("no, no" is real speech;
-/// "ten of clubs ten of clubs ten of clubs" is Whisper looping).
+/// The longest phrase length checked for repetition (Whisper's loops repeat whole sentences, or all of a
+/// segment cut at its maximum length).
+const MAX_REPEATED_PHRASE: usize = 32;
+/// A phrase of one or two words may occur this many times in a row before the rest is removed ("no, no" is
+/// real speech; "word word word word" from a one-word prompt is Whisper looping).
 const MAX_REPEATS: usize = 2;
+/// A phrase this long or longer may occur only once in a row: people rarely say the same three words twice
+/// back to back, while Whisper on a trimmed window often does ("ten of clubs ten of clubs ten of").
+const LONG_PHRASE: usize = 3;
 
-/// Removes runs of the same phrase repeated more than [`MAX_REPEATS`] times in a row (the loop Whisper falls
-/// into on short or trimmed windows), keeping the first occurrences.
+/// Removes runs of the same phrase repeated more than allowed in a row (the loop Whisper falls into on
+/// short or trimmed windows), keeping the first occurrences; a loop cut off mid-phrase by the token cap at
+/// the end of the text goes too.
 fn collapse_repeats(mut words: Vec<Word>) -> (Vec<Word>, bool) {
-    let normal = |word: &Word| {
-        word.text
-            .trim_matches(|c: char| !c.is_alphanumeric())
-            .to_lowercase()
-    };
+    let mut normal: Vec<String> = words
+        .iter()
+        .map(|word| {
+            word.text
+                .trim_matches(|c: char| !c.is_alphanumeric())
+                .to_lowercase()
+        })
+        .collect();
     let mut removed = false;
     let mut start = 0;
     while start < words.len() {
         let mut cut = None;
-        for length in 1..=MAX_REPEATED_PHRASE {
-            let phrase: Vec<String> = words.iter().skip(start).take(length).map(normal).collect();
-            if phrase.len() < length {
-                break;
-            }
+        for length in 1..=MAX_REPEATED_PHRASE.min((words.len() - start) / 2) {
+            let phrase = &normal[start..start + length];
             let mut repeats = 1;
             while words.len() >= start + (repeats + 1) * length
-                && (0..length).all(|i| normal(&words[start + repeats * length + i]) == phrase[i])
+                && normal[start + repeats * length..start + (repeats + 1) * length] == *phrase
             {
                 repeats += 1;
             }
-            if repeats > MAX_REPEATS {
-                cut = Some((start + MAX_REPEATS * length, start + repeats * length));
+            let allowed = if length >= LONG_PHRASE { 1 } else { MAX_REPEATS };
+            if repeats > allowed {
+                let end = start + repeats * length;
+                let tail = &normal[end..];
+                let end = if tail.len() < length && phrase.starts_with(tail) {
+                    words.len()
+                } else {
+                    end
+                };
+                cut = Some((start + allowed * length, end));
                 break;
             }
         }
         if let Some((from, to)) = cut {
             words.drain(from..to);
+            normal.drain(from..to);
             removed = true;
         }
         start += 1;
@@ -363,7 +386,22 @@ mod tests {
     fn looping_phrases_are_collapsed_but_real_repetition_stays() {
         let (out, removed) = collapse_repeats(words("ten of clubs ten of clubs ten of clubs ten of clubs"));
         assert!(removed);
-        assert_eq!(joined(&out), "ten of clubs ten of clubs");
+        assert_eq!(joined(&out), "ten of clubs");
+        let (out, _) = collapse_repeats(words("10 of clubs 10 of clubs 10 of"));
+        assert_eq!(joined(&out), "10 of clubs");
+        let (out, _) = collapse_repeats(words("I hardly know her. I hardly know her. Thanks."));
+        assert_eq!(joined(&out), "I hardly know her. Thanks.");
+        let long = "and the sixth I have a full slide so it makes difference ";
+        let (out, _) = collapse_repeats(words(&format!("{} the reporting", long.repeat(4))));
+        assert_eq!(joined(&out), format!("{}the reporting", long));
+        // A segment cut at its maximum length, decoded twice over (26 words) before going on.
+        let once = "this is the acoustic corpus I'm talking pretty fast here there's nothing going else going on \
+                    we're just you know there's some features but who cares ";
+        let (out, _) = collapse_repeats(words(&format!("{once}{once}this is me")));
+        assert_eq!(joined(&out), format!("{once}this is me"));
+        let (out, removed) = collapse_repeats(words("ten of clubs and ten of spades"));
+        assert!(!removed);
+        assert_eq!(joined(&out), "ten of clubs and ten of spades");
         let (out, removed) = collapse_repeats(words("no, no, I said the red one"));
         assert!(!removed);
         assert_eq!(joined(&out), "no, no, I said the red one");
