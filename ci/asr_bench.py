@@ -171,7 +171,7 @@ def main():
         airlock[name] = shlex.split(cmd)
     engines = []
     for e in (e for e in args.engines.split(",") if e):
-        if e == "airlock" and "airlock" not in airlock:
+        if e == "airlock":
             engines += list(airlock) or ["airlock"]
         elif e in airlock or e in INPUT:
             engines.append(e)

@@ -337,33 +337,51 @@ fn load(
     let finishing: Vec<_> = calls.into_iter().map(|call| call.finish()).collect();
     let complete = finishing.iter().all(|f| f.wait(Duration::from_secs(120)));
     let cpu = process_cpu_seconds() - cpu_start;
-    let mut latencies: Vec<f64> = collectors
+    // (latency, segment length) in seconds.
+    let mut timed: Vec<(f64, f64)> = collectors
         .iter()
         .flat_map(|c| {
             c.0.lock()
                 .unwrap()
                 .segments
                 .iter()
-                .map(|s| s.latency.as_secs_f64())
+                .map(|s| (s.latency.as_secs_f64(), (s.end_ms - s.start_ms) as f64 / 1000.0))
                 .collect::<Vec<_>>()
         })
         .collect();
-    latencies.sort_by(f64::total_cmp);
-    let percentile = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+    timed.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let percentile = |values: &[f64], p: f64| {
+        values
+            .get(((values.len() as f64 - 1.0) * p).round() as usize)
             .copied()
             .unwrap_or(f64::NAN)
     };
+    let latencies: Vec<f64> = timed.iter().map(|t| t.0).collect();
+    // The tail comes from long segments: whisper decodes a segment only once it has ended, and its cost
+    // grows with its length beyond the encoder floor.
+    const SHORT_SEGMENT: f64 = 10.0;
+    let short: Vec<f64> = timed
+        .iter()
+        .filter(|t| t.1 <= SHORT_SEGMENT)
+        .map(|t| t.0)
+        .collect();
+    let long: Vec<f64> = timed
+        .iter()
+        .filter(|t| t.1 > SHORT_SEGMENT)
+        .map(|t| t.0)
+        .collect();
     let gaps: usize = collectors.iter().map(|c| c.0.lock().unwrap().gaps.len()).sum();
     let summary = serde_json::json!({
         "legs": args.legs,
         "workers": args.workers.unwrap_or(2),
         "seconds": elapsed,
         "segments": latencies.len(),
-        "latency_p50": percentile(0.5),
-        "latency_p95": percentile(0.95),
-        "latency_max": percentile(1.0),
+        "latency_p50": percentile(&latencies, 0.5),
+        "latency_p95": percentile(&latencies, 0.95),
+        "latency_max": percentile(&latencies, 1.0),
+        "segments_over_10s": long.len(),
+        "latency_p95_segments_upto_10s": percentile(&short, 0.95),
+        "latency_p50_segments_over_10s": percentile(&long, 0.5),
         "max_lag_seconds": max_lag,
         "pieces_refused": refused,
         "segments_dropped": metrics.segments_with(SegmentResult::Dropped),
