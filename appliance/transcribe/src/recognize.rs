@@ -29,8 +29,8 @@ pub struct DecoderConfig {
     pub no_speech_threshold: f32,
     pub min_confidence: f32,
     /// Whether whisper.cpp uses flash attention. Off by default: on x86-64 (AVX-512) with tiny.en its CPU
-    /// kernel measured ~15 % more CPU per segment than plain attention, which in turn needs ~60 MB more
-    /// memory per decoder state (docs/BENCHMARKS.md §7).
+    /// kernel measured 10–15 % more CPU than plain attention, which in turn needs ~35 MB more memory per
+    /// decoder state for 20-s segments (its score buffers grow with the segment; docs/BENCHMARKS.md §7).
     pub flash_attention: bool,
     /// Temperature step of whisper.cpp's fallback: a segment whose greedy decoding looks wrong (low mean
     /// log-probability, or repetitive) is decoded again at 0.2, 0.4, … 1.0 by sampling. 0 disables it, which
@@ -111,8 +111,8 @@ impl Model {
         &self.info
     }
 
-    /// A decoder state (peak RSS +65 MB for tiny.en with flash attention, +100 MB without); one per worker
-    /// thread, reused for every segment.
+    /// A decoder state (tiny.en: ~23 MB when created, growing with the longest segment decoded, by ~35 MB
+    /// more at 20 s without flash attention); one per worker thread, reused for every segment.
     pub fn decoder(&self) -> Result<Decoder, ModelError> {
         let state = self
             .context
@@ -301,11 +301,10 @@ fn is_non_speech_marker(word: &str) -> bool {
         || word.chars().all(|c| c == '♪' || c == '♫' || c.is_whitespace())
 }
 
-/// The longest phrase length checked for repetition (Whisper's loops repeat whole sentences, or all of a
-/// segment cut at its maximum length).
+/// The longest phrase length checked for repetition (Whisper's loops repeat whole sentences).
 const MAX_REPEATED_PHRASE: usize = 32;
 /// A phrase of one or two words may occur this many times in a row before the rest is removed ("no, no" is
-/// real speech; "word word word word" from a one-word prompt is Whisper looping).
+/// real speech; "the the the the" is Whisper stuck).
 const MAX_REPEATS: usize = 2;
 /// A phrase this long or longer may occur only once in a row: people rarely say the same three words twice
 /// back to back, while Whisper on a trimmed window often does ("ten of clubs ten of clubs ten of").
@@ -394,7 +393,7 @@ mod tests {
         let long = "and the sixth I have a full slide so it makes difference ";
         let (out, _) = collapse_repeats(words(&format!("{} the reporting", long.repeat(4))));
         assert_eq!(joined(&out), format!("{}the reporting", long));
-        // A segment cut at its maximum length, decoded twice over (26 words) before going on.
+        // A whole 26-word sentence decoded twice over before going on.
         let once = "this is the acoustic corpus I'm talking pretty fast here there's nothing going else going on \
                     we're just you know there's some features but who cares ";
         let (out, _) = collapse_repeats(words(&format!("{once}{once}this is me")));
