@@ -65,9 +65,16 @@ impl DataDir {
 /// Writes `value` as pretty JSON to `path` atomically (temp file, fsync, rename).
 pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> std::io::Result<()> {
     let text = serde_json::to_vec_pretty(value).map_err(std::io::Error::other)?;
-    let temp = path.with_extension("json.tmp");
+    write_atomically(path, &text)
+}
+
+/// Writes `bytes` to `path` atomically: temp file beside it, fsync, rename, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut temp = path.as_os_str().to_owned();
+    temp.push(".tmp");
+    let temp = std::path::PathBuf::from(temp);
     let mut file = std::fs::File::create(&temp)?;
-    file.write_all(&text)?;
+    file.write_all(bytes)?;
     file.sync_all()?;
     std::fs::rename(&temp, path)?;
     if let Some(parent) = path.parent() {

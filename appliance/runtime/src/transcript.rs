@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::clock::rfc3339;
 use crate::manifest::TranscriptReport;
-use crate::storage::DataDir;
+use crate::storage::{DataDir, write_atomically};
 
 /// During shutdown a call waits at most this long for its last segments, so stopping stays prompt.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
@@ -370,8 +370,8 @@ fn write_files(sink: &TranscriptSink, dir: &Path, complete: bool) -> std::io::Re
             segment.text.text(),
         )
     }));
-    write_synced(&dir.join("transcript.json"), &json)?;
-    write_synced(&dir.join("transcript.vtt"), vtt.as_bytes())?;
+    write_atomically(&dir.join("transcript.json"), &json)?;
+    write_atomically(&dir.join("transcript.vtt"), vtt.as_bytes())?;
     Ok(TranscriptReport {
         file: "transcript.json".into(),
         sha256: hex::encode(Sha256::digest(&json)),
@@ -382,15 +382,6 @@ fn write_files(sink: &TranscriptSink, dir: &Path, complete: bool) -> std::io::Re
         complete,
         redaction_policy: sink.gate.policy().into(),
     })
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let temp = path.with_extension("tmp");
-    let mut file = std::fs::File::create(&temp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&temp, path)
 }
 
 /// WebVTT cues, one per segment, with the speaker as a voice span (`<v agent>`).

@@ -34,12 +34,7 @@ pub fn onnxruntime_path() -> PathBuf {
 
 /// A 16 kHz mono PCM16 WAV file as f32 in [-1, 1) (sample / 32768, as the reference script reads it).
 pub fn read_speech(path: &str) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap_or_else(|error| {
-        panic!("{path}: {error} (install Debian package pocketsphinx-testdata; ci/setup does)")
-    });
-    let wav = airlock_media::wav::parse(&bytes).unwrap_or_else(|error| panic!("{path}: {error}"));
-    assert_eq!((wav.sample_rate, wav.channels), (16_000, 1), "{path}");
-    wav.samples()
+    read_pcm16(path)
         .into_iter()
         .map(|s| f32::from(s) / 32768.0)
         .collect()
