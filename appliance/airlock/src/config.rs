@@ -371,6 +371,11 @@ pub struct TranscriptionSection {
     pub hangover_ms: u64,
     /// Bursts of speech shorter than this are ignored, in milliseconds.
     pub min_speech_ms: u64,
+    /// A segment longer than this, in seconds, ends at the next pause of `split_hangover_ms`.
+    pub split_after_secs: u64,
+    /// The pause that ends a segment longer than `split_after_secs`, in milliseconds (never more than
+    /// `hangover_ms` in effect).
+    pub split_hangover_ms: u64,
     /// Longest segment before it is cut, in seconds (Whisper's window is 30 s).
     pub max_segment_secs: u64,
     /// Smallest whisper encoder context in 20 ms frames (1500 = the full 30 s window, no trimming).
@@ -398,6 +403,8 @@ impl Default for TranscriptionSection {
             vad_threshold: endpoint.threshold,
             hangover_ms: endpoint.hangover.as_millis() as u64,
             min_speech_ms: endpoint.min_speech.as_millis() as u64,
+            split_after_secs: endpoint.split_after.as_secs(),
+            split_hangover_ms: endpoint.split_hangover.as_millis() as u64,
             max_segment_secs: endpoint.max_segment.as_secs(),
             audio_ctx_floor: decoder.audio_ctx_floor,
             flash_attention: decoder.flash_attention,
@@ -439,6 +446,18 @@ impl TranscriptionSection {
                 "must be between 2 and 28 (whisper decodes at most 30 s at once)",
             ));
         }
+        if !(1..=28).contains(&self.split_after_secs) {
+            return Err(invalid(
+                "transcription.split_after_secs",
+                "must be between 1 and 28 (at or above max_segment_secs it never applies)",
+            ));
+        }
+        if !(100..=5000).contains(&self.split_hangover_ms) {
+            return Err(invalid(
+                "transcription.split_hangover_ms",
+                "must be between 100 and 5000",
+            ));
+        }
         if !(64..=1500).contains(&self.audio_ctx_floor) {
             return Err(invalid(
                 "transcription.audio_ctx_floor",
@@ -469,6 +488,8 @@ impl TranscriptionSection {
             threshold: self.vad_threshold,
             hangover: Duration::from_millis(self.hangover_ms),
             min_speech: Duration::from_millis(self.min_speech_ms),
+            split_after: Duration::from_secs(self.split_after_secs),
+            split_hangover: Duration::from_millis(self.split_hangover_ms),
             max_segment: Duration::from_secs(self.max_segment_secs),
             ..airlock_transcribe::endpoint::EndpointConfig::default()
         };
@@ -811,6 +832,8 @@ mod tests {
         for (text, key) in [
             ("hangover_ms = 20", "transcription.hangover_ms"),
             ("max_segment_secs = 40", "transcription.max_segment_secs"),
+            ("split_after_secs = 0", "transcription.split_after_secs"),
+            ("split_hangover_ms = 50", "transcription.split_hangover_ms"),
             ("vad_threshold = 1.5", "transcription.vad_threshold"),
             ("job_queue = 0", "transcription.job_queue"),
         ] {

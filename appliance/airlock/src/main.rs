@@ -65,7 +65,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Run { config } => {
+            // Before any thread starts: the process may replace itself once (airlock_transcribe::blas).
+            let blas_restart = airlock_transcribe::blas::restart_with_fitting_kernels();
             airlock_telemetry::init_tracing();
+            match blas_restart {
+                Ok(()) => tracing::info!("{}", airlock_transcribe::blas::kernel_report()),
+                Err(error) => tracing::warn!(
+                    "cannot restart with OpenBLAS kernels fitting this CPU, transcription may be slower: {error}"
+                ),
+            }
             let validated = match config {
                 Some(path) => Config::load(&path),
                 None => Config::default().validate(),

@@ -16,7 +16,7 @@
 //! ci/install-asr installs them). `--workers N` (default 1 for accuracy, 2 for load). Settings, default from
 //! the library's defaults: `--audio-ctx-floor FRAMES`, `--flash-attention on|off`, `--temperature-inc T`,
 //! `--no-speech-threshold P`, `--min-confidence P`, `--vad-threshold P`, `--hangover-ms`, `--min-speech-ms`,
-//! `--max-segment-ms`, `--pre-roll-ms`, `--post-roll-ms`.
+//! `--max-segment-ms`, `--split-after-ms`, `--split-hangover-ms`, `--pre-roll-ms`, `--post-roll-ms`.
 //!
 //! Accuracy mode also prints each utterance's CPU seconds (`cpu_s`, this process, while that utterance was
 //! in the engine) and ends with `{"load_s", "startup_cpu_s"}` (wall time of loading both models, and this
@@ -102,6 +102,7 @@ fn parse_args() -> Args {
             "--seconds" => parsed.seconds = value.parse().expect("--seconds"),
             "--audio-ctx-floor" => decoder.audio_ctx_floor = value.parse().expect("--audio-ctx-floor"),
             "--flash-attention" => decoder.flash_attention = value == "on",
+            "--context-window-ms" => decoder.context_window = ms(value, &flag),
             "--temperature-inc" => decoder.temperature_inc = value.parse().expect("--temperature-inc"),
             "--no-speech-threshold" => {
                 decoder.no_speech_threshold = value.parse().expect("--no-speech-threshold")
@@ -111,6 +112,8 @@ fn parse_args() -> Args {
             "--hangover-ms" => endpoint.hangover = ms(value, &flag),
             "--min-speech-ms" => endpoint.min_speech = ms(value, &flag),
             "--max-segment-ms" => endpoint.max_segment = ms(value, &flag),
+            "--split-after-ms" => endpoint.split_after = ms(value, &flag),
+            "--split-hangover-ms" => endpoint.split_hangover = ms(value, &flag),
             "--pre-roll-ms" => endpoint.pre_roll = ms(value, &flag),
             "--post-roll-ms" => endpoint.post_roll = ms(value, &flag),
             other => panic!("unknown flag {other}"),
@@ -160,6 +163,10 @@ fn peak_rss_mb() -> f64 {
 }
 
 fn main() {
+    if let Err(error) = airlock_transcribe::blas::restart_with_fitting_kernels() {
+        eprintln!("cannot restart with fitting OpenBLAS kernels: {error}");
+    }
+    eprintln!("{}", airlock_transcribe::blas::kernel_report());
     let args = parse_args();
     let utterances = read_list(&args.input);
     let load_started = Instant::now();
@@ -199,7 +206,10 @@ fn whole(model: &Model, utterances: &[(String, u32, Vec<i16>)], load_seconds: f6
         // Flush the resampler's filter delay with 10 ms of silence.
         resampler.process(&vec![0; *rate as usize / 100], &mut audio);
         audio_seconds += samples.len() as f64 / f64::from(*rate);
-        let text = match decoder.recognize(&audio).unwrap_or_else(|e| panic!("{id}: {e}")) {
+        let text = match decoder
+            .recognize(&audio, None)
+            .unwrap_or_else(|e| panic!("{id}: {e}"))
+        {
             Recognition::Text { text, .. } => text,
             Recognition::NoSpeech => {
                 no_speech += 1;

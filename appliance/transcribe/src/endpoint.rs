@@ -3,7 +3,9 @@
 //! maximum length. Sans-IO and clock-free: time is the leg's sample position.
 //!
 //! Rules (Silero's own hysteresis): speech starts at a frame with probability ≥ `threshold` and continues
-//! until probability stays below `threshold - 0.15` for `hangover`. A segment keeps `pre_roll` of audio
+//! until probability stays below `threshold - 0.15` for `hangover` — or, once the segment is longer than
+//! `split_after`, for the shorter `split_hangover`: a speaker who talks on without a long pause is cut at
+//! the next breath, so segments (and the time to decode them after they end) stay short. A segment keeps `pre_roll` of audio
 //! before its first speech frame and is trimmed to `post_roll` after its last. Bursts shorter than
 //! `min_speech` are discarded (clicks, coughs, line noise). A gap in the input (dropped audio) closes the
 //! open segment: audio either side of a hole is never joined.
@@ -25,6 +27,10 @@ pub struct EndpointConfig {
     pub hangover: Duration,
     /// Bursts of speech shorter than this are dropped.
     pub min_speech: Duration,
+    /// A segment longer than this ends at a pause of `split_hangover`.
+    pub split_after: Duration,
+    /// The pause that ends a segment longer than `split_after`.
+    pub split_hangover: Duration,
     /// A segment is cut at this length (Whisper's window is 30 s).
     pub max_segment: Duration,
     /// Audio kept before the first speech frame.
@@ -38,6 +44,8 @@ impl Default for EndpointConfig {
         EndpointConfig {
             threshold: 0.5,
             hangover: Duration::from_millis(500),
+            split_after: Duration::from_secs(12),
+            split_hangover: Duration::from_millis(300),
             min_speech: Duration::from_millis(250),
             max_segment: Duration::from_secs(20),
             pre_roll: Duration::from_millis(200),
@@ -150,7 +158,12 @@ impl Segmenter {
             Some(active) => (active.quiet_samples, active.audio.len() as u64),
             None => return finished,
         };
-        if quiet >= samples(self.config.hangover) {
+        let hangover = if length > samples(self.config.split_after) {
+            self.config.split_hangover.min(self.config.hangover)
+        } else {
+            self.config.hangover
+        };
+        if quiet >= samples(hangover) {
             return finished.or_else(|| self.close());
         }
         if length + FRAME_SAMPLES as u64 > samples(self.config.max_segment) {
@@ -250,6 +263,29 @@ mod tests {
         pattern.extend(vec![0.99; 3]); // 96 ms
         pattern.extend(vec![0.0; 40]);
         assert!(run(EndpointConfig::default(), &pattern).is_empty());
+    }
+
+    #[test]
+    fn a_long_segment_ends_at_a_short_pause() {
+        // 3 s of speech, a 350 ms pause (below the hang-over: the segment goes on), 10 s more, a 350 ms
+        // pause (now past split_after: the segment ends), then 2 s of speech of its own.
+        let mut pattern = vec![0.9; frames(3_000)];
+        pattern.extend(vec![0.0; frames(350)]);
+        pattern.extend(vec![0.9; frames(10_000)]);
+        pattern.extend(vec![0.0; frames(350)]);
+        pattern.extend(vec![0.9; frames(2_000)]);
+        pattern.extend(vec![0.0; frames(1_000)]);
+        let segments = run(EndpointConfig::default(), &pattern);
+        assert_eq!(segments.len(), 2);
+        assert!(!segments[0].cut);
+        let first_speech = (frames(3_000) + frames(350) + frames(10_000)) * FRAME_SAMPLES;
+        assert_eq!(segments[0].speech_end, first_speech as u64);
+        // With splitting off (split_after = max_segment), the pause does not end it.
+        let config = EndpointConfig {
+            split_after: Duration::from_secs(20),
+            ..EndpointConfig::default()
+        };
+        assert_eq!(run(config, &pattern).len(), 1);
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! Flow: [`CallTranscription::push`] (leg PCM at its own rate) → front-end thread ([`resample`] to 16 kHz,
 //! VAD, [`endpoint`]) → job queue → whisper workers ([`recognize`]) → the call's [`SegmentSink`].
 
+#[cfg(feature = "engine")]
+pub mod blas;
 pub mod endpoint;
 pub mod model;
 #[cfg(feature = "engine")]

@@ -180,8 +180,37 @@ struct CallShared {
     /// Per leg, the stretches (ms) of audio refused at the input, merged while contiguous; reported as
     /// gaps when the call finishes.
     dropped_audio: Mutex<HashMap<usize, Vec<(u64, u64)>>>,
+    /// Per leg, the text of the segment decoded last, to prompt the decoder with for the next one.
+    previous_text: Mutex<HashMap<usize, PreviousText>>,
     progress: Mutex<CallProgress>,
     settled: Condvar,
+}
+
+/// A leg's last decoded text and where (16 kHz position) its segment ended.
+struct PreviousText {
+    end: u64,
+    text: Pii<String>,
+}
+
+/// How much of the previous segment's text is kept as a prompt: ~25 tokens, so the prompt pass stays below
+/// the batch at which whisper.cpp hands matrix products to BLAS (which would unpack the 80 MB vocabulary
+/// matrix into every decoder state).
+const PREVIOUS_TEXT_CHARS: usize = 100;
+
+/// The whole words at the end of `text` that fit in `max_bytes`.
+fn last_words(text: &str, max_bytes: usize) -> &str {
+    let text = text.trim();
+    if text.len() <= max_bytes {
+        return text;
+    }
+    let mut cut = text.len() - max_bytes;
+    while !text.is_char_boundary(cut) {
+        cut += 1;
+    }
+    match text[cut..].find(' ') {
+        Some(space) if !text[..cut].ends_with(' ') => &text[cut + space + 1..],
+        _ => &text[cut..],
+    }
 }
 
 #[derive(Default)]
@@ -242,6 +271,7 @@ impl Transcriber {
             id: self.shared.next_call.fetch_add(1, Ordering::Relaxed),
             sink,
             dropped_audio: Mutex::new(HashMap::new()),
+            previous_text: Mutex::new(HashMap::new()),
             progress: Mutex::new(CallProgress::default()),
             settled: Condvar::new(),
         });
@@ -317,6 +347,25 @@ impl Shared {
 }
 
 impl CallShared {
+    /// The leg's previous text, if its segment ended at most `window` (16 kHz samples) before `start`.
+    fn previous_text(&self, leg: usize, start: u64, window: u64) -> Option<Pii<String>> {
+        let previous = lock(&self.previous_text);
+        let previous = previous.get(&leg)?;
+        (previous.end <= start && start - previous.end <= window).then(|| previous.text.clone())
+    }
+
+    /// Keeps the end of `text` as the leg's previous text.
+    fn remember_text(&self, leg: usize, end: u64, text: &str) {
+        let kept = last_words(text, PREVIOUS_TEXT_CHARS).to_string();
+        lock(&self.previous_text).insert(
+            leg,
+            PreviousText {
+                end,
+                text: Pii::new(kept),
+            },
+        );
+    }
+
     fn job_added(&self) {
         lock(&self.progress).pending_jobs += 1;
     }
@@ -639,20 +688,29 @@ fn worker(shared: &Shared, mut decoder: Decoder) {
             }
         };
         let started = Instant::now();
-        let result = decoder.recognize(&job.segment.audio);
+        let start = job.segment.start;
+        let end = start + job.segment.audio.len() as u64;
+        let context_window = decoder.context_window().as_millis() as u64 * u64::from(MODEL_RATE) / 1000;
+        let previous = job.call.previous_text(job.leg, start, context_window);
+        let result = decoder.recognize(
+            &job.segment.audio,
+            previous.as_ref().map(|text| text.expose().as_str()),
+        );
         shared
             .metrics
             .decode_seconds
             .observe(started.elapsed().as_secs_f64());
-        let start = job.segment.start;
-        let end = start + job.segment.audio.len() as u64;
         match result {
             Ok(Recognition::Text {
                 text,
                 words,
                 confidence,
-                ..
+                repetition_removed,
             }) => {
+                // A collapsed loop would teach the next segment to loop too.
+                if !repetition_removed {
+                    job.call.remember_text(job.leg, end, &text);
+                }
                 shared.metrics.segment(SegmentResult::Text);
                 let latency = job.speech_ended.elapsed();
                 shared
@@ -691,5 +749,23 @@ fn worker(shared: &Shared, mut decoder: Decoder) {
             }
         }
         job.call.job_done();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prompt_keeps_whole_words_from_the_end() {
+        assert_eq!(last_words("  short text ", 100), "short text");
+        assert_eq!(last_words("one two three four", 10), "three four");
+        // A cut that lands on a word boundary keeps that word.
+        assert_eq!(last_words("one two three four", 14), "two three four");
+        // Multi-byte characters are never split.
+        assert_eq!(last_words("déjà vu café crème", 12), "café crème");
+        assert_eq!(last_words("déjà vu café crème", 11), "crème");
+        assert_eq!(last_words("déjà vu café crème", 4), "ème");
+        assert_eq!(last_words("x".repeat(30).as_str(), 10), "x".repeat(10));
     }
 }

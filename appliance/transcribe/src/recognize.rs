@@ -9,6 +9,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use whisper_rs::{FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState};
 
@@ -36,6 +37,10 @@ pub struct DecoderConfig {
     /// log-probability, or repetitive) is decoded again at 0.2, 0.4, … 1.0 by sampling. 0 disables it, which
     /// saves little CPU and lets loops that are not exact repeats through (docs/BENCHMARKS.md §7).
     pub temperature_inc: f32,
+    /// The text of a leg's previous segment is given to Whisper as a prompt when that segment ended at
+    /// most this long before the new one starts (a sentence split at a pause keeps its context); zero
+    /// decodes every segment on its own.
+    pub context_window: Duration,
 }
 
 impl Default for DecoderConfig {
@@ -46,6 +51,7 @@ impl Default for DecoderConfig {
             min_confidence: 0.45,
             flash_attention: false,
             temperature_inc: 0.2,
+            context_window: Duration::from_secs(5),
         }
     }
 }
@@ -180,8 +186,14 @@ pub fn max_tokens(samples: usize) -> u32 {
 }
 
 impl Decoder {
-    /// Transcribes one segment of 16 kHz mono audio (at most 30 s).
-    pub fn recognize(&mut self, audio: &[f32]) -> Result<Recognition, String> {
+    /// How recent a leg's previous segment must be to prompt the next one.
+    pub fn context_window(&self) -> Duration {
+        self.config.context_window
+    }
+
+    /// Transcribes one segment of 16 kHz mono audio (at most 30 s); `previous_text`, what the same
+    /// speaker said just before, is given to Whisper as context.
+    pub fn recognize(&mut self, audio: &[f32], previous_text: Option<&str>) -> Result<Recognition, String> {
         if audio.is_empty() {
             return Ok(Recognition::NoSpeech);
         }
@@ -207,6 +219,9 @@ impl Decoder {
         // Whisper's own no-speech rule (needs the logprob check too); ours below also looks at confidence.
         params.set_no_speech_thold(self.config.no_speech_threshold);
         params.set_temperature_inc(self.config.temperature_inc);
+        if let Some(previous) = previous_text.filter(|text| !text.trim().is_empty()) {
+            params.set_initial_prompt(previous);
+        }
         if !self.english_only {
             params.set_detect_language(false);
         }
@@ -303,9 +318,11 @@ fn is_non_speech_marker(word: &str) -> bool {
 
 /// The longest phrase length checked for repetition (Whisper's loops repeat whole sentences).
 const MAX_REPEATED_PHRASE: usize = 32;
-/// A phrase of one or two words may occur this many times in a row before the rest is removed ("no, no" is
-/// real speech; "the the the the" is Whisper stuck).
+/// A phrase of one or two words repeated more than `SHORT_LOOP` times in a row is Whisper stuck (its loops
+/// run on to the token cap) and is cut back to `MAX_REPEATS`; up to `SHORT_LOOP` times it is what people say
+/// ("no, no, no", "word word word word word").
 const MAX_REPEATS: usize = 2;
+const SHORT_LOOP: usize = 6;
 /// A phrase this long or longer may occur only once in a row: people rarely say the same three words twice
 /// back to back, while Whisper on a trimmed window often does ("ten of clubs ten of clubs ten of").
 const LONG_PHRASE: usize = 3;
@@ -334,8 +351,12 @@ fn collapse_repeats(mut words: Vec<Word>) -> (Vec<Word>, bool) {
             {
                 repeats += 1;
             }
-            let allowed = if length >= LONG_PHRASE { 1 } else { MAX_REPEATS };
-            if repeats > allowed {
+            let (allowed, loop_from) = if length >= LONG_PHRASE {
+                (1, 2)
+            } else {
+                (MAX_REPEATS, SHORT_LOOP + 1)
+            };
+            if repeats >= loop_from {
                 let end = start + repeats * length;
                 let tail = &normal[end..];
                 let end = if tail.len() < length && phrase.starts_with(tail) {
@@ -404,10 +425,14 @@ mod tests {
         let (out, removed) = collapse_repeats(words("no, no, I said the red one"));
         assert!(!removed);
         assert_eq!(joined(&out), "no, no, I said the red one");
-        let (out, _) = collapse_repeats(words("thank you. Thank you. thank you thank you bye"));
-        assert_eq!(joined(&out), "thank you. Thank you. bye");
-        let (out, _) = collapse_repeats(words("a a a a a"));
+        let (out, _) = collapse_repeats(words(&format!("{}bye", "thank you ".repeat(7))));
+        assert_eq!(joined(&out), "thank you thank you bye");
+        let (out, _) = collapse_repeats(words("a a a a a a a a"));
         assert_eq!(joined(&out), "a a");
+        // A speaker's own repetition, up to six times, stands.
+        let (out, removed) = collapse_repeats(words("here is some more word word word word word"));
+        assert!(!removed);
+        assert_eq!(joined(&out), "here is some more word word word word word");
     }
 
     #[test]
