@@ -10,7 +10,7 @@ import time
 from harness import audio, g711
 from harness.airlock import check_manifest, stream_by_label
 from harness.calls import SiprecCall
-from harness.rtp import SAMPLES_PER_PACKET, Dtmf, RtpSender, rtp_header
+from harness.rtp import SAMPLES_PER_PACKET, Dtmf, RtpSender
 from harness.sip import SipUac, parse_sdp, siprec_body
 
 # A crash may lose at most ~1 s of audio: the runtime checkpoints every 0.75 s on a 0.1 s tick and writes audio
@@ -124,11 +124,7 @@ def test_rtp_that_arrived_before_the_bye_is_recorded(airlock, speech_a, speech_b
     payloads = {"1": speech_a[:50 * SAMPLES_PER_PACKET], "2": speech_b[:50 * SAMPLES_PER_PACKET]}
     call = SiprecCall(airlock.sip, list(payloads)).start()
     try:
-        for label, payload in payloads.items():
-            for k in range(len(payload) // SAMPLES_PER_PACKET):
-                packet = rtp_header(g711.PT_PCMU, 100 + k, 8000 + k * SAMPLES_PER_PACKET, 0x5EED + int(label),
-                                    marker=k == 0) + payload[k * SAMPLES_PER_PACKET:(k + 1) * SAMPLES_PER_PACKET]
-                call.socks[label].sendto(packet, call.dest(label))
+        call.send_burst(payloads)
         assert call.bye().status == 200
     finally:
         call.close()

@@ -21,6 +21,7 @@ pub struct Config {
     pub shutdown: ShutdownSection,
     pub voicestream: VoiceStreamSection,
     pub transcription: TranscriptionSection,
+    pub outbox: OutboxSection,
 }
 
 /// `[sip]`: where SIPREC signalling is accepted and how strictly.
@@ -582,6 +583,76 @@ impl Default for StorageSection {
     }
 }
 
+/// `[outbox]`: the durable spool everything leaves through, and the object key layout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxSection {
+    /// Spool size (records and artifact files) at which new calls are refused, in MiB (fractions allowed).
+    pub max_mib: f64,
+    /// Room kept below `max_mib` for calls already accepted, in MiB.
+    pub reserve_mib: f64,
+    /// The site's id: first part of every object key (letters, digits, `-`, `_`, `.`).
+    pub site: String,
+    /// Optional prefix before the site in object keys (`/`-separated parts like `site`).
+    pub key_prefix: String,
+}
+
+impl Default for OutboxSection {
+    fn default() -> Self {
+        OutboxSection {
+            max_mib: 10_240.0,
+            reserve_mib: 512.0,
+            site: "local".into(),
+            key_prefix: String::new(),
+        }
+    }
+}
+
+const MIB: f64 = 1_048_576.0;
+
+/// Whether `part` is a safe object key part.
+fn is_key_part(part: &str) -> bool {
+    !part.is_empty()
+        && part.len() <= 64
+        && part != "."
+        && part != ".."
+        && part
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+impl OutboxSection {
+    fn validate(&self) -> Result<airlock_runtime::OutboxSettings, ConfigError> {
+        if !(0.01..=16_777_216.0).contains(&self.max_mib) {
+            return Err(invalid("outbox.max_mib", "must be between 0.01 and 16777216"));
+        }
+        if !(0.0..self.max_mib).contains(&self.reserve_mib) {
+            return Err(invalid(
+                "outbox.reserve_mib",
+                "must be at least 0 and less than outbox.max_mib",
+            ));
+        }
+        if !is_key_part(&self.site) {
+            return Err(invalid(
+                "outbox.site",
+                "must be 1–64 letters, digits, '-', '_' or '.' (it starts every object key)",
+            ));
+        }
+        if !self.key_prefix.is_empty() && !self.key_prefix.split('/').all(is_key_part) {
+            return Err(invalid(
+                "outbox.key_prefix",
+                "must be empty or '/'-separated parts of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        Ok(airlock_runtime::OutboxSettings {
+            max_bytes: (self.max_mib * MIB) as u64,
+            reserve_bytes: (self.reserve_mib * MIB) as u64,
+            site: self.site.clone(),
+            key_prefix: self.key_prefix.clone(),
+        })
+    }
+}
+
 /// `[metrics]`: the Prometheus endpoint.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -635,6 +706,7 @@ pub struct Validated {
     pub metrics_listen: Option<SocketAddr>,
     pub voicestream: Option<airlock_runtime::VoiceStreamSettings>,
     pub transcription: Option<airlock_runtime::TranscriptionSettings>,
+    pub outbox: airlock_runtime::OutboxSettings,
 }
 
 impl Config {
@@ -719,6 +791,7 @@ impl Config {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
         let transcription = self.transcription.validate(&self.storage.data_dir)?;
+        let outbox = self.outbox.validate()?;
         Ok(Validated {
             config: self,
             sip_udp,
@@ -728,6 +801,7 @@ impl Config {
             metrics_listen,
             voicestream,
             transcription,
+            outbox,
         })
     }
 }
@@ -810,6 +884,37 @@ mod tests {
         let validated = Config::default().validate().expect("defaults validate");
         assert_eq!(validated.sip_udp, Some("127.0.0.1:5060".parse().expect("addr")));
         assert_eq!(validated.config.storage.data_dir, PathBuf::from("./airlock-data"));
+    }
+
+    #[test]
+    fn outbox_keys_are_checked_and_named() {
+        let defaults = Config::default().validate().expect("defaults").outbox;
+        assert_eq!(defaults.max_bytes, 10_240 << 20);
+        assert_eq!(defaults.reserve_bytes, 512 << 20);
+        assert_eq!(
+            (defaults.site.as_str(), defaults.key_prefix.as_str()),
+            ("local", "")
+        );
+        let small = Config::parse("[outbox]\nmax_mib = 0.05\nreserve_mib = 0\nkey_prefix = \"calls/v1\"\n")
+            .expect("parse")
+            .validate()
+            .expect("valid")
+            .outbox;
+        assert_eq!((small.max_bytes, small.reserve_bytes), (52_428, 0));
+        for (text, key) in [
+            ("max_mib = 0", "outbox.max_mib"),
+            ("reserve_mib = 20000.0", "outbox.reserve_mib"),
+            ("reserve_mib = -1.0", "outbox.reserve_mib"),
+            ("site = \"\"", "outbox.site"),
+            ("site = \"../etc\"", "outbox.site"),
+            ("site = \"a/b\"", "outbox.site"),
+            ("key_prefix = \"x//y\"", "outbox.key_prefix"),
+            ("key_prefix = \"..\"", "outbox.key_prefix"),
+        ] {
+            let config = Config::parse(&format!("[outbox]\n{text}\n")).expect("parse");
+            let error = config.validate().expect_err(text).to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
     }
 
     #[test]

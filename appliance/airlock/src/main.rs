@@ -128,6 +128,7 @@ fn run(validated: Validated) -> ExitCode {
         grace: config.shutdown.grace(),
         voicestream: validated.voicestream.clone(),
         transcription: validated.transcription.clone(),
+        outbox: validated.outbox.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -199,21 +199,25 @@ fn sync_dir(path: &Path) -> Result<(), SpoolError> {
         .map_err(io_error("sync directory", path))
 }
 
-/// SHA-256 and size of a file.
-fn hash_file(path: &Path) -> Result<([u8; 32], u64), SpoolError> {
-    let mut file = File::open(path).map_err(io_error("open", path))?;
+/// SHA-256 and length of everything `reader` yields.
+pub fn sha256_of(mut reader: impl Read) -> io::Result<([u8; 32], u64)> {
     let mut hasher = Sha256::new();
     let mut buffer = vec![0u8; 1 << 20];
     let mut size = 0u64;
     loop {
-        let read = file.read(&mut buffer).map_err(io_error("read", path))?;
+        let read = reader.read(&mut buffer)?;
         if read == 0 {
-            break;
+            return Ok((hasher.finalize().into(), size));
         }
         hasher.update(&buffer[..read]);
         size += read as u64;
     }
-    Ok((hasher.finalize().into(), size))
+}
+
+/// SHA-256 and size of a file.
+fn hash_file(path: &Path) -> Result<([u8; 32], u64), SpoolError> {
+    let file = File::open(path).map_err(io_error("open", path))?;
+    sha256_of(file).map_err(io_error("read", path))
 }
 
 /// Parses a record file's bytes (checksum first).

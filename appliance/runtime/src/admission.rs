@@ -41,6 +41,11 @@ impl FinalisingBacklog {
         self.finalising
     }
 
+    /// Whether the backlog lets new calls in.
+    pub fn is_open(&self) -> bool {
+        self.open
+    }
+
     fn update(&mut self) -> Option<bool> {
         let open = if self.open {
             self.finalising < self.close_at

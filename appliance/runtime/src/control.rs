@@ -49,6 +49,9 @@ pub struct Control {
     pub grace: Duration,
     calls: HashMap<CallId, CallHandle>,
     backlog: FinalisingBacklog,
+    /// What the SRS was last told: new calls are admitted while the finalising backlog and the outbox
+    /// spool both allow it.
+    admission_open: bool,
 }
 
 impl std::fmt::Debug for Control {
@@ -75,6 +78,7 @@ impl Control {
             grace,
             calls: HashMap::new(),
             backlog: FinalisingBacklog::new(MAX_FINALISING_CALLS),
+            admission_open: true,
         }
     }
 
@@ -122,6 +126,10 @@ impl Control {
             ControlInput::Sip { from, bytes } => {
                 if let Some(method) = request_method(&bytes) {
                     self.metrics().sip_request(SipMethodLabel::of_method(method));
+                    if method == "INVITE" {
+                        // The spool fills and drains on other threads: look before a new call is decided.
+                        self.update_admission();
+                    }
                 }
                 self.srs.handle_sip(now, from, &bytes);
             }
@@ -131,8 +139,8 @@ impl Control {
                     self.metrics().call_ended(outcome);
                     self.metrics().active_calls.set(self.calls.len() as i64);
                     if handle.ending {
-                        let change = self.backlog.call_finalised();
-                        self.apply_admission(change);
+                        self.backlog.call_finalised();
+                        self.update_admission();
                     }
                 }
             }
@@ -173,8 +181,8 @@ impl Control {
                         let _ = handle.commands.send(CallCommand::End(outcome_of(reason))).await;
                         if !handle.ending {
                             handle.ending = true;
-                            let change = self.backlog.call_ending();
-                            self.apply_admission(change);
+                            self.backlog.call_ending();
+                            self.update_admission();
                         }
                     }
                     SrsOutput::StartCall { .. } | SrsOutput::UpdateCall { .. } => {}
@@ -183,17 +191,28 @@ impl Control {
         }
     }
 
-    fn apply_admission(&mut self, change: Option<bool>) {
-        if let Some(open) = change {
-            self.metrics().admission_open.set(i64::from(open));
-            if !open {
-                tracing::warn!(
-                    finalising = self.backlog.finalising(),
-                    "the disk is behind finalising ended calls: refusing new calls with 503 until it catches up"
-                );
-            }
-            self.srs.set_admission_open(open);
+    fn update_admission(&mut self) {
+        let backlog_open = self.backlog.is_open();
+        let spool_open = self.environment.data_dir.outbox().admission_open();
+        let open = backlog_open && spool_open;
+        if open == self.admission_open {
+            return;
         }
+        self.admission_open = open;
+        self.metrics().admission_open.set(i64::from(open));
+        if !backlog_open {
+            tracing::warn!(
+                finalising = self.backlog.finalising(),
+                "the disk is behind finalising ended calls: refusing new calls with 503 until it catches up"
+            );
+        } else if !spool_open {
+            tracing::warn!(
+                "the outbox spool is near its limit (uplink down?): refusing new calls with 503 until it drains"
+            );
+        } else {
+            tracing::info!("admitting new calls again");
+        }
+        self.srs.set_admission_open(open);
     }
 
     async fn start_call(&mut self, call: CallId, plan: RecordingPlan) {

@@ -8,6 +8,7 @@ mod clock;
 mod control;
 mod manifest;
 mod metrics_http;
+mod outbox;
 mod sip_io;
 mod storage;
 mod tls;
@@ -29,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use airlock_sip::{Cidr, GuardConfig};
+pub use outbox::OutboxSettings;
 pub use storage::DataDir;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};
 pub use transcript::{Transcription, TranscriptionError, TranscriptionSettings};
@@ -68,6 +70,8 @@ pub struct Settings {
     pub voicestream: Option<VoiceStreamSettings>,
     /// On-device transcription; `None` when disabled.
     pub transcription: Option<TranscriptionSettings>,
+    /// The outbox spool and its key layout.
+    pub outbox: OutboxSettings,
 }
 
 /// Start-up failures.
@@ -75,6 +79,8 @@ pub struct Settings {
 pub enum RuntimeError {
     #[error("cannot open the data directory {path}: {source}")]
     DataDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open the outbox: {0}")]
+    Outbox(airlock_outbox::SpoolError),
     #[error("cannot listen for SIP: {0}")]
     SipListen(std::io::Error),
     #[error("SIP over TLS: {0}")]
@@ -97,10 +103,13 @@ pub async fn run(
 ) -> Result<(), RuntimeError> {
     let metrics = Metrics::default();
     metrics.admission_open.set(1);
-    let data_dir = DataDir::open(&settings.data_dir).map_err(|source| RuntimeError::DataDir {
-        path: settings.data_dir.clone(),
-        source,
-    })?;
+    let outbox = outbox::Outbox::start(&settings.data_dir, settings.outbox.clone(), metrics.clone())
+        .map_err(RuntimeError::Outbox)?;
+    let data_dir =
+        DataDir::open(&settings.data_dir, outbox.clone()).map_err(|source| RuntimeError::DataDir {
+            path: settings.data_dir.clone(),
+            source,
+        })?;
     recover_interrupted_calls(&data_dir, &metrics);
     let transcription = match &settings.transcription {
         Some(transcription) => Some(
@@ -206,6 +215,12 @@ pub async fn run(
         }
         let _ = tokio::time::timeout(settings.grace.max(VOICESTREAM_STOP_BOUND), hub.shutdown()).await;
     }
+    // Deliveries to a working sink take milliseconds; what cannot go now stays in the spool for the next run.
+    if !outbox.drain(OUTBOX_DRAIN_BOUND) {
+        tracing::warn!(
+            "stopping with records still in the outbox spool; they are delivered after the restart"
+        );
+    }
     if let Some(task) = metrics_task {
         task.abort();
     }
@@ -246,10 +261,13 @@ struct CallEvent<'a> {
     recording_sha256: Option<&'a str>,
 }
 
-/// Moves a finished call to `uplink/` and logs the event.
+/// How long a stopping appliance waits for the outbox to deliver what is waiting.
+const OUTBOX_DRAIN_BOUND: Duration = Duration::from_secs(5);
+
+/// Hands a finished call to the outbox and spools its event.
 fn publish_call(data_dir: &DataDir, dir_name: &str, manifest: &manifest::Manifest) {
-    if let Err(error) = data_dir.publish(dir_name) {
-        tracing::error!(%error, "cannot move the finished call to uplink/");
+    if let Err(error) = data_dir.publish(dir_name, &manifest.started_at) {
+        tracing::error!(%error, "cannot hand the finished call to the outbox; it stays in active/ and is retried at the next start");
         return;
     }
     let event = CallEvent {
@@ -259,8 +277,8 @@ fn publish_call(data_dir: &DataDir, dir_name: &str, manifest: &manifest::Manifes
         end_reason: manifest.end_reason.as_deref(),
         recording_sha256: manifest.recording.as_ref().map(|r| r.sha256.as_str()),
     };
-    if let Err(error) = data_dir.append_event(&event) {
-        tracing::error!(%error, "cannot append to the event log");
+    if let Err(error) = data_dir.append_event("evt/call/ended", &event) {
+        tracing::error!(%error, "cannot spool the call's event");
     }
 }
 
@@ -294,7 +312,7 @@ fn recover_interrupted_calls(data_dir: &DataDir, metrics: &Metrics) {
                 publish_call(data_dir, &dir_name, &manifest);
                 tracing::warn!(call = %dir_name, "finalised a recording interrupted by a crash");
             }
-            // The process died after the call was finalised but before it was moved to uplink/.
+            // The process died after the call was finalised but before all of it was in the outbox.
             Ok(None) if manifest.recording.is_some() && manifest.end_reason.is_some() => {
                 publish_call(data_dir, &dir_name, &manifest);
                 tracing::warn!(call = %dir_name, "published a finished call a crash left in active/");

@@ -1,28 +1,35 @@
 //! The data directory: `active/{call}/` holds calls being recorded (only encrypted work files and the
-//! manifest), `uplink/{call}/` holds finished calls laid out as they will be uploaded, and
-//! `uplink/events.jsonl` is the local event log (one JSON object per line). Finished calls move from
-//! `active/` to `uplink/` with one rename, so a crash never leaves half a call in `uplink/`.
+//! manifest); finished calls and events go to the outbox (`outbox/`, see `crate::outbox`), which delivers
+//! them — by default to `uplink/`, laid out like the bucket, and `uplink/events.jsonl`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use airlock_outbox::SpoolError;
 use serde::Serialize;
+
+use crate::outbox::Outbox;
 
 /// Paths inside the data directory.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    outbox: Outbox,
 }
 
 impl DataDir {
-    /// Creates the layout below `root` if needed.
-    pub fn open(root: &Path) -> std::io::Result<DataDir> {
+    /// Creates the layout below `root` if needed; finished calls and events go to `outbox`.
+    pub fn open(root: &Path, outbox: Outbox) -> std::io::Result<DataDir> {
         let data_dir = DataDir {
             root: root.to_path_buf(),
+            outbox,
         };
         std::fs::create_dir_all(data_dir.active_root())?;
-        std::fs::create_dir_all(data_dir.uplink_root())?;
         Ok(data_dir)
+    }
+
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub fn root(&self) -> &Path {
@@ -33,32 +40,19 @@ impl DataDir {
         self.root.join("active")
     }
 
-    pub fn uplink_root(&self) -> PathBuf {
-        self.root.join("uplink")
-    }
-
     pub fn active_call(&self, call: &str) -> PathBuf {
         self.active_root().join(call)
     }
 
-    /// Moves a finished call from `active/` to `uplink/`.
-    pub fn publish(&self, call: &str) -> std::io::Result<PathBuf> {
-        let destination = self.uplink_root().join(call);
-        std::fs::rename(self.active_call(call), &destination)?;
-        sync_dir(&self.uplink_root())?;
-        Ok(destination)
+    /// Hands a finished call in `active/` to the outbox (its manifest last).
+    pub fn publish(&self, call: &str, started_at: &str) -> Result<usize, SpoolError> {
+        self.outbox
+            .publish_call(&self.active_call(call), call, started_at)
     }
 
-    /// Appends one event line to `uplink/events.jsonl` and syncs it.
-    pub fn append_event(&self, event: &impl Serialize) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.uplink_root().join("events.jsonl"))?;
-        file.write_all(&line)?;
-        file.sync_data()
+    /// Spools one event under `topic` (e.g. `evt/call/ended`).
+    pub fn append_event(&self, topic: &str, event: &impl Serialize) -> Result<(), SpoolError> {
+        self.outbox.event(topic, event)
     }
 }
 

@@ -167,7 +167,7 @@ impl SegmentSink for TranscriptSink {
             at: rfc3339(SystemTime::now()),
             segment: self.json_segment(&released, &speaker),
         };
-        if let Err(error) = self.data_dir.append_event(&event) {
+        if let Err(error) = self.data_dir.append_event("evt/transcript", &event) {
             tracing::error!(%error, "cannot append a transcript segment to the event log");
         }
         lock(&self.state).segments.push(released);

@@ -3,12 +3,14 @@
 //! tracing initialisation. No I/O here: the runtime serves `/metrics` by calling [`Metrics::encode`].
 
 mod metrics;
+mod outbox_metrics;
 mod pii;
 mod security_metrics;
 mod transcription_metrics;
 mod voicestream_metrics;
 
 pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
+pub use outbox_metrics::{OutboxMetrics, OutboxSink};
 pub use pii::Pii;
 pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
 pub use transcription_metrics::{SegmentResult, TranscriptionMetrics, TranscriptionState};

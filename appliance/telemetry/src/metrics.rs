@@ -9,6 +9,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::outbox_metrics::OutboxMetrics;
 use crate::security_metrics::SecurityMetrics;
 use crate::transcription_metrics::TranscriptionMetrics;
 use crate::voicestream_metrics::VoiceStreamMetrics;
@@ -246,6 +247,8 @@ pub struct Metrics {
     pub voicestream: VoiceStreamMetrics,
     /// On-device transcription.
     pub transcription: TranscriptionMetrics,
+    /// The outbox spool and its sinks.
+    pub outbox: OutboxMetrics,
     sip_refused: Family<RefusalLabel, Counter>,
     sip_tcp_refused: Family<TcpRefusalLabel, Counter>,
 }
@@ -352,6 +355,7 @@ impl Metrics {
         self.security.register(&mut registry);
         self.voicestream.register(&mut registry);
         self.transcription.register(&mut registry);
+        self.outbox.register(&mut registry);
         registry.register(
             "sip_messages_refused",
             "Inbound SIP messages refused before processing, by reason (source not allowed, rate limited)",

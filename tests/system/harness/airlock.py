@@ -28,8 +28,8 @@ def to_toml(config: dict) -> str:
     def value(v):
         if isinstance(v, bool):
             return "true" if v else "false"
-        if isinstance(v, int):
-            return str(v)
+        if isinstance(v, (int, float)):
+            return repr(v)
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
         return json.dumps(str(v))
@@ -144,9 +144,11 @@ class Airlock:
         return self.data_dir / "uplink"
 
     def finished_calls(self) -> list[Path]:
+        """Delivered calls: the outbox writes `uplink/{site}/{yyyy}/{mm}/{dd}/{call}/` with the manifest last, so
+        a call directory with its manifest is complete."""
         if not self.uplink.is_dir():
             return []
-        return sorted(p for p in self.uplink.iterdir() if p.is_dir() and (p / "manifest.json").is_file())
+        return sorted((m.parent for m in self.uplink.rglob("manifest.json")), key=lambda p: p.name)
 
     def wait_calls(self, n: int = 1, timeout: float = 15.0) -> list[Path]:
         deadline = time.monotonic() + timeout

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 
 from . import g711, sip
-from .rtp import RtpSender
+from .rtp import SAMPLES_PER_PACKET, RtpSender, rtp_header
 from .srtp import SdesKey, SrtpSender
 
 
@@ -62,6 +62,14 @@ class SiprecCall:
             return SrtpSender(("127.0.0.1", self.media[label].port), payload, self.keys[label], pt=pt,
                               sock=self.socks[label], **kw)
         return RtpSender(("127.0.0.1", self.media[label].port), payload, pt, sock=self.socks[label], **kw)
+
+    def send_burst(self, payloads: dict[str, bytes], ssrc_base: int = 0x5EED) -> None:
+        """Every stream's payload as plain RTP (PCMU, 20 ms packets) sent at once, without pacing."""
+        for label, payload in payloads.items():
+            for k in range(len(payload) // SAMPLES_PER_PACKET):
+                packet = rtp_header(g711.PT_PCMU, 100 + k, 8000 + k * SAMPLES_PER_PACKET, ssrc_base + int(label),
+                                    marker=k == 0) + payload[k * SAMPLES_PER_PACKET:(k + 1) * SAMPLES_PER_PACKET]
+                self.socks[label].sendto(packet, self.dest(label))
 
     def bye(self) -> sip.SipMessage:
         return self.uac.bye()

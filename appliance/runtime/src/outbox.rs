@@ -1,0 +1,464 @@
+//! The runtime side of the outbox: finished calls and events go into the durable spool
+//! (`<data>/outbox/`, airlock-outbox), and one thread per sink delivers them, oldest first, deleting a record
+//! only after its sink took it. Today's sink is the embedded default: objects are written create-only under
+//! `<data>/uplink/` with the bucket's key layout `{prefix/}{site}/{yyyy}/{mm}/{dd}/{call}/{name}` (a call's
+//! manifest last), events are appended to `<data>/uplink/events.jsonl` (at least once: a crash between the
+//! append and the acknowledgement repeats that line). A failed delivery is retried after a jittered backoff;
+//! nothing is dropped. The spool also answers admission: when it nears its limit, new calls are refused.
+
+use std::io::{Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use airlock_outbox::{
+    Admission, Backoff, Body, NewRecord, Payload, Record, Sink, Spool, SpoolConfig, SpoolError,
+};
+use airlock_telemetry::{Metrics, OutboxSink};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Outbox settings (validated by configuration).
+#[derive(Debug, Clone)]
+pub struct OutboxSettings {
+    /// Spool size at which new calls are refused (see `reserve_bytes`).
+    pub max_bytes: u64,
+    /// Room kept below `max_bytes` for calls already accepted.
+    pub reserve_bytes: u64,
+    /// The site's id: the first part of every object key.
+    pub site: String,
+    /// Optional key prefix before the site ("" for none).
+    pub key_prefix: String,
+}
+
+/// How often an idle delivery thread refreshes the spool and disk gauges.
+const IDLE_REFRESH: Duration = Duration::from_secs(1);
+
+/// The outbox handle; cheap to clone.
+#[derive(Clone)]
+pub struct Outbox {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Outbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outbox").finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    spool: Mutex<Spool>,
+    /// Signalled on every append and acknowledgement.
+    changed: Condvar,
+    settings: OutboxSettings,
+    metrics: Metrics,
+    data_root: PathBuf,
+    uplink_root: PathBuf,
+}
+
+fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
+    spool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn unix_ms(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn sink_label(sink: Sink) -> OutboxSink {
+    match sink {
+        Sink::Objects => OutboxSink::Objects,
+        Sink::Events => OutboxSink::Events,
+    }
+}
+
+impl Outbox {
+    /// Opens the spool in `<data_root>/outbox` (repairing what a crash left) and starts the delivery threads
+    /// toward `<data_root>/uplink`.
+    pub fn start(data_root: &Path, settings: OutboxSettings, metrics: Metrics) -> Result<Outbox, SpoolError> {
+        let (spool, report) = Spool::open(SpoolConfig {
+            dir: data_root.join("outbox"),
+            max_bytes: settings.max_bytes,
+            reserve_bytes: settings.reserve_bytes,
+        })?;
+        if report.partial_removed + report.files_moved_in + report.delivered_files_removed > 0 {
+            tracing::warn!(
+                partial_removed = report.partial_removed,
+                files_moved_in = report.files_moved_in,
+                delivered_files_removed = report.delivered_files_removed,
+                "outbox spool repaired after an interrupted run"
+            );
+        }
+        for (record, reason) in &report.quarantined {
+            tracing::error!(%record, %reason, "damaged outbox record moved to outbox/quarantine/; it will not be delivered");
+        }
+        metrics
+            .outbox
+            .quarantined_records
+            .set(report.quarantined.len() as i64);
+        metrics
+            .outbox
+            .spool_limit_bytes
+            .set(i64::try_from(settings.max_bytes).unwrap_or(i64::MAX));
+        if report.records > 0 {
+            tracing::info!(
+                records = report.records,
+                "outbox spool holds undelivered records; delivering them"
+            );
+        }
+        let outbox = Outbox {
+            shared: Arc::new(Shared {
+                spool: Mutex::new(spool),
+                changed: Condvar::new(),
+                settings,
+                metrics,
+                data_root: data_root.to_path_buf(),
+                uplink_root: data_root.join("uplink"),
+            }),
+        };
+        std::fs::create_dir_all(&outbox.shared.uplink_root).map_err(|source| SpoolError::Io {
+            op: "create",
+            path: outbox.shared.uplink_root.clone(),
+            source,
+        })?;
+        outbox.refresh_gauges(&lock(&outbox.shared.spool));
+        for sink in [Sink::Objects, Sink::Events] {
+            let shared = outbox.shared.clone();
+            std::thread::Builder::new()
+                .name(format!("outbox-{}", sink_label(sink).as_str()))
+                .spawn(move || deliver(&shared, sink))
+                .map_err(|source| SpoolError::Io {
+                    op: "start the delivery thread for",
+                    path: data_root.join("outbox"),
+                    source,
+                })?;
+        }
+        Ok(outbox)
+    }
+
+    /// Whether new calls may be accepted (the spool is below its limit less the reserve).
+    pub fn admission_open(&self) -> bool {
+        lock(&self.shared.spool).admission() == Admission::Accept
+    }
+
+    /// Hands every file of the finished call in `call_dir` to the spool (the manifest last, so it is
+    /// delivered after the artifacts it describes) and removes the emptied directory. Safe to repeat after
+    /// a crash: files already handed over are no longer in the directory.
+    pub fn publish_call(&self, call_dir: &Path, call: &str, started_at: &str) -> Result<usize, SpoolError> {
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| SpoolError::Io { op, path, source }
+        };
+        let mut files: Vec<(String, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(call_dir).map_err(io("list", call_dir))? {
+            let entry = entry.map_err(io("list", call_dir))?;
+            if entry.file_type().map_err(io("inspect", &entry.path()))?.is_file() {
+                files.push((entry.file_name().to_string_lossy().into_owned(), entry.path()));
+            }
+        }
+        files.sort_by_key(|(name, _)| (name == "manifest.json", name.clone()));
+        let prefix = self.call_key_prefix(call, started_at);
+        let now = unix_ms(SystemTime::now());
+        {
+            let mut spool = lock(&self.shared.spool);
+            for (name, path) in &files {
+                spool.append(
+                    NewRecord {
+                        sink: Sink::Objects,
+                        key: format!("{prefix}/{name}"),
+                        content_type: content_type(name).to_string(),
+                        payload: Payload::File(path.clone()),
+                    },
+                    now,
+                )?;
+            }
+            self.refresh_gauges(&spool);
+        }
+        self.shared.changed.notify_all();
+        std::fs::remove_dir(call_dir).map_err(io("remove", call_dir))?;
+        if let Some(parent) = call_dir.parent() {
+            std::fs::File::open(parent)
+                .and_then(|dir| dir.sync_all())
+                .map_err(io("sync directory", parent))?;
+        }
+        Ok(files.len())
+    }
+
+    /// Spools one event for the event sink under `topic` (relative, e.g. `evt/call/ended`).
+    pub fn event(&self, topic: &str, event: &impl Serialize) -> Result<(), SpoolError> {
+        let body = serde_json::to_vec(event).map_err(|error| SpoolError::Io {
+            op: "encode an event for",
+            path: self.shared.data_root.join("outbox"),
+            source: std::io::Error::other(error),
+        })?;
+        {
+            let mut spool = lock(&self.shared.spool);
+            spool.append(
+                NewRecord {
+                    sink: Sink::Events,
+                    key: topic.to_string(),
+                    content_type: "application/json".into(),
+                    payload: Payload::Inline(body),
+                },
+                unix_ms(SystemTime::now()),
+            )?;
+            self.refresh_gauges(&spool);
+        }
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for the spool to empty (at shutdown); true when it did.
+    pub fn drain(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut spool = lock(&self.shared.spool);
+        while spool.stats().records > 0 {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            spool = self
+                .shared
+                .changed
+                .wait_timeout(spool, left)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+        }
+        true
+    }
+
+    /// `{prefix/}{site}/{yyyy}/{mm}/{dd}/{call}` from the call's RFC 3339 start time.
+    fn call_key_prefix(&self, call: &str, started_at: &str) -> String {
+        let date = started_at.get(..10).filter(|date| {
+            date.len() == 10
+                && date.chars().enumerate().all(|(i, c)| {
+                    if i == 4 || i == 7 {
+                        c == '-'
+                    } else {
+                        c.is_ascii_digit()
+                    }
+                })
+        });
+        let date = date.map_or_else(|| "0000/00/00".to_string(), |date| date.replace('-', "/"));
+        let settings = &self.shared.settings;
+        if settings.key_prefix.is_empty() {
+            format!("{}/{date}/{call}", settings.site)
+        } else {
+            format!("{}/{}/{date}/{call}", settings.key_prefix, settings.site)
+        }
+    }
+
+    fn refresh_gauges(&self, spool: &Spool) {
+        refresh_gauges(&self.shared, spool);
+    }
+}
+
+fn refresh_gauges(shared: &Shared, spool: &Spool) {
+    let outbox = &shared.metrics.outbox;
+    let stats = spool.stats();
+    outbox
+        .spool_bytes
+        .set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
+    let now = unix_ms(SystemTime::now());
+    for sink in [Sink::Objects, Sink::Events] {
+        let mut waiting = spool.pending(sink);
+        let oldest = waiting.next().map(|meta| meta.created_unix_ms);
+        let records = usize::from(oldest.is_some()) + waiting.count();
+        let age = oldest.map_or(0.0, |created| now.saturating_sub(created) as f64 / 1000.0);
+        outbox.set_waiting(sink_label(sink), records, age);
+    }
+}
+
+fn refresh_disk_gauges(shared: &Shared) {
+    if let Ok(stats) = rustix::fs::statvfs(&shared.data_root) {
+        let outbox = &shared.metrics.outbox;
+        let free = stats.f_bavail.saturating_mul(stats.f_frsize);
+        let size = stats.f_blocks.saturating_mul(stats.f_frsize);
+        outbox
+            .data_disk_free_bytes
+            .set(i64::try_from(free).unwrap_or(i64::MAX));
+        outbox
+            .data_disk_size_bytes
+            .set(i64::try_from(size).unwrap_or(i64::MAX));
+    }
+}
+
+/// One sink's delivery loop: the oldest waiting record, delivered, then acknowledged; on failure the same
+/// record again after a backoff.
+fn deliver(shared: &Shared, sink: Sink) {
+    let backoff = Backoff::default();
+    let mut failures: u32 = 0;
+    let label = sink_label(sink);
+    shared.metrics.outbox.set_uplink_up(label, true);
+    loop {
+        let record = {
+            let mut spool = lock(&shared.spool);
+            loop {
+                refresh_gauges(shared, &spool);
+                if let Some(seq) = spool.pending(sink).next().map(|meta| meta.seq) {
+                    break spool.read(seq);
+                }
+                if sink == Sink::Objects {
+                    refresh_disk_gauges(shared);
+                }
+                spool = shared
+                    .changed
+                    .wait_timeout(spool, IDLE_REFRESH)
+                    .map(|(guard, _)| guard)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner().0);
+            }
+        };
+        let started = Instant::now();
+        let result = record.map_err(|error| error.to_string()).and_then(|record| {
+            match sink {
+                Sink::Objects => put_object(&shared.uplink_root, &record),
+                Sink::Events => append_event(&shared.uplink_root, &record),
+            }
+            .map(|()| record.meta.seq)
+        });
+        shared
+            .metrics
+            .outbox
+            .delivered(label, result.is_ok(), started.elapsed().as_secs_f64());
+        match result {
+            Ok(seq) => {
+                failures = 0;
+                let acked = lock(&shared.spool).ack(seq);
+                shared.changed.notify_all();
+                if let Err(error) = acked {
+                    tracing::error!(%error, sink = label.as_str(), "cannot remove a delivered outbox record; it may be delivered again");
+                    std::thread::sleep(backoff.delay(0, random()));
+                }
+            }
+            Err(error) => {
+                let delay = backoff.delay(failures, random());
+                failures = failures.saturating_add(1);
+                tracing::warn!(%error, sink = label.as_str(), failures, retry_in_ms = delay.as_millis() as u64, "outbox delivery failed; kept in the spool");
+                std::thread::sleep(delay);
+            }
+        }
+    }
+}
+
+fn random() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| unix_ms(SystemTime::now()))
+}
+
+fn content_type(name: &str) -> &'static str {
+    if name.ends_with(".json") {
+        "application/json"
+    } else if name.ends_with(".vtt") {
+        "text/vtt"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+/// The local path of an object key; None when the key could leave the uplink directory.
+fn object_path(root: &Path, key: &str) -> Option<PathBuf> {
+    let relative = Path::new(key);
+    (!key.is_empty()
+        && relative
+            .components()
+            .all(|component| matches!(component, Component::Normal(_))))
+    .then(|| root.join(relative))
+}
+
+/// Writes an object create-only: an existing object with the same content counts as delivered (a crash
+/// between delivery and acknowledgement), different content is an error that keeps the record.
+fn put_object(root: &Path, record: &Record) -> Result<(), String> {
+    let target = object_path(root, &record.meta.key)
+        .ok_or_else(|| format!("object key {:?} is not a relative path", record.meta.key))?;
+    let (bytes, expected): (Box<dyn Read>, [u8; 32]) = match &record.body {
+        Body::Inline(body) => (
+            Box::new(std::io::Cursor::new(body.clone())),
+            Sha256::digest(body).into(),
+        ),
+        Body::File { path, sha256, .. } => (
+            Box::new(
+                std::fs::File::open(path).map_err(|error| format!("open the spooled artifact: {error}"))?,
+            ),
+            *sha256,
+        ),
+    };
+    if target.exists() {
+        let existing =
+            std::fs::File::open(&target).map_err(|error| format!("read the existing object: {error}"))?;
+        let (sha, _) = airlock_outbox::spool::sha256_of(existing)
+            .map_err(|error| format!("read the existing object: {error}"))?;
+        return if sha == expected {
+            Ok(())
+        } else {
+            Err("an object with other content already exists under this key (create-only)".into())
+        };
+    }
+    let parent = target.parent().ok_or("object key without a directory")?;
+    std::fs::create_dir_all(parent).map_err(|error| format!("create the object's directory: {error}"))?;
+    let mut temp = target.as_os_str().to_owned();
+    temp.push(".partial");
+    let temp = PathBuf::from(temp);
+    let written = (|| -> std::io::Result<[u8; 32]> {
+        let mut out = std::fs::File::create(&temp)?;
+        let mut hasher = Sha256::new();
+        let mut reader = bytes;
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            let read = reader.read(&mut buffer)?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+            out.write_all(&buffer[..read])?;
+        }
+        out.sync_all()?;
+        Ok(hasher.finalize().into())
+    })();
+    let sha = match written {
+        Ok(sha) => sha,
+        Err(error) => {
+            let _ = std::fs::remove_file(&temp);
+            return Err(format!("write the object: {error}"));
+        }
+    };
+    if sha != expected {
+        let _ = std::fs::remove_file(&temp);
+        return Err("the spooled artifact no longer matches its SHA-256; not delivered".into());
+    }
+    std::fs::rename(&temp, &target).map_err(|error| format!("place the object: {error}"))?;
+    std::fs::File::open(parent)
+        .and_then(|dir| dir.sync_all())
+        .map_err(|error| format!("sync the object's directory: {error}"))
+}
+
+/// Appends an event's JSON as one line of `events.jsonl` and syncs it.
+fn append_event(root: &Path, record: &Record) -> Result<(), String> {
+    let Body::Inline(body) = &record.body else {
+        return Err("an event record without an inline body".into());
+    };
+    let mut line = body.clone();
+    line.push(b'\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(root.join("events.jsonl"))
+        .map_err(|error| format!("open events.jsonl: {error}"))?;
+    file.write_all(&line)
+        .and_then(|()| file.sync_data())
+        .map_err(|error| format!("append to events.jsonl: {error}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_stay_inside_the_uplink_directory() {
+        let root = Path::new("/data/uplink");
+        assert_eq!(
+            object_path(root, "site/2026/11/29/call/manifest.json"),
+            Some(PathBuf::from("/data/uplink/site/2026/11/29/call/manifest.json"))
+        );
+        for bad in ["../etc/passwd", "/etc/passwd", "site/../../x", "./x/..", ""] {
+            assert_eq!(object_path(root, bad), None, "{bad}");
+        }
+    }
+}

@@ -1,0 +1,205 @@
+//! Metric families of the outbox: what waits in the spool (per sink, bytes against the limit, the oldest
+//! record's age), delivery results and time per sink, whether each uplink works, quarantined records, and
+//! the data partition's free space. Labels are bounded enums; no key, call or payload becomes a label.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Where outbox records go.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum OutboxSink {
+    /// Object storage (S3, or the local bucket directory).
+    Objects,
+    /// The event bus (MQTT, or the local event log).
+    Events,
+}
+
+impl OutboxSink {
+    pub const ALL: [OutboxSink; 2] = [Self::Objects, Self::Events];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Objects => "objects",
+            Self::Events => "events",
+        }
+    }
+}
+
+impl EncodeLabelValue for OutboxSink {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+/// The result of one delivery attempt.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DeliveryResult {
+    Ok,
+    Error,
+}
+
+impl DeliveryResult {
+    fn of(ok: bool) -> DeliveryResult {
+        if ok { Self::Ok } else { Self::Error }
+    }
+}
+
+impl EncodeLabelValue for DeliveryResult {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(
+            encoder,
+            match self {
+                Self::Ok => "ok",
+                Self::Error => "error",
+            },
+        )
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabel {
+    sink: OutboxSink,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabel {
+    sink: OutboxSink,
+    result: DeliveryResult,
+}
+
+/// Outbox families; part of [`crate::Metrics`].
+#[derive(Debug, Clone)]
+pub struct OutboxMetrics {
+    records: Family<SinkLabel, Gauge>,
+    oldest_age_seconds: Family<SinkLabel, Gauge<f64, AtomicU64>>,
+    deliveries: Family<DeliveryLabel, Counter>,
+    delivery_seconds: Family<SinkLabel, Histogram>,
+    uplink_up: Family<SinkLabel, Gauge>,
+    /// Bytes in the spool (records and their artifact files).
+    pub spool_bytes: Gauge,
+    /// The configured spool limit.
+    pub spool_limit_bytes: Gauge,
+    /// Damaged records set aside at start-up.
+    pub quarantined_records: Gauge,
+    /// Free and total bytes of the filesystem holding the data directory.
+    pub data_disk_free_bytes: Gauge,
+    pub data_disk_size_bytes: Gauge,
+}
+
+impl Default for OutboxMetrics {
+    fn default() -> Self {
+        OutboxMetrics {
+            records: Family::default(),
+            oldest_age_seconds: Family::default(),
+            deliveries: Family::default(),
+            delivery_seconds: Family::new_with_constructor(|| {
+                Histogram::new([
+                    0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+                ])
+            }),
+            uplink_up: Family::default(),
+            spool_bytes: Gauge::default(),
+            spool_limit_bytes: Gauge::default(),
+            quarantined_records: Gauge::default(),
+            data_disk_free_bytes: Gauge::default(),
+            data_disk_size_bytes: Gauge::default(),
+        }
+    }
+}
+
+impl OutboxMetrics {
+    /// Records waiting for `sink` and the age of the oldest (0 when none).
+    pub fn set_waiting(&self, sink: OutboxSink, records: usize, oldest_age_seconds: f64) {
+        self.records
+            .get_or_create(&SinkLabel { sink })
+            .set(records as i64);
+        self.oldest_age_seconds
+            .get_or_create(&SinkLabel { sink })
+            .set(oldest_age_seconds);
+    }
+
+    /// One delivery attempt to `sink` and how long it took; sets the uplink state from its result.
+    pub fn delivered(&self, sink: OutboxSink, ok: bool, seconds: f64) {
+        let result = DeliveryResult::of(ok);
+        self.deliveries
+            .get_or_create(&DeliveryLabel { sink, result })
+            .inc();
+        self.delivery_seconds
+            .get_or_create(&SinkLabel { sink })
+            .observe(seconds);
+        self.set_uplink_up(sink, ok);
+    }
+
+    pub fn set_uplink_up(&self, sink: OutboxSink, up: bool) {
+        self.uplink_up
+            .get_or_create(&SinkLabel { sink })
+            .set(i64::from(up));
+    }
+
+    /// Delivery attempts to `sink` with the given result so far.
+    pub fn deliveries_with(&self, sink: OutboxSink, ok: bool) -> u64 {
+        let result = DeliveryResult::of(ok);
+        self.deliveries
+            .get_or_create(&DeliveryLabel { sink, result })
+            .get()
+    }
+
+    pub(crate) fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "outbox_spool_records",
+            "Records waiting in the outbox spool, by sink",
+            self.records.clone(),
+        );
+        registry.register(
+            "outbox_spool_oldest_age_seconds",
+            "Age of the oldest record waiting for a sink (0 when none waits)",
+            self.oldest_age_seconds.clone(),
+        );
+        registry.register(
+            "outbox_deliveries",
+            "Outbox delivery attempts, by sink and result",
+            self.deliveries.clone(),
+        );
+        registry.register(
+            "outbox_delivery_seconds",
+            "Time one outbox delivery attempt took, by sink",
+            self.delivery_seconds.clone(),
+        );
+        registry.register(
+            "outbox_uplink_up",
+            "1 while deliveries to the sink succeed, 0 while they fail",
+            self.uplink_up.clone(),
+        );
+        registry.register(
+            "outbox_spool_bytes",
+            "Bytes in the outbox spool (records and artifact files)",
+            self.spool_bytes.clone(),
+        );
+        registry.register(
+            "outbox_spool_limit_bytes",
+            "Spool size at which new calls are refused (less the reserve for calls in flight)",
+            self.spool_limit_bytes.clone(),
+        );
+        registry.register(
+            "outbox_quarantined_records",
+            "Damaged spool records set aside at start-up (kept in quarantine/, never delivered)",
+            self.quarantined_records.clone(),
+        );
+        registry.register(
+            "data_disk_free_bytes",
+            "Free bytes on the filesystem of the data directory",
+            self.data_disk_free_bytes.clone(),
+        );
+        registry.register(
+            "data_disk_size_bytes",
+            "Size in bytes of the filesystem of the data directory",
+            self.data_disk_size_bytes.clone(),
+        );
+    }
+}
