@@ -6,14 +6,18 @@ kill -9 of the appliance in between."""
 from __future__ import annotations
 
 import json
+import random
 import time
 from pathlib import Path
 
-from harness import audio, g711, metrics
+import grpc
+
+from harness import audio, g711, metrics, procs, voicestream
 from harness.airlock import Airlock, check_manifest, stream_by_label
 from harness.calls import SiprecCall
 from harness.rtp import SAMPLES_PER_PACKET
 from harness.sip import SipUac, siprec_body
+from harness.voicestream import LegClient, LegConfig
 
 
 def record_burst(inst: Airlock, payloads: dict[str, bytes]) -> None:
@@ -133,4 +137,53 @@ def test_spooled_calls_survive_kill9_and_are_delivered_after_restart(airlock_fac
     assert not (inst.data_dir / "active").is_dir() or not any((inst.data_dir / "active").iterdir())
     lines = [json.loads(line) for line in (inst.uplink / "events.jsonl").read_text().splitlines()]
     assert [e["call"] for e in lines if e.get("event") == "call_recorded"] == [call_dir.name], lines
+    assert inst.terminate() == 0
+
+
+def test_a_full_spool_refuses_new_voicestream_calls_not_their_legs(airlock_factory, vs_stubs, speech_a, speech_b,
+                                                                   speech_dir):
+    """VoiceStream: with the spool past its limit a leg of a new call gets Five9's 1100 and RESOURCE_EXHAUSTED,
+    while a leg joining a call that was already recording is accepted; once drained, new calls stream again."""
+    port = procs.free_port(tcp_and_udp=False)
+    inst = airlock_factory(overrides={
+        "outbox": {"max_mib": 0.05, "reserve_mib": 0},
+        "voicestream": {"listen": f"127.0.0.1:{port}", "insecure_plaintext": True, "idle_timeout_secs": 30,
+                        "leg_linger_secs": 2},
+        "voicestream.trust_tokens": {"sub-1": ["token-1"]},
+    }).start()
+    procs.wait_tcp(port, 10, inst.proc)
+    target = f"127.0.0.1:{port}"
+    pcm = audio.speech_pcm16("Hello, I am calling about my invoice from last month.", speech_dir, "outbox-pcm")
+    aside = take_uplink_down(inst)
+
+    # A VoiceStream call is under way (its customer leg streams slowly) when the spool fills up.
+    ongoing = str(random.randrange(300000000000000, 399999999999999))
+    customer = LegClient(target, LegConfig(vcc_call_id=ongoing, call_leg="customer"), pcm, end="ended")
+    customer.start()
+    time.sleep(0.5)
+    record_burst(inst, {"1": speech_a, "2": speech_b})
+    wait_metric(inst, "airlock_outbox_spool_bytes", lambda v: v > 0.05 * 1048576)
+
+    refused = LegClient(target, LegConfig(vcc_call_id=str(random.randrange(300000000000000, 399999999999999)),
+                                          call_leg="customer"), pcm, end="ended")
+    refused.start()
+    report = refused.join(30)
+    assert report.grpc_code == grpc.StatusCode.RESOURCE_EXHAUSTED, report.describe()
+    assert voicestream.SRV_ERROR_NO_RESOURCE in report.codes, report.describe()
+    assert "outbox" in report.grpc_details, report.describe()
+
+    agent = LegClient(target, LegConfig(vcc_call_id=ongoing, call_leg="agent"), pcm, end="ended")
+    agent.start()
+    for leg in (agent.join(30), customer.join(30)):
+        assert leg.error is None and leg.grpc_code == grpc.StatusCode.OK, leg.describe()
+        assert leg.codes[0] == voicestream.SRV_REQ_START_STREAMING, leg.describe()
+
+    bring_uplink_back(inst, aside)
+    assert len(inst.wait_calls(2, timeout=40)) == 2, "the SIPREC call and the VoiceStream call both arrive"
+    wait_metric(inst, 'airlock_outbox_spool_records{sink="objects"}', lambda v: v == 0, timeout=30)
+    later = LegClient(target, LegConfig(vcc_call_id=str(random.randrange(300000000000000, 399999999999999)),
+                                        call_leg="customer"), pcm, end="ended")
+    later.start()
+    report = later.join(30)
+    assert report.error is None and report.grpc_code == grpc.StatusCode.OK, report.describe()
     assert inst.terminate() == 0

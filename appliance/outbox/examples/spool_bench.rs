@@ -141,6 +141,8 @@ fn main() {
         append / reference
     );
     let (files, mb, acks) = file_round(&dir.join("files"), 50, 4 << 20);
-    println!("file records: 50 × 4 MiB — append {files:.1}/s ({mb:.0} MB/s hashed and moved in), ack {acks:.0}/s");
+    println!(
+        "file records: 50 × 4 MiB — append {files:.1}/s ({mb:.0} MB/s hashed and moved in), ack {acks:.0}/s"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -124,6 +124,10 @@ impl Hub {
                 decision = state.joiner.leg_started(Instant::now(), info);
             }
             let (call, new_call) = match decision {
+                JoinDecision::NewCall { call } if !self.environment.data_dir.outbox().admission_open() => {
+                    state.joiner.leg_ended(Instant::now(), call);
+                    return Err(JoinRefusal::OutboxFull);
+                }
                 JoinDecision::NewCall { call } => (call, true),
                 JoinDecision::Joined { call } => (call, false),
                 JoinDecision::Refused(refusal) => return Err(refusal),

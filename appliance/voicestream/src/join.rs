@@ -79,10 +79,14 @@ pub enum JoinRefusal {
     /// The call has `max_legs_per_call` legs streaming.
     #[error("too many legs for this call")]
     TooManyLegs,
+    /// The appliance takes no new calls now: what waits to leave it is near its storage limit. Decided by
+    /// the runtime (the joiner knows nothing of storage); legs of calls already recording are not refused.
+    #[error("no room for new calls: the appliance's outbox is full")]
+    OutboxFull,
 }
 
 impl JoinRefusal {
-    /// gRPC RESOURCE_EXHAUSTED (8) for both.
+    /// gRPC RESOURCE_EXHAUSTED (8) for all.
     pub fn grpc_code(&self) -> i32 {
         grpc_code::RESOURCE_EXHAUSTED
     }
@@ -97,6 +101,7 @@ impl JoinRefusal {
         match self {
             JoinRefusal::TooManyCalls => "too many calls",
             JoinRefusal::TooManyLegs => "too many legs for this call",
+            JoinRefusal::OutboxFull => "no room for new calls: the appliance's outbox is full",
         }
     }
 
@@ -105,6 +110,7 @@ impl JoinRefusal {
         match self {
             JoinRefusal::TooManyCalls => "too_many_calls",
             JoinRefusal::TooManyLegs => "too_many_legs",
+            JoinRefusal::OutboxFull => "outbox_full",
         }
     }
 }
