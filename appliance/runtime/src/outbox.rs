@@ -449,6 +449,46 @@ fn append_event(root: &Path, record: &Record) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use airlock_outbox::RecordMeta;
+
+    fn object_record(key: &str, body: &[u8]) -> Record {
+        Record {
+            meta: RecordMeta {
+                seq: 1,
+                sink: Sink::Objects,
+                key: key.into(),
+                created_unix_ms: 0,
+                bytes: body.len() as u64,
+            },
+            content_type: "application/octet-stream".into(),
+            body: Body::Inline(body.to_vec()),
+        }
+    }
+
+    #[test]
+    fn objects_are_create_only_and_a_crash_leaves_nothing_half_written_or_doubled() {
+        let root = std::env::temp_dir().join(format!("airlock-local-sink-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let key = "site/2026/11/29/call/recording.wav.age";
+        let target = root.join(key);
+        // A crash mid-copy left a partial file: the retry replaces it and places the whole object.
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(root.join(format!("{key}.partial")), b"half").unwrap();
+        put_object(&root, &object_record(key, b"the whole object")).expect("delivered");
+        assert_eq!(std::fs::read(&target).unwrap(), b"the whole object");
+        assert!(!root.join(format!("{key}.partial")).exists());
+        // A crash after placing it but before the spool's acknowledgement: the same content again is a success,
+        // and the object is not written twice (its modification time stays).
+        let placed = std::fs::metadata(&target).unwrap().modified().unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        put_object(&root, &object_record(key, b"the whole object")).expect("idempotent");
+        assert_eq!(std::fs::metadata(&target).unwrap().modified().unwrap(), placed);
+        // Other content under the same key is refused and the object left alone.
+        let error = put_object(&root, &object_record(key, b"something else")).expect_err("create-only");
+        assert!(error.contains("create-only"), "{error}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"the whole object");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn object_keys_stay_inside_the_uplink_directory() {
