@@ -595,6 +595,120 @@ pub struct OutboxSection {
     pub site: String,
     /// Optional prefix before the site in object keys (`/`-separated parts like `site`).
     pub key_prefix: String,
+    /// `[outbox.mqtt]`: the broker events go to; absent: `uplink/events.jsonl`.
+    pub mqtt: Option<MqttSection>,
+}
+
+/// `[outbox.mqtt]`: MQTT 5 over TLS; events are published under `airlock/v1/{site}/{appliance}/`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// `host:port` of the broker (TLS).
+    pub broker: String,
+    /// PEM CA bundle the broker's certificate must chain to.
+    pub ca: PathBuf,
+    /// PEM client certificate chain and its private key, for brokers that require one (both or neither).
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// MQTT username ("" for none) and a file holding the password (its first line).
+    pub username: String,
+    pub password_file: PathBuf,
+    /// This appliance's id: the topic level after the site (letters, digits, `-`, `_`, `.`).
+    pub appliance: String,
+    /// MQTT client id; "" = `{site}-{appliance}`.
+    pub client_id: String,
+    /// Keep-alive interval in seconds (5–3600).
+    pub keep_alive_secs: u64,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        MqttSection {
+            broker: String::new(),
+            ca: PathBuf::new(),
+            certificate: PathBuf::new(),
+            private_key: PathBuf::new(),
+            username: String::new(),
+            password_file: PathBuf::new(),
+            appliance: "airlock-1".into(),
+            client_id: String::new(),
+            keep_alive_secs: 30,
+        }
+    }
+}
+
+impl MqttSection {
+    fn validate(&self, site: &str) -> Result<airlock_runtime::MqttSettings, ConfigError> {
+        let (host, port) = self
+            .broker
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host.trim_matches(['[', ']']), port.parse::<u16>().ok()?)))
+            .filter(|(host, port)| !host.is_empty() && *port > 0)
+            .ok_or_else(|| invalid("outbox.mqtt.broker", "must be host:port"))?;
+        if self.ca.as_os_str().is_empty() {
+            return Err(invalid(
+                "outbox.mqtt.ca",
+                "must name the PEM CA bundle of the broker",
+            ));
+        }
+        let identity = match (
+            self.certificate.as_os_str().is_empty(),
+            self.private_key.as_os_str().is_empty(),
+        ) {
+            (true, true) => None,
+            (false, false) => Some((self.certificate.clone(), self.private_key.clone())),
+            _ => {
+                return Err(invalid(
+                    "outbox.mqtt.certificate",
+                    "certificate and private_key go together",
+                ));
+            }
+        };
+        let password = if self.password_file.as_os_str().is_empty() {
+            None
+        } else {
+            let text = std::fs::read_to_string(&self.password_file).map_err(|error| {
+                invalid(
+                    "outbox.mqtt.password_file",
+                    format!("{}: {error}", self.password_file.display()),
+                )
+            })?;
+            Some(text.lines().next().unwrap_or_default().to_string())
+        };
+        if password.is_some() && self.username.is_empty() {
+            return Err(invalid("outbox.mqtt.username", "must be set with password_file"));
+        }
+        if !is_key_part(&self.appliance) {
+            return Err(invalid(
+                "outbox.mqtt.appliance",
+                "must be 1–64 letters, digits, '-', '_' or '.' (it is a topic level)",
+            ));
+        }
+        if !(5..=3600).contains(&self.keep_alive_secs) {
+            return Err(invalid(
+                "outbox.mqtt.keep_alive_secs",
+                "must be between 5 and 3600",
+            ));
+        }
+        let settings = airlock_runtime::MqttSettings {
+            host: host.to_string(),
+            port,
+            ca: self.ca.clone(),
+            identity,
+            username: (!self.username.is_empty()).then(|| self.username.clone()),
+            password,
+            client_id: if self.client_id.is_empty() {
+                format!("{site}-{}", self.appliance)
+            } else {
+                self.client_id.clone()
+            },
+            appliance: self.appliance.clone(),
+            keep_alive: Duration::from_secs(self.keep_alive_secs),
+        };
+        airlock_runtime::mqtt_tls_config(&settings)
+            .map_err(|error| invalid("outbox.mqtt", error.to_string()))?;
+        Ok(settings)
+    }
 }
 
 impl Default for OutboxSection {
@@ -604,6 +718,7 @@ impl Default for OutboxSection {
             reserve_mib: 512.0,
             site: "local".into(),
             key_prefix: String::new(),
+            mqtt: None,
         }
     }
 }
@@ -649,6 +764,11 @@ impl OutboxSection {
             reserve_bytes: (self.reserve_mib * MIB) as u64,
             site: self.site.clone(),
             key_prefix: self.key_prefix.clone(),
+            mqtt: self
+                .mqtt
+                .as_ref()
+                .map(|mqtt| mqtt.validate(&self.site))
+                .transpose()?,
         })
     }
 }
@@ -915,6 +1035,49 @@ mod tests {
             let error = config.validate().expect_err(text).to_string();
             assert!(error.contains(key), "{text}: {error}");
         }
+    }
+
+    #[test]
+    fn mqtt_keys_are_checked_and_named() {
+        let dir = std::env::temp_dir().join(format!("airlock-mqtt-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let password = dir.join("password");
+        std::fs::write(&password, "s3cret\nignored\n").expect("password");
+        let not_pem = dir.join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate\n").expect("ca");
+        let section = |extra: &str| {
+            let broker = if extra.starts_with("broker") {
+                ""
+            } else {
+                "broker = \"127.0.0.1:8883\"\n"
+            };
+            format!(
+                "[outbox]\nsite = \"ber\"\n[outbox.mqtt]\n{broker}ca = \"{}\"\n{extra}\n",
+                not_pem.display()
+            )
+        };
+        for (extra, key) in [
+            ("broker = \"nohost\"", "outbox.mqtt.broker"),
+            ("broker = \"host:0\"", "outbox.mqtt.broker"),
+            ("certificate = \"/x.pem\"", "outbox.mqtt.certificate"),
+            ("password_file = \"/nonexistent/pw\"", "outbox.mqtt.password_file"),
+            (
+                &format!("password_file = \"{}\"", password.display()),
+                "outbox.mqtt.username",
+            ),
+            ("appliance = \"a/b\"", "outbox.mqtt.appliance"),
+            ("keep_alive_secs = 1", "outbox.mqtt.keep_alive_secs"),
+            // The CA bundle is loaded at validation: a file without a PEM certificate is named.
+            ("", "ca.pem"),
+        ] {
+            let error = Config::parse(&section(extra))
+                .expect(extra)
+                .validate()
+                .expect_err(extra)
+                .to_string();
+            assert!(error.contains(key), "{extra}: {error}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

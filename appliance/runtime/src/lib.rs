@@ -8,6 +8,7 @@ mod clock;
 mod control;
 mod manifest;
 mod metrics_http;
+mod mqtt;
 mod outbox;
 mod sip_io;
 mod storage;
@@ -30,6 +31,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use airlock_sip::{Cidr, GuardConfig};
+pub use mqtt::{MqttSettings, tls_config as mqtt_tls_config};
 pub use outbox::OutboxSettings;
 pub use storage::DataDir;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};
@@ -81,6 +83,8 @@ pub enum RuntimeError {
     DataDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open the outbox: {0}")]
     Outbox(airlock_outbox::SpoolError),
+    #[error("MQTT TLS: {0}")]
+    MqttTls(TlsError),
     #[error("cannot listen for SIP: {0}")]
     SipListen(std::io::Error),
     #[error("SIP over TLS: {0}")]
@@ -103,8 +107,20 @@ pub async fn run(
 ) -> Result<(), RuntimeError> {
     let metrics = Metrics::default();
     metrics.admission_open.set(1);
-    let outbox = outbox::Outbox::start(&settings.data_dir, settings.outbox.clone(), metrics.clone())
-        .map_err(RuntimeError::Outbox)?;
+    let mqtt_tls = settings
+        .outbox
+        .mqtt
+        .as_ref()
+        .map(mqtt::tls_config)
+        .transpose()
+        .map_err(RuntimeError::MqttTls)?;
+    let outbox = outbox::Outbox::start(
+        &settings.data_dir,
+        settings.outbox.clone(),
+        mqtt_tls,
+        metrics.clone(),
+    )
+    .map_err(RuntimeError::Outbox)?;
     let data_dir =
         DataDir::open(&settings.data_dir, outbox.clone()).map_err(|source| RuntimeError::DataDir {
             path: settings.data_dir.clone(),

@@ -1,9 +1,10 @@
 //! The runtime side of the outbox: finished calls and events go into the durable spool
 //! (`<data>/outbox/`, airlock-outbox), and one thread per sink delivers them, oldest first, deleting a record
-//! only after its sink took it. Today's sink is the embedded default: objects are written create-only under
+//! only after its sink took it. Objects go to the embedded default sink: written create-only under
 //! `<data>/uplink/` with the bucket's key layout `{prefix/}{site}/{yyyy}/{mm}/{dd}/{call}/{name}` (a call's
-//! manifest last), events are appended to `<data>/uplink/events.jsonl` (at least once: a crash between the
-//! append and the acknowledgement repeats that line). A failed delivery is retried after a jittered backoff;
+//! manifest last). Events go to the MQTT broker when one is configured (`crate::mqtt`), otherwise they are
+//! appended to `<data>/uplink/events.jsonl` (at least once: a crash between the append and the
+//! acknowledgement repeats that line). A failed delivery is retried after a jittered backoff;
 //! nothing is dropped. The spool also answers admission: when it nears its limit, new calls are refused.
 
 use std::io::{Read, Write};
@@ -15,6 +16,8 @@ use airlock_outbox::{
     Admission, Backoff, Body, NewRecord, Payload, Record, Sink, Spool, SpoolConfig, SpoolError,
 };
 use airlock_telemetry::{Metrics, OutboxSink};
+
+use crate::mqtt::MqttSettings;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -29,6 +32,8 @@ pub struct OutboxSettings {
     pub site: String,
     /// Optional key prefix before the site ("" for none).
     pub key_prefix: String,
+    /// The MQTT broker events go to; None: `uplink/events.jsonl`.
+    pub mqtt: Option<MqttSettings>,
 }
 
 /// How often an idle delivery thread refreshes the spool and disk gauges.
@@ -46,18 +51,33 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
-struct Shared {
+pub(crate) struct Shared {
     spool: Mutex<Spool>,
     /// Signalled on every append and acknowledgement.
     changed: Condvar,
+    /// Wakes the MQTT sink when an event is spooled.
+    pub(crate) events_waiting: tokio::sync::Notify,
     settings: OutboxSettings,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
     data_root: PathBuf,
     uplink_root: PathBuf,
 }
 
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
     spool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn lock_spool(&self) -> MutexGuard<'_, Spool> {
+        lock(&self.spool)
+    }
+
+    /// Acknowledges a delivered record and wakes whoever waits on the spool.
+    pub(crate) fn ack(&self, seq: airlock_outbox::Seq) -> Result<(), SpoolError> {
+        let result = lock(&self.spool).ack(seq);
+        self.changed.notify_all();
+        result
+    }
 }
 
 fn unix_ms(time: SystemTime) -> u64 {
@@ -74,8 +94,14 @@ fn sink_label(sink: Sink) -> OutboxSink {
 
 impl Outbox {
     /// Opens the spool in `<data_root>/outbox` (repairing what a crash left) and starts the delivery threads
-    /// toward `<data_root>/uplink`.
-    pub fn start(data_root: &Path, settings: OutboxSettings, metrics: Metrics) -> Result<Outbox, SpoolError> {
+    /// toward `<data_root>/uplink` — and, with `settings.mqtt` (and its TLS configuration `mqtt_tls`), the
+    /// MQTT sink task for events. Call inside the tokio runtime.
+    pub fn start(
+        data_root: &Path,
+        settings: OutboxSettings,
+        mqtt_tls: Option<Arc<rustls::ClientConfig>>,
+        metrics: Metrics,
+    ) -> Result<Outbox, SpoolError> {
         let (spool, report) = Spool::open(SpoolConfig {
             dir: data_root.join("outbox"),
             max_bytes: settings.max_bytes,
@@ -110,6 +136,7 @@ impl Outbox {
             shared: Arc::new(Shared {
                 spool: Mutex::new(spool),
                 changed: Condvar::new(),
+                events_waiting: tokio::sync::Notify::new(),
                 settings,
                 metrics,
                 data_root: data_root.to_path_buf(),
@@ -122,7 +149,17 @@ impl Outbox {
             source,
         })?;
         outbox.refresh_gauges(&lock(&outbox.shared.spool));
-        for sink in [Sink::Objects, Sink::Events] {
+        let mqtt = outbox.shared.settings.mqtt.clone().zip(mqtt_tls);
+        let local_sinks: &[Sink] = if mqtt.is_some() {
+            &[Sink::Objects]
+        } else {
+            &[Sink::Objects, Sink::Events]
+        };
+        if let Some((mqtt, tls)) = mqtt {
+            let site = outbox.shared.settings.site.clone();
+            tokio::spawn(crate::mqtt::run(outbox.shared.clone(), mqtt, tls, site));
+        }
+        for &sink in local_sinks {
             let shared = outbox.shared.clone();
             std::thread::Builder::new()
                 .name(format!("outbox-{}", sink_label(sink).as_str()))
@@ -205,6 +242,7 @@ impl Outbox {
             self.refresh_gauges(&spool);
         }
         self.shared.changed.notify_all();
+        self.shared.events_waiting.notify_one();
         Ok(())
     }
 
@@ -322,9 +360,7 @@ fn deliver(shared: &Shared, sink: Sink) {
         match result {
             Ok(seq) => {
                 failures = 0;
-                let acked = lock(&shared.spool).ack(seq);
-                shared.changed.notify_all();
-                if let Err(error) = acked {
+                if let Err(error) = shared.ack(seq) {
                     tracing::error!(%error, sink = label.as_str(), "cannot remove a delivered outbox record; it may be delivered again");
                     std::thread::sleep(backoff.delay(0, random()));
                 }
@@ -339,7 +375,7 @@ fn deliver(shared: &Shared, sink: Sink) {
     }
 }
 
-fn random() -> u64 {
+pub(crate) fn random() -> u64 {
     getrandom::u64().unwrap_or_else(|_| unix_ms(SystemTime::now()))
 }
 

@@ -104,20 +104,61 @@ pub(crate) fn plain_server_config(
     Ok(Arc::new(config))
 }
 
-fn load(settings: &TlsSettings) -> Result<Loaded, TlsError> {
-    let certificates = read_certificates(&settings.certificate, "certificate file")?;
-    let key = PrivateKeyDer::from_pem_file(&settings.private_key).map_err(|error| match error {
+fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|error| match error {
         rustls_pki_types::pem::Error::NoItemsFound => TlsError::Empty {
             what: "private key file",
-            path: settings.private_key.clone(),
+            path: path.to_path_buf(),
             expected: "private key",
         },
         other => TlsError::Read {
             what: "private key file",
-            path: settings.private_key.clone(),
+            path: path.to_path_buf(),
             reason: other.to_string(),
         },
-    })?;
+    })
+}
+
+/// A TLS client configuration (TLS 1.2/1.3, ring) that trusts the CAs in `ca` and, with `identity`
+/// (certificate chain, private key), presents a client certificate.
+pub(crate) fn client_config(
+    ca: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in read_certificates(ca, "CA bundle")? {
+        roots.add(certificate).map_err(|error| TlsError::ClientCa {
+            path: ca.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+    }
+    let builder =
+        rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|error| TlsError::ClientCa {
+                path: ca.to_path_buf(),
+                reason: error.to_string(),
+            })?
+            .with_root_certificates(roots);
+    let config = match identity {
+        Some((certificate, key)) => builder
+            .with_client_auth_cert(
+                read_certificates(certificate, "certificate file")?,
+                read_private_key(key)?,
+            )
+            .map_err(|error| TlsError::Mismatch {
+                certificate: certificate.to_path_buf(),
+                key: key.to_path_buf(),
+                reason: error.to_string(),
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+fn load(settings: &TlsSettings) -> Result<Loaded, TlsError> {
+    let certificates = read_certificates(&settings.certificate, "certificate file")?;
+    let key = read_private_key(&settings.private_key)?;
     let expires_unix = certificates
         .first()
         .map(|leaf| not_after(leaf, &settings.certificate))

@@ -1,0 +1,227 @@
+//! The MQTT event sink: publishes the outbox's event records, oldest first and one at a time, to
+//! `airlock/v1/{site}/{appliance}/{topic}` with QoS 1 over TLS (rumqttc, MQTT 5), and acknowledges a record in
+//! the spool only when the broker's PUBACK for exactly that publish reports success. rumqttc's own queue is
+//! memory only, so nothing waits there: a lost connection drops the in-flight publish, which is published
+//! again from the spool after the reconnect (at least once). The retained `state` topic says `online` after
+//! every connect; the broker publishes the retained last will `offline` when the appliance vanishes.
+//!
+//! rumqttc does not return the packet id of a publish; with a single publisher its `Outgoing::Publish(pkid)`
+//! events come in publish order, which pairs each PUBACK with its record.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use airlock_outbox::{Backoff, Body, Seq, Sink};
+use airlock_telemetry::OutboxSink;
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, PubAckReason};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
+use tokio::sync::mpsc;
+
+use crate::outbox::Shared;
+use crate::tls::TlsError;
+
+/// Where and how to publish events (validated by configuration).
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    pub host: String,
+    pub port: u16,
+    /// CA bundle the broker's certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificate chain and private key, when the broker asks for one.
+    pub identity: Option<(PathBuf, PathBuf)>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub client_id: String,
+    /// This appliance's id: the topic level after the site.
+    pub appliance: String,
+    pub keep_alive: Duration,
+}
+
+/// Builds the TLS client configuration (also used by `check-config` to catch bad files early).
+pub fn tls_config(settings: &MqttSettings) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    crate::tls::client_config(
+        &settings.ca,
+        settings
+            .identity
+            .as_ref()
+            .map(|(certificate, key)| (certificate.as_path(), key.as_path())),
+    )
+}
+
+/// Events from rumqttc's event loop, forwarded so the pump can wait on them and the spool at once.
+type Forwarded = Result<Event, ConnectionError>;
+
+/// Runs the MQTT sink until the process ends.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    settings: MqttSettings,
+    tls: Arc<rustls::ClientConfig>,
+    site: String,
+) {
+    let root = format!("airlock/v1/{site}/{}", settings.appliance);
+    let state_topic = format!("{root}/state");
+    let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
+    options.set_keep_alive(settings.keep_alive);
+    options.set_clean_start(true);
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    if let (Some(username), Some(password)) = (&settings.username, &settings.password) {
+        options.set_credentials(username.clone(), password.clone());
+    }
+    options.set_last_will(LastWill::new(
+        &state_topic,
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+        None,
+    ));
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+
+    let backoff = Backoff::default();
+    let (events_tx, mut events) = mpsc::channel::<Forwarded>(64);
+    tokio::spawn(async move {
+        let mut failures = 0u32;
+        loop {
+            let event = eventloop.poll().await;
+            let failed = event.is_err();
+            if events_tx.send(event).await.is_err() {
+                return;
+            }
+            if failed {
+                tokio::time::sleep(backoff.delay(failures, crate::outbox::random())).await;
+                failures = failures.saturating_add(1);
+            } else {
+                failures = 0;
+            }
+        }
+    });
+
+    let metrics = &shared.metrics.outbox;
+    metrics.set_uplink_up(OutboxSink::Events, false);
+    let mut connected = false;
+    // Who each publish handed to rumqttc belongs to (None: the state message), in publish order, until its
+    // Outgoing event names its packet id.
+    let mut unnamed: VecDeque<Option<Seq>> = VecDeque::new();
+    let mut by_packet: HashMap<u16, Option<Seq>> = HashMap::new();
+    let mut in_flight: Option<(Seq, Instant)> = None;
+    let mut refusals = 0u32;
+    loop {
+        if connected
+            && in_flight.is_none()
+            && let Some((seq, topic, body)) = next_event(&shared)
+        {
+            match client
+                .publish(format!("{root}/{topic}"), QoS::AtLeastOnce, false, body)
+                .await
+            {
+                Ok(()) => {
+                    unnamed.push_back(Some(seq));
+                    in_flight = Some((seq, Instant::now()));
+                }
+                Err(error) => tracing::warn!(%error, "cannot hand an event to the MQTT client"),
+            }
+        }
+        let event = tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => event,
+                None => return,
+            },
+            () = shared.events_waiting.notified(), if connected && in_flight.is_none() => continue,
+            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+        };
+        match event {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
+                connected = true;
+                metrics.set_uplink_up(OutboxSink::Events, true);
+                tracing::info!("connected to the MQTT broker");
+                if client
+                    .publish(&state_topic, QoS::AtLeastOnce, true, "online")
+                    .await
+                    .is_ok()
+                {
+                    unnamed.push_back(None);
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Publish(packet))) => {
+                if let Some(owner) = unnamed.pop_front() {
+                    by_packet.insert(packet, owner);
+                }
+            }
+            Ok(Event::Incoming(Packet::PubAck(ack))) => {
+                let Some(owner) = by_packet.remove(&ack.pkid) else {
+                    continue;
+                };
+                let accepted = matches!(
+                    ack.reason,
+                    PubAckReason::Success | PubAckReason::NoMatchingSubscribers
+                );
+                let Some(seq) = owner else {
+                    if !accepted {
+                        tracing::warn!(reason = ?ack.reason, "the MQTT broker refused the state message");
+                    }
+                    continue;
+                };
+                let took = in_flight
+                    .take()
+                    .map_or(0.0, |(_, started)| started.elapsed().as_secs_f64());
+                metrics.delivered(OutboxSink::Events, accepted, took);
+                if accepted {
+                    refusals = 0;
+                    let acked = shared.ack(seq);
+                    if let Err(error) = acked {
+                        tracing::error!(%error, "cannot remove a delivered event from the spool; it may be sent again");
+                    }
+                } else {
+                    // Kept in the spool and retried in order: nothing is skipped (the alarm is uplink_up 0).
+                    let delay = backoff.delay(refusals, crate::outbox::random());
+                    refusals = refusals.saturating_add(1);
+                    tracing::warn!(reason = ?ack.reason, retry_in_ms = delay.as_millis() as u64,
+                        "the MQTT broker refused an event (ACL?); kept in the spool");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+            Ok(_) => {}
+            Err(error) => {
+                if connected || in_flight.is_some() {
+                    tracing::warn!(error = %describe(&error), "MQTT connection lost; events wait in the spool");
+                } else {
+                    tracing::warn!(error = %describe(&error), "cannot connect to the MQTT broker; events wait in the spool");
+                }
+                if let Some((_, started)) = in_flight.take() {
+                    metrics.delivered(OutboxSink::Events, false, started.elapsed().as_secs_f64());
+                }
+                connected = false;
+                metrics.set_uplink_up(OutboxSink::Events, false);
+                unnamed.clear();
+                by_packet.clear();
+            }
+        }
+    }
+}
+
+/// The oldest event waiting, with its topic and JSON body.
+fn next_event(shared: &Shared) -> Option<(Seq, String, Vec<u8>)> {
+    let spool = shared.lock_spool();
+    let seq = spool.pending(Sink::Events).next()?.seq;
+    match spool.read(seq) {
+        Ok(record) => match record.body {
+            Body::Inline(body) => Some((seq, record.meta.key, body)),
+            Body::File { .. } => None,
+        },
+        Err(error) => {
+            tracing::error!(%error, "cannot read an event from the spool");
+            None
+        }
+    }
+}
+
+/// A connection error in words an operator can act on.
+fn describe(error: &ConnectionError) -> String {
+    match error {
+        ConnectionError::ConnectionRefused(code) => format!("the broker refused the connection: {code:?}"),
+        other => other.to_string(),
+    }
+}
