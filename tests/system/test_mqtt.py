@@ -5,6 +5,7 @@ wrong password refused without losing the events."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 
@@ -41,6 +42,19 @@ def test_events_reach_the_broker_and_wait_in_the_spool_while_it_is_down(airlock_
     [first] = inst.wait_calls(1)
     noc.wait_for(lambda line: line.startswith(f"{ROOT}/evt/call/ended "), what="the call's event")
     assert [e["call"] for e in call_events(noc)] == [first.name]
+    started = noc.wait_for(lambda line: line.startswith(f"{ROOT}/evt/call/started "), what="the call's start")
+    assert json.loads(started[0].split(" ", 1)[1]) | {"at": None} == \
+        {"event": "call_started", "call": first.name, "source": "siprec", "at": None}, started
+    # One upload event per artifact, with the object's key and SHA-256 (the manifest last).
+    noc.wait_for(lambda line: line.startswith(f"{ROOT}/evt/artifact/uploaded ") and "manifest.json" in line,
+                 what="the manifest's upload event")
+    uploads = [json.loads(line.split(" ", 1)[1]) for line in noc.lines()
+               if line.startswith(f"{ROOT}/evt/artifact/uploaded ")]
+    assert {u["key"].rsplit("/", 1)[1] for u in uploads} == {p.name for p in first.iterdir()}, uploads
+    for upload in uploads:
+        path = inst.uplink / upload["key"]
+        assert upload["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and upload["bytes"] == \
+            path.stat().st_size, upload
     assert not (inst.uplink / "events.jsonl").exists(), "with a broker configured, events go only there"
 
     # Broker down: the next call's event waits in the spool; the NOC gets it after the broker's restart.

@@ -342,6 +342,9 @@ impl CallTask {
                 return Err((environment, CallOutcome::RecordingFailed));
             }
         };
+        tokio::task::block_in_place(|| {
+            crate::call_started(&environment.data_dir, &dir_name, "siprec", started_wall)
+        });
         let manifest = Manifest::new(
             call,
             &dir_name,

@@ -277,6 +277,27 @@ struct CallEvent<'a> {
     recording_sha256: Option<&'a str>,
 }
 
+#[derive(Serialize)]
+struct CallStartedEvent<'a> {
+    event: &'static str,
+    call: &'a str,
+    at: String,
+    source: &'static str,
+}
+
+/// Spools `evt/call/started` for a call whose recording was just opened (`source`: siprec, voicestream).
+fn call_started(data_dir: &DataDir, dir_name: &str, source: &'static str, at: SystemTime) {
+    let event = CallStartedEvent {
+        event: "call_started",
+        call: dir_name,
+        at: clock::rfc3339(at),
+        source,
+    };
+    if let Err(error) = data_dir.append_event("evt/call/started", &event) {
+        tracing::error!(%error, "cannot spool the call's start event");
+    }
+}
+
 /// How long a stopping appliance waits for the outbox to deliver what is waiting.
 const OUTBOX_DRAIN_BOUND: Duration = Duration::from_secs(5);
 

@@ -351,16 +351,19 @@ fn deliver(shared: &Shared, sink: Sink) {
                 Sink::Objects => put_object(&shared.uplink_root, &record),
                 Sink::Events => append_event(&shared.uplink_root, &record),
             }
-            .map(|()| record.meta.seq)
+            .map(|()| record)
         });
         shared
             .metrics
             .outbox
             .delivered(label, result.is_ok(), started.elapsed().as_secs_f64());
         match result {
-            Ok(seq) => {
+            Ok(record) => {
                 failures = 0;
-                if let Err(error) = shared.ack(seq) {
+                if sink == Sink::Objects {
+                    artifact_uploaded(shared, &record);
+                }
+                if let Err(error) = shared.ack(record.meta.seq) {
                     tracing::error!(%error, sink = label.as_str(), "cannot remove a delivered outbox record; it may be delivered again");
                     std::thread::sleep(backoff.delay(0, random()));
                 }
@@ -372,6 +375,53 @@ fn deliver(shared: &Shared, sink: Sink) {
                 std::thread::sleep(delay);
             }
         }
+    }
+}
+
+#[derive(Serialize)]
+struct ArtifactUploaded<'a> {
+    event: &'static str,
+    key: &'a str,
+    sha256: String,
+    bytes: u64,
+    at: String,
+}
+
+/// Spools `evt/artifact/uploaded` for an object its sink took (before the object's record is acknowledged, so
+/// a crash in between repeats the event rather than losing it).
+fn artifact_uploaded(shared: &Shared, record: &Record) {
+    let (sha256, bytes) = match &record.body {
+        Body::File { sha256, size, .. } => (hex::encode(sha256), *size),
+        Body::Inline(body) => (hex::encode(Sha256::digest(body)), body.len() as u64),
+    };
+    let event = ArtifactUploaded {
+        event: "artifact_uploaded",
+        key: &record.meta.key,
+        sha256,
+        bytes,
+        at: crate::clock::rfc3339(SystemTime::now()),
+    };
+    let appended = serde_json::to_vec(&event)
+        .map_err(|error| error.to_string())
+        .and_then(|body| {
+            lock(&shared.spool)
+                .append(
+                    NewRecord {
+                        sink: Sink::Events,
+                        key: "evt/artifact/uploaded".into(),
+                        content_type: "application/json".into(),
+                        payload: Payload::Inline(body),
+                    },
+                    unix_ms(SystemTime::now()),
+                )
+                .map_err(|error| error.to_string())
+        });
+    match appended {
+        Ok(_) => {
+            shared.changed.notify_all();
+            shared.events_waiting.notify_one();
+        }
+        Err(error) => tracing::error!(%error, "cannot spool the artifact's upload event"),
     }
 }
 

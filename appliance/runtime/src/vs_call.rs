@@ -138,6 +138,9 @@ impl VsCall {
                 return None;
             }
         };
+        tokio::task::block_in_place(|| {
+            crate::call_started(&environment.data_dir, &dir_name, "voicestream", started_wall)
+        });
         let manifest = Manifest::for_voicestream(&dir_name, started_wall, (sample_rate, channels));
         environment.metrics.active_calls.inc();
         let transcript = environment.transcription.as_ref().map(|transcription| {
