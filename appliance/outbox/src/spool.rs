@@ -68,6 +68,13 @@ pub enum Payload {
     /// A file the spool takes over: renamed into the spool once the record is durable. It must be on the
     /// spool's filesystem and must not change afterwards.
     File(PathBuf),
+    /// The same, with its SHA-256 and size already computed (by [`sha256_of`], outside any lock the caller
+    /// holds around `append`).
+    HashedFile {
+        path: PathBuf,
+        sha256: [u8; 32],
+        size: u64,
+    },
 }
 
 /// A record to append.
@@ -369,14 +376,16 @@ impl Spool {
 
     fn quarantine(&self, seq: Seq) -> Result<(), SpoolError> {
         let quarantine = self.config.dir.join(QUARANTINE_DIR);
-        let record = self.record_path(seq);
-        let target = quarantine.join(record_name(seq));
-        fs::rename(&record, &target).map_err(io_error("quarantine", &record))?;
+        // The file first: a file left without its record would be taken for a delivered one at the next open.
         let file = self.file_path(seq);
         if file.exists() {
             let target = quarantine.join(format!("{seq:020}.file"));
             fs::rename(&file, &target).map_err(io_error("quarantine", &file))?;
+            sync_dir(&quarantine)?;
         }
+        let record = self.record_path(seq);
+        let target = quarantine.join(record_name(seq));
+        fs::rename(&record, &target).map_err(io_error("quarantine", &record))?;
         sync_dir(&quarantine)
     }
 
@@ -404,31 +413,44 @@ impl Spool {
     /// refused for space (see [`Spool::admission`]).
     pub fn append(&mut self, record: NewRecord, now_unix_ms: u64) -> Result<Seq, SpoolError> {
         let seq = self.next_seq;
-        let (file, body) = match record.payload {
+        let (source, known) = match record.payload {
             Payload::Inline(body) => {
                 if body.len() as u64 > MAX_INLINE {
                     return Err(SpoolError::TooLarge(body.len() as u64));
                 }
-                (None, body)
-            }
-            Payload::File(source) => {
-                let source = std::path::absolute(&source).map_err(io_error("resolve", &source))?;
-                let (sha256, size) = hash_file(&source)?;
-                let file = FileRef {
-                    source,
-                    size,
-                    sha256: hex::encode(sha256),
+                let header = Header {
+                    sink: record.sink,
+                    key: record.key,
+                    content_type: record.content_type,
+                    created_unix_ms: now_unix_ms,
+                    file: None,
                 };
-                (Some(file), Vec::new())
+                return self.write_record(seq, header, body);
             }
+            Payload::File(path) => (path, None),
+            Payload::HashedFile { path, sha256, size } => (path, Some((sha256, size))),
+        };
+        let source = std::path::absolute(&source).map_err(io_error("resolve", &source))?;
+        let (sha256, size) = match known {
+            Some(known) => known,
+            None => hash_file(&source)?,
         };
         let header = Header {
             sink: record.sink,
             key: record.key,
             content_type: record.content_type,
             created_unix_ms: now_unix_ms,
-            file: file.clone(),
+            file: Some(FileRef {
+                source,
+                size,
+                sha256: hex::encode(sha256),
+            }),
         };
+        self.write_record(seq, header, Vec::new())
+    }
+
+    /// Writes record `seq` durably, then moves its file (if any) in.
+    fn write_record(&mut self, seq: Seq, header: Header, body: Vec<u8>) -> Result<Seq, SpoolError> {
         let header_json = serde_json::to_vec(&header).map_err(|error| SpoolError::Io {
             op: "encode header for",
             path: self.record_path(seq),
@@ -454,7 +476,7 @@ impl Spool {
         sync_dir(&self.config.dir)?;
         self.next_seq += 1;
         let mut total = bytes.len() as u64;
-        if let Some(file) = &file {
+        if let Some(file) = &header.file {
             let stored = self.file_path(seq);
             fs::rename(&file.source, &stored).map_err(io_error("move in", &file.source))?;
             sync_dir(&self.config.dir.join(FILES_DIR))?;
@@ -470,7 +492,7 @@ impl Spool {
                 seq,
                 sink: header.sink,
                 key: header.key,
-                created_unix_ms: now_unix_ms,
+                created_unix_ms: header.created_unix_ms,
                 bytes: total,
             },
         );
@@ -515,7 +537,16 @@ impl Spool {
         let meta = self.records.get(&seq).ok_or(SpoolError::Unknown(seq))?;
         let bytes = meta.bytes;
         let path = self.record_path(seq);
-        fs::remove_file(&path).map_err(io_error("remove", &path))?;
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            // Removed by an earlier attempt whose directory sync failed.
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(io_error("remove", &path)(error)),
+        }
+        // The record is gone: it is delivered whatever happens to the syncs below (a file left behind is
+        // removed as delivered at the next open).
+        self.records.remove(&seq);
+        self.bytes -= bytes;
         sync_dir(&self.config.dir)?;
         let file = self.file_path(seq);
         match fs::remove_file(&file) {
@@ -523,8 +554,6 @@ impl Spool {
             Err(error) if error.kind() == io::ErrorKind::NotFound => {}
             Err(error) => return Err(io_error("remove", &file)(error)),
         }
-        self.records.remove(&seq);
-        self.bytes -= bytes;
         Ok(())
     }
 
@@ -755,6 +784,38 @@ mod tests {
             3
         );
         assert_eq!(spool.records.keys().copied().collect::<Vec<_>>(), vec![good]);
+    }
+
+    #[test]
+    fn an_ack_whose_record_is_already_gone_completes() {
+        let scratch = Scratch::new();
+        let (mut spool, _) = Spool::open(config(&scratch.0)).expect("open");
+        let seq = spool
+            .append(artifact(&scratch.0, "y", b"data"), 1)
+            .expect("append");
+        // An earlier ack removed the record file, then failed to sync: the retry must not stall the sink.
+        fs::remove_file(scratch.0.join("spool").join(record_name(seq))).expect("remove");
+        spool.ack(seq).expect("ack completes");
+        assert_eq!(spool.stats(), SpoolStats::default());
+        assert!(!scratch.0.join(format!("spool/files/{seq:020}")).exists());
+        let pre_hashed = NewRecord {
+            payload: Payload::HashedFile {
+                path: {
+                    fs::write(scratch.0.join("z"), b"zz").expect("z");
+                    scratch.0.join("z")
+                },
+                sha256: Sha256::digest(b"zz").into(),
+                size: 2,
+            },
+            ..artifact(&scratch.0, "unused", b"")
+        };
+        let seq = spool.append(pre_hashed, 2).expect("append pre-hashed");
+        match spool.read(seq).expect("read").body {
+            Body::File { size, sha256, .. } => {
+                assert_eq!((size, sha256), (2, <[u8; 32]>::from(Sha256::digest(b"zz"))));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

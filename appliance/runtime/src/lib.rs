@@ -303,10 +303,6 @@ const OUTBOX_DRAIN_BOUND: Duration = Duration::from_secs(5);
 
 /// Hands a finished call to the outbox and spools its event.
 fn publish_call(data_dir: &DataDir, dir_name: &str, manifest: &manifest::Manifest) {
-    if let Err(error) = data_dir.publish(dir_name, &manifest.started_at) {
-        tracing::error!(%error, "cannot hand the finished call to the outbox; it stays in active/ and is retried at the next start");
-        return;
-    }
     let event = CallEvent {
         event: "call_recorded",
         call: dir_name,
@@ -314,8 +310,8 @@ fn publish_call(data_dir: &DataDir, dir_name: &str, manifest: &manifest::Manifes
         end_reason: manifest.end_reason.as_deref(),
         recording_sha256: manifest.recording.as_ref().map(|r| r.sha256.as_str()),
     };
-    if let Err(error) = data_dir.append_event("evt/call/ended", &event) {
-        tracing::error!(%error, "cannot spool the call's event");
+    if let Err(error) = data_dir.publish(dir_name, &manifest.started_at, &event) {
+        tracing::error!(%error, "cannot hand the finished call to the outbox; it stays in active/ and is retried at the next start");
     }
 }
 

@@ -6,7 +6,8 @@
 //! every connect; the broker publishes the retained last will `offline` when the appliance vanishes.
 //!
 //! rumqttc does not return the packet id of a publish; with a single publisher its `Outgoing::Publish(pkid)`
-//! events come in publish order, which pairs each PUBACK with its record.
+//! events come in publish order, which pairs each PUBACK with its record. Every connection gets a fresh client,
+//! so a publish handed to a connection that then failed is never sent on the next one.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -55,7 +56,8 @@ pub fn tls_config(settings: &MqttSettings) -> Result<Arc<rustls::ClientConfig>, 
 /// Events from rumqttc's event loop, forwarded so the pump can wait on them and the spool at once.
 type Forwarded = Result<Event, ConnectionError>;
 
-/// Runs the MQTT sink until the process ends.
+/// Runs the MQTT sink until the process ends: one connection at a time, each with a fresh rumqttc client and
+/// event loop, so nothing handed to an old connection can be sent (and mis-paired) on the next one.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     settings: MqttSettings,
@@ -78,41 +80,54 @@ pub(crate) async fn run(
         true,
         None,
     ));
-    let (client, mut eventloop) = AsyncClient::new(options, 16);
-
     let backoff = Backoff::default();
-    let (events_tx, mut events) = mpsc::channel::<Forwarded>(64);
-    tokio::spawn(async move {
-        let mut failures = 0u32;
-        loop {
-            let event = eventloop.poll().await;
-            let failed = event.is_err();
-            if events_tx.send(event).await.is_err() {
-                return;
+    let mut failures = 0u32;
+    shared.metrics.outbox.set_uplink_up(OutboxSink::Events, false);
+    loop {
+        let (client, mut eventloop) = AsyncClient::new(options.clone(), 16);
+        let (events_tx, events) = mpsc::channel::<Forwarded>(64);
+        let forwarder = tokio::spawn(async move {
+            loop {
+                let event = eventloop.poll().await;
+                let failed = event.is_err();
+                if events_tx.send(event).await.is_err() || failed {
+                    return;
+                }
             }
-            if failed {
-                tokio::time::sleep(backoff.delay(failures, crate::outbox::random())).await;
-                failures = failures.saturating_add(1);
-            } else {
-                failures = 0;
-            }
-        }
-    });
+        });
+        let connected = connection(&shared, &client, events, &root, &state_topic, &backoff).await;
+        forwarder.abort();
+        shared.metrics.outbox.set_uplink_up(OutboxSink::Events, false);
+        failures = if connected { 0 } else { failures.saturating_add(1) };
+        tokio::time::sleep(backoff.delay(failures, crate::outbox::random())).await;
+    }
+}
 
+/// Drives one connection until it fails; true when it had been established.
+async fn connection(
+    shared: &Shared,
+    client: &AsyncClient,
+    mut events: mpsc::Receiver<Forwarded>,
+    root: &str,
+    state_topic: &str,
+    backoff: &Backoff,
+) -> bool {
     let metrics = &shared.metrics.outbox;
-    metrics.set_uplink_up(OutboxSink::Events, false);
     let mut connected = false;
     // Who each publish handed to rumqttc belongs to (None: the state message), in publish order, until its
     // Outgoing event names its packet id.
     let mut unnamed: VecDeque<Option<Seq>> = VecDeque::new();
     let mut by_packet: HashMap<u16, Option<Seq>> = HashMap::new();
     let mut in_flight: Option<(Seq, Instant)> = None;
+    // After a refused publish: no publishing before this instant.
+    let mut retry_at: Option<tokio::time::Instant> = None;
     let mut refusals = 0u32;
     loop {
-        if connected
-            && in_flight.is_none()
-            && let Some((seq, topic, body)) = next_event(&shared)
-        {
+        if retry_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
+            retry_at = None;
+        }
+        let may_publish = connected && in_flight.is_none() && retry_at.is_none();
+        if may_publish && let Some((seq, topic, body)) = next_event(shared) {
             match client
                 .publish(format!("{root}/{topic}"), QoS::AtLeastOnce, false, body)
                 .await
@@ -124,13 +139,14 @@ pub(crate) async fn run(
                 Err(error) => tracing::warn!(%error, "cannot hand an event to the MQTT client"),
             }
         }
+        let wake = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
         let event = tokio::select! {
             event = events.recv() => match event {
                 Some(event) => event,
-                None => return,
+                None => return connected,
             },
-            () = shared.events_waiting.notified(), if connected && in_flight.is_none() => continue,
-            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+            () = shared.events_waiting.notified(), if may_publish => continue,
+            () = tokio::time::sleep_until(wake) => continue,
         };
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
@@ -138,7 +154,7 @@ pub(crate) async fn run(
                 metrics.set_uplink_up(OutboxSink::Events, true);
                 tracing::info!("connected to the MQTT broker");
                 if client
-                    .publish(&state_topic, QoS::AtLeastOnce, true, "online")
+                    .publish(state_topic, QoS::AtLeastOnce, true, "online")
                     .await
                     .is_ok()
                 {
@@ -170,22 +186,22 @@ pub(crate) async fn run(
                 metrics.delivered(OutboxSink::Events, accepted, took);
                 if accepted {
                     refusals = 0;
-                    let acked = shared.ack(seq);
-                    if let Err(error) = acked {
+                    if let Err(error) = shared.ack(seq) {
                         tracing::error!(%error, "cannot remove a delivered event from the spool; it may be sent again");
                     }
                 } else {
                     // Kept in the spool and retried in order: nothing is skipped (the alarm is uplink_up 0).
                     let delay = backoff.delay(refusals, crate::outbox::random());
                     refusals = refusals.saturating_add(1);
+                    metrics.set_uplink_up(OutboxSink::Events, false);
                     tracing::warn!(reason = ?ack.reason, retry_in_ms = delay.as_millis() as u64,
                         "the MQTT broker refused an event (ACL?); kept in the spool");
-                    tokio::time::sleep(delay).await;
+                    retry_at = Some(tokio::time::Instant::now() + delay);
                 }
             }
             Ok(_) => {}
             Err(error) => {
-                if connected || in_flight.is_some() {
+                if connected {
                     tracing::warn!(error = %describe(&error), "MQTT connection lost; events wait in the spool");
                 } else {
                     tracing::warn!(error = %describe(&error), "cannot connect to the MQTT broker; events wait in the spool");
@@ -193,10 +209,7 @@ pub(crate) async fn run(
                 if let Some((_, started)) = in_flight.take() {
                     metrics.delivered(OutboxSink::Events, false, started.elapsed().as_secs_f64());
                 }
-                connected = false;
-                metrics.set_uplink_up(OutboxSink::Events, false);
-                unnamed.clear();
-                by_packet.clear();
+                return connected;
             }
         }
     }

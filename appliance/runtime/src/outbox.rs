@@ -9,6 +9,7 @@
 
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -57,6 +58,9 @@ pub(crate) struct Shared {
     changed: Condvar,
     /// Wakes the MQTT sink when an event is spooled.
     pub(crate) events_waiting: tokio::sync::Notify,
+    /// The spool's admission answer as of its last change, for callers that must not wait for the spool's
+    /// lock (SIP and VoiceStream admission run on async threads).
+    admission_open: AtomicBool,
     settings: OutboxSettings,
     pub(crate) metrics: Metrics,
     data_root: PathBuf,
@@ -74,7 +78,13 @@ impl Shared {
 
     /// Acknowledges a delivered record and wakes whoever waits on the spool.
     pub(crate) fn ack(&self, seq: airlock_outbox::Seq) -> Result<(), SpoolError> {
-        let result = lock(&self.spool).ack(seq);
+        let result = {
+            let mut spool = lock(&self.spool);
+            let result = spool.ack(seq);
+            self.admission_open
+                .store(spool.admission() == Admission::Accept, Ordering::Relaxed);
+            result
+        };
         self.changed.notify_all();
         result
     }
@@ -137,6 +147,7 @@ impl Outbox {
                 spool: Mutex::new(spool),
                 changed: Condvar::new(),
                 events_waiting: tokio::sync::Notify::new(),
+                admission_open: AtomicBool::new(true),
                 settings,
                 metrics,
                 data_root: data_root.to_path_buf(),
@@ -173,15 +184,23 @@ impl Outbox {
         Ok(outbox)
     }
 
-    /// Whether new calls may be accepted (the spool is below its limit less the reserve).
+    /// Whether new calls may be accepted (the spool is below its limit less the reserve). Never waits.
     pub fn admission_open(&self) -> bool {
-        lock(&self.shared.spool).admission() == Admission::Accept
+        self.shared.admission_open.load(Ordering::Relaxed)
     }
 
-    /// Hands every file of the finished call in `call_dir` to the spool (the manifest last, so it is
-    /// delivered after the artifacts it describes) and removes the emptied directory. Safe to repeat after
-    /// a crash: files already handed over are no longer in the directory.
-    pub fn publish_call(&self, call_dir: &Path, call: &str, started_at: &str) -> Result<usize, SpoolError> {
+    /// Hands every file of the finished call in `call_dir` to the spool and spools `ended` (topic
+    /// `evt/call/ended`) before the manifest, which goes last so it is delivered after the artifacts it
+    /// describes; then removes the emptied directory. Safe to repeat after a crash: files already handed over
+    /// are no longer in the directory, and the manifest (still there until the end) is what recovery looks for.
+    /// Files are hashed before the spool is locked.
+    pub fn publish_call(
+        &self,
+        call_dir: &Path,
+        call: &str,
+        started_at: &str,
+        ended: &impl Serialize,
+    ) -> Result<usize, SpoolError> {
         let io = |op: &'static str, path: &Path| {
             let path = path.to_path_buf();
             move |source| SpoolError::Io { op, path, source }
@@ -194,24 +213,47 @@ impl Outbox {
             }
         }
         files.sort_by_key(|(name, _)| (name == "manifest.json", name.clone()));
+        let mut hashed = Vec::with_capacity(files.len());
+        for (name, path) in files {
+            let (sha256, size) = std::fs::File::open(&path)
+                .and_then(airlock_outbox::spool::sha256_of)
+                .map_err(io("read", &path))?;
+            hashed.push((name, path, sha256, size));
+        }
+        let event = self.encode_event(ended)?;
         let prefix = self.call_key_prefix(call, started_at);
         let now = unix_ms(SystemTime::now());
         {
             let mut spool = lock(&self.shared.spool);
-            for (name, path) in &files {
+            let mut event = Some(event);
+            for (name, path, sha256, size) in &hashed {
+                if name == "manifest.json"
+                    && let Some(event) = event.take()
+                {
+                    spool.append(event_record("evt/call/ended", event), now)?;
+                }
                 spool.append(
                     NewRecord {
                         sink: Sink::Objects,
                         key: format!("{prefix}/{name}"),
                         content_type: content_type(name).to_string(),
-                        payload: Payload::File(path.clone()),
+                        payload: Payload::HashedFile {
+                            path: path.clone(),
+                            sha256: *sha256,
+                            size: *size,
+                        },
                     },
                     now,
                 )?;
             }
+            if let Some(event) = event {
+                spool.append(event_record("evt/call/ended", event), now)?;
+            }
             self.refresh_gauges(&spool);
         }
         self.shared.changed.notify_all();
+        self.shared.events_waiting.notify_one();
+        let files = hashed;
         std::fs::remove_dir(call_dir).map_err(io("remove", call_dir))?;
         if let Some(parent) = call_dir.parent() {
             std::fs::File::open(parent)
@@ -221,24 +263,20 @@ impl Outbox {
         Ok(files.len())
     }
 
-    /// Spools one event for the event sink under `topic` (relative, e.g. `evt/call/ended`).
-    pub fn event(&self, topic: &str, event: &impl Serialize) -> Result<(), SpoolError> {
-        let body = serde_json::to_vec(event).map_err(|error| SpoolError::Io {
+    fn encode_event(&self, event: &impl Serialize) -> Result<Vec<u8>, SpoolError> {
+        serde_json::to_vec(event).map_err(|error| SpoolError::Io {
             op: "encode an event for",
             path: self.shared.data_root.join("outbox"),
             source: std::io::Error::other(error),
-        })?;
+        })
+    }
+
+    /// Spools one event for the event sink under `topic` (relative, e.g. `evt/call/ended`).
+    pub fn event(&self, topic: &str, event: &impl Serialize) -> Result<(), SpoolError> {
+        let body = self.encode_event(event)?;
         {
             let mut spool = lock(&self.shared.spool);
-            spool.append(
-                NewRecord {
-                    sink: Sink::Events,
-                    key: topic.to_string(),
-                    content_type: "application/json".into(),
-                    payload: Payload::Inline(body),
-                },
-                unix_ms(SystemTime::now()),
-            )?;
+            spool.append(event_record(topic, body), unix_ms(SystemTime::now()))?;
             self.refresh_gauges(&spool);
         }
         self.shared.changed.notify_all();
@@ -290,7 +328,20 @@ impl Outbox {
     }
 }
 
+/// An event record for `topic` with a JSON body.
+fn event_record(topic: &str, body: Vec<u8>) -> NewRecord {
+    NewRecord {
+        sink: Sink::Events,
+        key: topic.to_string(),
+        content_type: "application/json".into(),
+        payload: Payload::Inline(body),
+    }
+}
+
 fn refresh_gauges(shared: &Shared, spool: &Spool) {
+    shared
+        .admission_open
+        .store(spool.admission() == Admission::Accept, Ordering::Relaxed);
     let outbox = &shared.metrics.outbox;
     let stats = spool.stats();
     outbox
@@ -360,8 +411,11 @@ fn deliver(shared: &Shared, sink: Sink) {
         match result {
             Ok(record) => {
                 failures = 0;
-                if sink == Sink::Objects {
-                    artifact_uploaded(shared, &record);
+                if sink == Sink::Objects && !artifact_uploaded(shared, &record) {
+                    // Not acknowledged: the object is delivered again (a no-op, create-only) and the event
+                    // spooled then.
+                    std::thread::sleep(backoff.delay(0, random()));
+                    continue;
                 }
                 if let Err(error) = shared.ack(record.meta.seq) {
                     tracing::error!(%error, sink = label.as_str(), "cannot remove a delivered outbox record; it may be delivered again");
@@ -388,8 +442,8 @@ struct ArtifactUploaded<'a> {
 }
 
 /// Spools `evt/artifact/uploaded` for an object its sink took (before the object's record is acknowledged, so
-/// a crash in between repeats the event rather than losing it).
-fn artifact_uploaded(shared: &Shared, record: &Record) {
+/// a crash in between repeats the event rather than losing it). False when it could not be spooled.
+fn artifact_uploaded(shared: &Shared, record: &Record) -> bool {
     let (sha256, bytes) = match &record.body {
         Body::File { sha256, size, .. } => (hex::encode(sha256), *size),
         Body::Inline(body) => (hex::encode(Sha256::digest(body)), body.len() as u64),
@@ -406,12 +460,7 @@ fn artifact_uploaded(shared: &Shared, record: &Record) {
         .and_then(|body| {
             lock(&shared.spool)
                 .append(
-                    NewRecord {
-                        sink: Sink::Events,
-                        key: "evt/artifact/uploaded".into(),
-                        content_type: "application/json".into(),
-                        payload: Payload::Inline(body),
-                    },
+                    event_record("evt/artifact/uploaded", body),
                     unix_ms(SystemTime::now()),
                 )
                 .map_err(|error| error.to_string())
@@ -420,8 +469,12 @@ fn artifact_uploaded(shared: &Shared, record: &Record) {
         Ok(_) => {
             shared.changed.notify_all();
             shared.events_waiting.notify_one();
+            true
         }
-        Err(error) => tracing::error!(%error, "cannot spool the artifact's upload event"),
+        Err(error) => {
+            tracing::error!(%error, "cannot spool the artifact's upload event; the object stays in the spool");
+            false
+        }
     }
 }
 
@@ -478,7 +531,7 @@ fn put_object(root: &Path, record: &Record) -> Result<(), String> {
         };
     }
     let parent = target.parent().ok_or("object key without a directory")?;
-    std::fs::create_dir_all(parent).map_err(|error| format!("create the object's directory: {error}"))?;
+    create_dirs_durably(parent).map_err(|error| format!("create the object's directory: {error}"))?;
     let mut temp = target.as_os_str().to_owned();
     temp.push(".partial");
     let temp = PathBuf::from(temp);
@@ -515,6 +568,27 @@ fn put_object(root: &Path, record: &Record) -> Result<(), String> {
         .map_err(|error| format!("sync the object's directory: {error}"))
 }
 
+fn sync_directory(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Creates `dir` and any missing parents, syncing each new directory's parent so they survive a power loss.
+fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent() {
+        create_dirs_durably(parent)?;
+        match std::fs::create_dir(dir) {
+            Ok(()) => sync_directory(parent),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(error) => Err(error),
+        }
+    } else {
+        std::fs::create_dir(dir)
+    }
+}
+
 /// Appends an event's JSON as one line of `events.jsonl` and syncs it.
 fn append_event(root: &Path, record: &Record) -> Result<(), String> {
     let Body::Inline(body) = &record.body else {
@@ -522,14 +596,26 @@ fn append_event(root: &Path, record: &Record) -> Result<(), String> {
     };
     let mut line = body.clone();
     line.push(b'\n');
+    let path = root.join("events.jsonl");
+    let created = !path.exists();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(root.join("events.jsonl"))
+        .open(&path)
         .map_err(|error| format!("open events.jsonl: {error}"))?;
-    file.write_all(&line)
-        .and_then(|()| file.sync_data())
-        .map_err(|error| format!("append to events.jsonl: {error}"))
+    let length = file
+        .metadata()
+        .map_err(|error| format!("inspect events.jsonl: {error}"))?
+        .len();
+    if let Err(error) = file.write_all(&line).and_then(|()| file.sync_data()) {
+        // Never leave half a line for the retry to append to.
+        let _ = file.set_len(length);
+        return Err(format!("append to events.jsonl: {error}"));
+    }
+    if created {
+        sync_directory(root).map_err(|error| format!("sync the uplink directory: {error}"))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

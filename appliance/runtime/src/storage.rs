@@ -44,10 +44,10 @@ impl DataDir {
         self.active_root().join(call)
     }
 
-    /// Hands a finished call in `active/` to the outbox (its manifest last).
-    pub fn publish(&self, call: &str, started_at: &str) -> Result<usize, SpoolError> {
+    /// Hands a finished call in `active/` to the outbox with its `evt/call/ended` event (manifest last).
+    pub fn publish(&self, call: &str, started_at: &str, ended: &impl Serialize) -> Result<usize, SpoolError> {
         self.outbox
-            .publish_call(&self.active_call(call), call, started_at)
+            .publish_call(&self.active_call(call), call, started_at, ended)
     }
 
     /// Spools one event under `topic` (e.g. `evt/call/ended`).
