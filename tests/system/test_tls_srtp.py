@@ -282,7 +282,7 @@ def test_certificate_reload_mid_call_keeps_the_call(airlock_factory, pki, speech
     call_sock.bind(("127.0.0.1", 0))
     uac = sip.SipUac(inst.tls, "TLS", tls_context=ctx)
     try:
-        assert peer_common_name(uac.sock) == "airlock.test"
+        assert peer_common_name(uac.server_certificate()) == "airlock.test"
         ctype, body = sip.siprec_body(["1"], [call_sock.getsockname()[1]])
         resp, _ = uac.invite(body, ctype)
         answered = sip.check_siprec_answer(resp, ["1"])["1"]

@@ -376,6 +376,12 @@ class SipUac:
         self._reader = threading.Thread(target=self._read_loop, daemon=True, name="sip-uac")
         self._reader.start()
 
+    def server_certificate(self) -> dict:
+        """The TLS server's certificate, read under the I/O lock: the reader thread may be inside the SSL object
+        (e.g. taking in a TLS 1.3 session ticket), during which it reports the handshake as unfinished."""
+        with self._io_lock:
+            return self.sock.getpeercert() or {}
+
     # transport
     def send(self, data: bytes) -> None:
         if self.transport == "UDP":

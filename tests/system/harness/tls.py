@@ -63,9 +63,10 @@ class Pki:
         return ctx
 
 
-def peer_common_name(sock: ssl.SSLSocket) -> str:
-    """The CN of the certificate the server presented."""
-    cert = sock.getpeercert() or {}
+def peer_common_name(sock: ssl.SSLSocket | dict) -> str:
+    """The CN of the certificate the server presented (given the socket, or the certificate as getpeercert() gives
+    it)."""
+    cert = sock if isinstance(sock, dict) else (sock.getpeercert() or {})
     for rdn in cert.get("subject", ()):
         for key, value in rdn:
             if key == "commonName":
