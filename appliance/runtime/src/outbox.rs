@@ -253,14 +253,11 @@ impl Outbox {
         }
         self.shared.changed.notify_all();
         self.shared.events_waiting.notify_one();
-        let files = hashed;
         std::fs::remove_dir(call_dir).map_err(io("remove", call_dir))?;
         if let Some(parent) = call_dir.parent() {
-            std::fs::File::open(parent)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io("sync directory", parent))?;
+            sync_directory(parent).map_err(io("sync directory", parent))?;
         }
-        Ok(files.len())
+        Ok(hashed.len())
     }
 
     fn encode_event(&self, event: &impl Serialize) -> Result<Vec<u8>, SpoolError> {
@@ -563,9 +560,7 @@ fn put_object(root: &Path, record: &Record) -> Result<(), String> {
         return Err("the spooled artifact no longer matches its SHA-256; not delivered".into());
     }
     std::fs::rename(&temp, &target).map_err(|error| format!("place the object: {error}"))?;
-    std::fs::File::open(parent)
-        .and_then(|dir| dir.sync_all())
-        .map_err(|error| format!("sync the object's directory: {error}"))
+    sync_directory(parent).map_err(|error| format!("sync the object's directory: {error}"))
 }
 
 fn sync_directory(dir: &Path) -> std::io::Result<()> {
