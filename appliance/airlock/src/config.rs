@@ -597,6 +597,246 @@ pub struct OutboxSection {
     pub key_prefix: String,
     /// `[outbox.mqtt]`: the broker events go to; absent: `uplink/events.jsonl`.
     pub mqtt: Option<MqttSection>,
+    /// `[outbox.s3]`: the bucket objects go to; absent: the `uplink/` directory.
+    pub s3: Option<S3Section>,
+}
+
+/// `[outbox.s3]`: an S3-compatible bucket (AWS S3, MinIO, Ceph RGW, …), written create-only with SHA-256
+/// checksums.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Section {
+    /// `https://host[:port]` of the service ("" for AWS's endpoint of `region`); plain `http://` only on
+    /// loopback.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Path-style addressing (`endpoint/bucket/key`); false for virtual-hosted style.
+    pub path_style: bool,
+    /// PEM CA bundle for a service whose certificate a public CA did not sign ("" for the system's roots).
+    pub ca: PathBuf,
+    /// Access key id and a file holding the secret key (its first line). Both empty: the environment's
+    /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`).
+    pub access_key_id: String,
+    pub secret_access_key_file: PathBuf,
+    /// Objects larger than this many MiB go as multipart uploads of `part_size_mib` parts (5–5120).
+    pub multipart_threshold_mib: u64,
+    pub part_size_mib: u64,
+    /// `[outbox.s3.object_lock]`: WORM retention on every object; absent: none.
+    pub object_lock: Option<ObjectLockSection>,
+}
+
+impl Default for S3Section {
+    fn default() -> Self {
+        S3Section {
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: String::new(),
+            path_style: true,
+            ca: PathBuf::new(),
+            access_key_id: String::new(),
+            secret_access_key_file: PathBuf::new(),
+            multipart_threshold_mib: 64,
+            part_size_mib: 16,
+            object_lock: None,
+        }
+    }
+}
+
+/// `[outbox.s3.object_lock]`: S3 Object Lock on every object written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectLockSection {
+    /// `compliance` (nobody can delete or shorten) or `governance` (privileged users can).
+    pub mode: String,
+    /// Days each object stays locked (1–36500), counted from when it entered the outbox.
+    pub retention_days: u32,
+    /// Whether every object also gets a legal hold.
+    pub legal_hold: bool,
+    /// Upload nothing unless the bucket reports Object Lock enabled.
+    pub require_locked_bucket: bool,
+}
+
+impl Default for ObjectLockSection {
+    fn default() -> Self {
+        ObjectLockSection {
+            mode: "compliance".into(),
+            retention_days: 2557,
+            legal_hold: false,
+            require_locked_bucket: true,
+        }
+    }
+}
+
+/// Whether an endpoint's host is this machine (where plain HTTP is tolerated).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').split(']').next().unwrap_or(host);
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|address| address.is_loopback())
+}
+
+impl S3Section {
+    fn validate(&self) -> Result<airlock_runtime::S3Settings, ConfigError> {
+        if !self.endpoint.is_empty() {
+            let (scheme, rest) = self
+                .endpoint
+                .split_once("://")
+                .ok_or_else(|| invalid("outbox.s3.endpoint", "must be https://host[:port]"))?;
+            let authority = rest.split('/').next().unwrap_or_default();
+            let host = match authority.rsplit_once(':') {
+                Some((host, port)) if port.parse::<u16>().is_ok() => host,
+                _ => authority,
+            };
+            if host.is_empty() || !rest.trim_end_matches('/').eq(authority) {
+                return Err(invalid(
+                    "outbox.s3.endpoint",
+                    "must be https://host[:port] without a path",
+                ));
+            }
+            match scheme {
+                "https" => {}
+                "http" if is_loopback_host(host) => {}
+                "http" => {
+                    return Err(invalid(
+                        "outbox.s3.endpoint",
+                        "plain http:// is allowed only on loopback; use https://",
+                    ));
+                }
+                _ => return Err(invalid("outbox.s3.endpoint", "must be https://host[:port]")),
+            }
+        }
+        if self.region.is_empty()
+            || !self
+                .region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(invalid(
+                "outbox.s3.region",
+                "must be a region name like us-east-1",
+            ));
+        }
+        let bucket_ok = (3..=63).contains(&self.bucket.len())
+            && self
+                .bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && !self.bucket.starts_with(['-', '.'])
+            && !self.bucket.ends_with(['-', '.']);
+        if !bucket_ok {
+            return Err(invalid(
+                "outbox.s3.bucket",
+                "must be an S3 bucket name: 3–63 lowercase letters, digits, '-' or '.'",
+            ));
+        }
+        let ca = if self.ca.as_os_str().is_empty() {
+            None
+        } else {
+            let pem = std::fs::read_to_string(&self.ca)
+                .map_err(|error| invalid("outbox.s3.ca", format!("{}: {error}", self.ca.display())))?;
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    "outbox.s3.ca",
+                    format!("{}: no PEM certificate in it", self.ca.display()),
+                ));
+            }
+            Some(self.ca.clone())
+        };
+        let (access_key_id, secret_access_key, session_token) = match (
+            self.access_key_id.is_empty(),
+            self.secret_access_key_file.as_os_str().is_empty(),
+        ) {
+            (false, false) => {
+                let secret = std::fs::read_to_string(&self.secret_access_key_file).map_err(|error| {
+                    invalid(
+                        "outbox.s3.secret_access_key_file",
+                        format!("{}: {error}", self.secret_access_key_file.display()),
+                    )
+                })?;
+                let secret = secret.lines().next().unwrap_or_default().trim().to_string();
+                if secret.is_empty() {
+                    return Err(invalid(
+                        "outbox.s3.secret_access_key_file",
+                        format!(
+                            "{}: the first line is empty",
+                            self.secret_access_key_file.display()
+                        ),
+                    ));
+                }
+                (self.access_key_id.clone(), secret, None)
+            }
+            (true, true) => {
+                let from_env = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+                match (from_env("AWS_ACCESS_KEY_ID"), from_env("AWS_SECRET_ACCESS_KEY")) {
+                    (Some(id), Some(secret)) => (id, secret, from_env("AWS_SESSION_TOKEN")),
+                    _ => {
+                        return Err(invalid(
+                            "outbox.s3.access_key_id",
+                            "no S3 credentials: set access_key_id and secret_access_key_file, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment",
+                        ));
+                    }
+                }
+            }
+            _ => {
+                return Err(invalid(
+                    "outbox.s3.access_key_id",
+                    "access_key_id and secret_access_key_file go together",
+                ));
+            }
+        };
+        if !(5..=5120).contains(&self.part_size_mib) {
+            return Err(invalid("outbox.s3.part_size_mib", "must be between 5 and 5120"));
+        }
+        if !(5..=5120).contains(&self.multipart_threshold_mib) {
+            return Err(invalid(
+                "outbox.s3.multipart_threshold_mib",
+                "must be between 5 and 5120",
+            ));
+        }
+        let object_lock = self
+            .object_lock
+            .as_ref()
+            .map(|lock| {
+                let mode = match lock.mode.as_str() {
+                    "compliance" => airlock_runtime::LockMode::Compliance,
+                    "governance" => airlock_runtime::LockMode::Governance,
+                    _ => {
+                        return Err(invalid(
+                            "outbox.s3.object_lock.mode",
+                            "must be \"compliance\" or \"governance\"",
+                        ));
+                    }
+                };
+                if !(1..=36_500).contains(&lock.retention_days) {
+                    return Err(invalid(
+                        "outbox.s3.object_lock.retention_days",
+                        "must be between 1 and 36500",
+                    ));
+                }
+                Ok(airlock_runtime::ObjectLockSettings {
+                    mode,
+                    retention_days: lock.retention_days,
+                    legal_hold: lock.legal_hold,
+                    require_locked_bucket: lock.require_locked_bucket,
+                })
+            })
+            .transpose()?;
+        Ok(airlock_runtime::S3Settings {
+            endpoint: self.endpoint.trim_end_matches('/').to_string(),
+            region: self.region.clone(),
+            bucket: self.bucket.clone(),
+            path_style: self.path_style,
+            ca,
+            access_key_id,
+            secret_access_key,
+            session_token,
+            multipart_threshold: self.multipart_threshold_mib * 1_048_576,
+            part_size: self.part_size_mib * 1_048_576,
+            object_lock,
+        })
+    }
 }
 
 /// `[outbox.mqtt]`: MQTT 5 over TLS; events are published under `airlock/v1/{site}/{appliance}/`.
@@ -719,6 +959,7 @@ impl Default for OutboxSection {
             site: "local".into(),
             key_prefix: String::new(),
             mqtt: None,
+            s3: None,
         }
     }
 }
@@ -769,6 +1010,7 @@ impl OutboxSection {
                 .as_ref()
                 .map(|mqtt| mqtt.validate(&self.site))
                 .transpose()?,
+            s3: self.s3.as_ref().map(S3Section::validate).transpose()?,
         })
     }
 }

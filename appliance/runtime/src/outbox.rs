@@ -19,6 +19,7 @@ use airlock_outbox::{
 use airlock_telemetry::{Metrics, OutboxSink};
 
 use crate::mqtt::MqttSettings;
+use crate::s3::{S3Failure, S3Settings, S3Sink};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -35,6 +36,8 @@ pub struct OutboxSettings {
     pub key_prefix: String,
     /// The MQTT broker events go to; None: `uplink/events.jsonl`.
     pub mqtt: Option<MqttSettings>,
+    /// The S3 bucket objects go to; None: the `uplink/` directory.
+    pub s3: Option<S3Settings>,
 }
 
 /// How often an idle delivery thread refreshes the spool and disk gauges.
@@ -90,7 +93,7 @@ impl Shared {
     }
 }
 
-fn unix_ms(time: SystemTime) -> u64 {
+pub(crate) fn unix_ms(time: SystemTime) -> u64 {
     time.duration_since(UNIX_EPOCH)
         .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
 }
@@ -172,9 +175,22 @@ impl Outbox {
         }
         for &sink in local_sinks {
             let shared = outbox.shared.clone();
+            let mut target = match (sink, &shared.settings.s3) {
+                (Sink::Objects, Some(s3)) => Target::Bucket(Box::new(
+                    S3Sink::new(s3.clone(), data_root.join("s3-uploads")).map_err(|reason| {
+                        SpoolError::Io {
+                            op: "set up the S3 sink for",
+                            path: data_root.join("outbox"),
+                            source: std::io::Error::other(reason),
+                        }
+                    })?,
+                )),
+                (Sink::Objects, None) => Target::Directory,
+                (Sink::Events, _) => Target::EventLog,
+            };
             std::thread::Builder::new()
                 .name(format!("outbox-{}", sink_label(sink).as_str()))
-                .spawn(move || deliver(&shared, sink))
+                .spawn(move || deliver(&shared, sink, &mut target))
                 .map_err(|source| SpoolError::Io {
                     op: "start the delivery thread for",
                     path: data_root.join("outbox"),
@@ -368,9 +384,46 @@ fn refresh_disk_gauges(shared: &Shared) {
     }
 }
 
+/// Where a delivery thread sends its records.
+enum Target {
+    /// Objects into `uplink/`, laid out like the bucket.
+    Directory,
+    /// Objects into an S3 bucket.
+    Bucket(Box<S3Sink>),
+    /// Events appended to `uplink/events.jsonl`.
+    EventLog,
+}
+
+impl Target {
+    fn deliver(&mut self, shared: &Shared, record: &Record) -> Result<(), String> {
+        match self {
+            Target::Directory => put_object(&shared.uplink_root, record),
+            Target::EventLog => append_event(&shared.uplink_root, record),
+            Target::Bucket(bucket) => bucket.put(record).map_err(|failure| {
+                if let S3Failure::Refused(_) | S3Failure::Bucket(_) = failure {
+                    tracing::error!(%failure, "the S3 bucket refuses uploads; everything waits in the spool until this is fixed");
+                }
+                failure.to_string()
+            }),
+        }
+    }
+
+    /// Called once before the first delivery.
+    fn prepare(&mut self, shared: &Shared) {
+        if let Target::Bucket(bucket) = self {
+            let waiting: Vec<airlock_outbox::Seq> = lock(&shared.spool)
+                .pending(Sink::Objects)
+                .map(|meta| meta.seq)
+                .collect();
+            bucket.abort_orphaned_uploads(&|seq| waiting.binary_search(&seq).is_ok());
+        }
+    }
+}
+
 /// One sink's delivery loop: the oldest waiting record, delivered, then acknowledged; on failure the same
 /// record again after a backoff.
-fn deliver(shared: &Shared, sink: Sink) {
+fn deliver(shared: &Shared, sink: Sink, target: &mut Target) {
+    target.prepare(shared);
     let backoff = Backoff::default();
     let mut failures: u32 = 0;
     let label = sink_label(sink);
@@ -394,13 +447,9 @@ fn deliver(shared: &Shared, sink: Sink) {
             }
         };
         let started = Instant::now();
-        let result = record.map_err(|error| error.to_string()).and_then(|record| {
-            match sink {
-                Sink::Objects => put_object(&shared.uplink_root, &record),
-                Sink::Events => append_event(&shared.uplink_root, &record),
-            }
-            .map(|()| record)
-        });
+        let result = record
+            .map_err(|error| error.to_string())
+            .and_then(|record| target.deliver(shared, &record).map(|()| record));
         shared
             .metrics
             .outbox

@@ -1,0 +1,639 @@
+//! The S3 object sink: delivers the outbox's object records to an S3-compatible bucket with aws-sdk-s3 over
+//! rustls (ring). Every write is create-only (`If-None-Match: *`) and carries the object's SHA-256 — as the
+//! `x-amz-checksum-sha256` the server verifies, and as user metadata `sha256` (hex, whole object) that lets
+//! a later attempt recognise its own object: a 412 on a key whose metadata names the same SHA-256 is a
+//! delivery that was not yet acknowledged (a crash, a lost response), anything else under the key is
+//! refused and the record kept. Objects above the multipart threshold go in parts, each with its own
+//! SHA-256; the upload's id and finished parts are kept durably in `<data>/s3-uploads/{seq}.json`, so an
+//! upload interrupted by a restart resumes with the next part, and one whose record is gone is aborted. An
+//! unfinished multipart upload is invisible in the bucket, so a crash never leaves half an object.
+//!
+//! Object Lock (when configured): each object gets the mode and a retain-until date of the record's
+//! creation plus the configured days, and a legal hold when configured. The bucket is checked before
+//! the first upload and after every failure: reachable, the credentials accepted, and — when Object Lock is
+//! required — lock-enabled; a bucket that should be locked and is not gets nothing.
+//!
+//! The SDK runs on a small current-thread tokio runtime owned by the sink, inside the outbox's objects
+//! thread; the SDK's own retries are limited to one quick repeat, the outbox's backoff does the rest.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use airlock_outbox::{Body, Record, Seq};
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::{ByteStream, DateTime};
+use aws_sdk_s3::types::{
+    ChecksumAlgorithm, CompletedMultipartUpload, CompletedPart, ObjectLockEnabled, ObjectLockLegalHoldStatus,
+    ObjectLockMode,
+};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Object Lock mode of the objects written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// Nobody, root included, can delete or shorten before the date.
+    Compliance,
+    /// Users with the bypass permission can.
+    Governance,
+}
+
+/// Object Lock settings.
+#[derive(Debug, Clone)]
+pub struct ObjectLockSettings {
+    pub mode: LockMode,
+    /// Days each object stays locked, counted from when it entered the outbox.
+    pub retention_days: u32,
+    /// Whether every object also gets a legal hold.
+    pub legal_hold: bool,
+    /// Whether the bucket must report Object Lock enabled before anything is uploaded.
+    pub require_locked_bucket: bool,
+}
+
+/// Where and how objects are uploaded (validated by configuration).
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// `http(s)://host:port` of the S3 service; "" for AWS's own endpoint of `region`.
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    /// Path-style addressing (`endpoint/bucket/key`), what most on-prem stores expect.
+    pub path_style: bool,
+    /// PEM CA bundle for an endpoint whose certificate is not signed by a public CA.
+    pub ca: Option<PathBuf>,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: Option<String>,
+    /// Objects larger than this go in parts.
+    pub multipart_threshold: u64,
+    pub part_size: u64,
+    pub object_lock: Option<ObjectLockSettings>,
+}
+
+/// Why a delivery did not happen; `Refused` and `Bucket` also raise an alarm.
+#[derive(Debug)]
+pub(crate) enum S3Failure {
+    /// The service could not be reached or failed (network, 5xx, timeout).
+    Unavailable(String),
+    /// The service refused the credentials or the signature.
+    Refused(String),
+    /// The bucket is missing, or not lock-enabled although that is required.
+    Bucket(String),
+    /// Anything else (a conflicting object, a bad local file).
+    Other(String),
+}
+
+impl std::fmt::Display for S3Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            S3Failure::Unavailable(why) => write!(f, "S3 unavailable: {why}"),
+            S3Failure::Refused(why) => write!(f, "S3 refused the credentials: {why}"),
+            S3Failure::Bucket(why) => write!(f, "S3 bucket not usable: {why}"),
+            S3Failure::Other(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Classifies an SDK error by the S3 error code and HTTP status.
+fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    operation: &str,
+    error: SdkError<E>,
+) -> S3Failure {
+    let status = error.raw_response().map(|response| response.status().as_u16());
+    let code = error.code().map(str::to_string);
+    let described = match (&code, status) {
+        (Some(code), Some(status)) => format!("{operation}: {code} (HTTP {status})"),
+        (None, Some(status)) => format!("{operation}: HTTP {status}"),
+        _ => format!("{operation}: {}", aws_sdk_s3::error::DisplayErrorContext(&error)),
+    };
+    match (code.as_deref(), status) {
+        (
+            Some(
+                "InvalidAccessKeyId"
+                | "SignatureDoesNotMatch"
+                | "AccessDenied"
+                | "ExpiredToken"
+                | "InvalidToken",
+            ),
+            _,
+        )
+        | (None, Some(401 | 403)) => S3Failure::Refused(described),
+        (Some("NoSuchBucket"), _) | (None, Some(404)) if operation == "HeadBucket" => {
+            S3Failure::Bucket(described)
+        }
+        (_, Some(status)) if status < 500 && status != 408 && status != 429 => S3Failure::Other(described),
+        _ => S3Failure::Unavailable(described),
+    }
+}
+
+fn status_of<E>(error: &SdkError<E>) -> Option<u16> {
+    error.raw_response().map(|response| response.status().as_u16())
+}
+
+/// Builds the SDK client (no network).
+fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, String> {
+    use aws_smithy_http_client::tls;
+    let mut trust = tls::TrustStore::default();
+    if let Some(ca) = &settings.ca {
+        let pem = std::fs::read(ca).map_err(|error| format!("{}: {error}", ca.display()))?;
+        trust = trust.with_pem_certificate(pem);
+    }
+    let tls_context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|error| format!("TLS set-up: {error}"))?;
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+        .tls_context(tls_context)
+        .build_https();
+    let mut config = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(settings.region.clone()))
+        .credentials_provider(Credentials::new(
+            settings.access_key_id.clone(),
+            settings.secret_access_key.clone(),
+            settings.session_token.clone(),
+            None,
+            "airlock-config",
+        ))
+        .http_client(http)
+        .force_path_style(settings.path_style)
+        // Checksums are set explicitly per request; the SDK's default CRC32 trailer breaks some stores.
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(RetryConfig::standard().with_max_attempts(2))
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .read_timeout(Duration::from_secs(60))
+                .build(),
+        );
+    if !settings.endpoint.is_empty() {
+        config = config.endpoint_url(settings.endpoint.clone());
+    }
+    Ok(aws_sdk_s3::Client::from_conf(config.build()))
+}
+
+/// A multipart upload in progress, kept durably between parts.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct UploadState {
+    key: String,
+    /// Hex SHA-256 of the whole object (identifies the content the parts belong to).
+    sha256: String,
+    upload_id: String,
+    part_size: u64,
+    parts: Vec<UploadedPart>,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct UploadedPart {
+    number: i32,
+    etag: String,
+    /// Base64 SHA-256 of the part, as S3 expects it back on completion.
+    sha256: String,
+}
+
+/// The S3 sink; owned by the outbox's objects thread.
+pub(crate) struct S3Sink {
+    settings: S3Settings,
+    client: aws_sdk_s3::Client,
+    runtime: tokio::runtime::Runtime,
+    uploads_dir: PathBuf,
+    /// Whether the bucket passed its check since the last failure.
+    bucket_checked: bool,
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl S3Sink {
+    /// Builds the client and its runtime; no network yet. `uploads_dir` keeps multipart state.
+    pub(crate) fn new(settings: S3Settings, uploads_dir: PathBuf) -> Result<S3Sink, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|error| format!("start the S3 runtime: {error}"))?;
+        let client = {
+            let _entered = runtime.enter();
+            client(&settings)?
+        };
+        std::fs::create_dir_all(&uploads_dir)
+            .map_err(|error| format!("create {}: {error}", uploads_dir.display()))?;
+        Ok(S3Sink {
+            settings,
+            client,
+            runtime,
+            uploads_dir,
+            bucket_checked: false,
+        })
+    }
+
+    /// Aborts multipart uploads whose records are no longer waiting (delivered or quarantined) and forgets
+    /// their state. Best effort: an upload the service no longer knows is simply forgotten.
+    pub(crate) fn abort_orphaned_uploads(&mut self, waiting: &dyn Fn(Seq) -> bool) {
+        let Ok(entries) = std::fs::read_dir(&self.uploads_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Some(seq) = path
+                .file_stem()
+                .and_then(|stem| stem.to_str())
+                .and_then(|stem| stem.parse::<Seq>().ok())
+            else {
+                continue;
+            };
+            if waiting(seq) {
+                continue;
+            }
+            if let Some(state) = self.load_state(seq) {
+                let aborted = self.runtime.block_on(
+                    self.client
+                        .abort_multipart_upload()
+                        .bucket(&self.settings.bucket)
+                        .key(&state.key)
+                        .upload_id(&state.upload_id)
+                        .send(),
+                );
+                if let Err(error) = aborted
+                    && status_of(&error) != Some(404)
+                {
+                    tracing::warn!(error = %failure("AbortMultipartUpload", error), "cannot abort an orphaned multipart upload; forgetting it");
+                }
+            }
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Checks the bucket: reachable with these credentials, and lock-enabled when that is required.
+    fn check_bucket(&mut self) -> Result<(), S3Failure> {
+        if self.bucket_checked {
+            return Ok(());
+        }
+        let bucket = &self.settings.bucket;
+        self.runtime
+            .block_on(self.client.head_bucket().bucket(bucket).send())
+            .map_err(|error| failure("HeadBucket", error))?;
+        if let Some(lock) = &self.settings.object_lock
+            && lock.require_locked_bucket
+        {
+            let configuration = self
+                .runtime
+                .block_on(
+                    self.client
+                        .get_object_lock_configuration()
+                        .bucket(bucket)
+                        .send(),
+                )
+                .map_err(|error| match failure("GetObjectLockConfiguration", error) {
+                    S3Failure::Other(why) => S3Failure::Bucket(format!(
+                        "{why}; outbox.s3.object_lock.require_locked_bucket needs a bucket created with Object Lock"
+                    )),
+                    other => other,
+                })?;
+            let enabled = configuration
+                .object_lock_configuration()
+                .and_then(|configuration| configuration.object_lock_enabled())
+                == Some(&ObjectLockEnabled::Enabled);
+            if !enabled {
+                return Err(S3Failure::Bucket(
+                    "Object Lock is not enabled on the bucket (outbox.s3.object_lock.require_locked_bucket)"
+                        .into(),
+                ));
+            }
+        }
+        tracing::info!(
+            locked = self.settings.object_lock.is_some(),
+            "S3 bucket reachable"
+        );
+        self.bucket_checked = true;
+        Ok(())
+    }
+
+    /// Delivers one object record: Ok once the bucket holds exactly this content under its key.
+    pub(crate) fn put(&mut self, record: &Record) -> Result<(), S3Failure> {
+        let result = self.check_bucket().and_then(|()| self.upload(record));
+        if let Err(S3Failure::Unavailable(_) | S3Failure::Refused(_) | S3Failure::Bucket(_)) = &result {
+            self.bucket_checked = false;
+        }
+        result
+    }
+
+    fn upload(&mut self, record: &Record) -> Result<(), S3Failure> {
+        match &record.body {
+            Body::Inline(body) => {
+                let sha256: [u8; 32] = Sha256::digest(body).into();
+                self.put_whole(record, ByteStream::from(body.clone()), sha256, body.len() as u64)
+            }
+            Body::File { path, size, sha256 } if *size > self.settings.multipart_threshold => {
+                self.put_parts(record, path, *sha256, *size)
+            }
+            Body::File { path, size, sha256 } => {
+                let body = self
+                    .runtime
+                    .block_on(ByteStream::from_path(path))
+                    .map_err(|error| S3Failure::Other(format!("read the spooled artifact: {error}")))?;
+                self.put_whole(record, body, *sha256, *size)
+            }
+        }
+    }
+
+    /// Object Lock headers for this record: (mode, retain until, legal hold).
+    fn lock_for(
+        &self,
+        record: &Record,
+    ) -> Option<(ObjectLockMode, DateTime, Option<ObjectLockLegalHoldStatus>)> {
+        let lock = self.settings.object_lock.as_ref()?;
+        let days = u64::from(lock.retention_days);
+        let until_ms = record.meta.created_unix_ms.saturating_add(days * 86_400_000);
+        let mode = match lock.mode {
+            LockMode::Compliance => ObjectLockMode::Compliance,
+            LockMode::Governance => ObjectLockMode::Governance,
+        };
+        Some((
+            mode,
+            DateTime::from_millis(i64::try_from(until_ms).unwrap_or(i64::MAX)),
+            lock.legal_hold.then_some(ObjectLockLegalHoldStatus::On),
+        ))
+    }
+
+    fn put_whole(
+        &mut self,
+        record: &Record,
+        body: ByteStream,
+        sha256: [u8; 32],
+        size: u64,
+    ) -> Result<(), S3Failure> {
+        let key = &record.meta.key;
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .content_type(&record.content_type)
+            .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .checksum_sha256(b64(&sha256))
+            .metadata("sha256", hex::encode(sha256))
+            .if_none_match("*")
+            .body(body);
+        if let Some((mode, until, hold)) = self.lock_for(record) {
+            request = request
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until)
+                .set_object_lock_legal_hold_status(hold);
+        }
+        match self.runtime.block_on(request.send()) {
+            Ok(output) => match output.checksum_sha256() {
+                Some(echoed) if echoed != b64(&sha256) => Err(S3Failure::Other(format!(
+                    "PutObject: the service stored SHA-256 {echoed}, not the artifact's"
+                ))),
+                _ => Ok(()),
+            },
+            Err(error) if status_of(&error) == Some(412) => self.already_there(key, sha256),
+            Err(error) => Err(failure("PutObject", error)),
+        }
+    }
+
+    /// After a 412 (or before completing a resumed upload): Ok when the object under `key` is this content.
+    fn already_there(&self, key: &str, sha256: [u8; 32]) -> Result<(), S3Failure> {
+        match self.existing_sha256(key)? {
+            Some(Some(existing)) if existing == hex::encode(sha256) => Ok(()),
+            Some(_) => Err(S3Failure::Other(format!(
+                "an object with other content already exists under {key} (create-only); the record is kept"
+            ))),
+            None => Err(S3Failure::Unavailable(format!(
+                "{key} was reported as existing but HEAD does not find it"
+            ))),
+        }
+    }
+
+    /// The `sha256` metadata of the object under `key`: None when there is no object, Some(None) when it has
+    /// no such metadata.
+    fn existing_sha256(&self, key: &str) -> Result<Option<Option<String>>, S3Failure> {
+        let head = self.runtime.block_on(
+            self.client
+                .head_object()
+                .bucket(&self.settings.bucket)
+                .key(key)
+                .send(),
+        );
+        match head {
+            Ok(head) => Ok(Some(
+                head.metadata()
+                    .and_then(|metadata| metadata.get("sha256"))
+                    .cloned(),
+            )),
+            Err(error) if status_of(&error) == Some(404) => Ok(None),
+            Err(error) => Err(failure("HeadObject", error)),
+        }
+    }
+
+    fn state_path(&self, seq: Seq) -> PathBuf {
+        self.uploads_dir.join(format!("{seq:020}.json"))
+    }
+
+    fn load_state(&self, seq: Seq) -> Option<UploadState> {
+        let bytes = std::fs::read(self.state_path(seq)).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Writes the upload state durably (temp file, sync, rename, directory sync).
+    fn save_state(&self, seq: Seq, state: &UploadState) -> Result<(), S3Failure> {
+        let path = self.state_path(seq);
+        let temp = path.with_extension("tmp");
+        let written = (|| -> std::io::Result<()> {
+            let mut file = std::fs::File::create(&temp)?;
+            file.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
+            file.sync_all()?;
+            std::fs::rename(&temp, &path)?;
+            std::fs::File::open(&self.uploads_dir)?.sync_all()
+        })();
+        written.map_err(|error| S3Failure::Other(format!("keep the multipart upload's state: {error}")))
+    }
+
+    fn forget_state(&self, seq: Seq) {
+        let _ = std::fs::remove_file(self.state_path(seq));
+    }
+
+    /// A multipart upload, resumed from its saved state when there is one for this record and content.
+    fn put_parts(
+        &mut self,
+        record: &Record,
+        path: &Path,
+        sha256: [u8; 32],
+        size: u64,
+    ) -> Result<(), S3Failure> {
+        let seq = record.meta.seq;
+        let key = &record.meta.key;
+        let sha_hex = hex::encode(sha256);
+        let mut state = match self.load_state(seq) {
+            Some(state) if state.key == *key && state.sha256 == sha_hex => state,
+            _ => {
+                // A crash after completion but before the acknowledgement leaves the object there already.
+                match self.existing_sha256(key)? {
+                    Some(Some(existing)) if existing == sha_hex => return Ok(()),
+                    Some(_) => {
+                        return Err(S3Failure::Other(format!(
+                            "an object with other content already exists under {key} (create-only); the record is kept"
+                        )));
+                    }
+                    None => {}
+                }
+                let state = self.create_upload(record, sha256)?;
+                self.save_state(seq, &state)?;
+                state
+            }
+        };
+        let parts = size.div_ceil(state.part_size);
+        let mut file = std::fs::File::open(path)
+            .map_err(|error| S3Failure::Other(format!("open the spooled artifact: {error}")))?;
+        for index in state.parts.len() as u64..parts {
+            let number = i32::try_from(index + 1).map_err(|_| S3Failure::Other("too many parts".into()))?;
+            let offset = index * state.part_size;
+            let length = state.part_size.min(size - offset);
+            let bytes = read_part(&mut file, offset, length)
+                .map_err(|error| S3Failure::Other(format!("read the spooled artifact: {error}")))?;
+            let part_sha = b64(&Sha256::digest(&bytes));
+            let uploaded = self.runtime.block_on(
+                self.client
+                    .upload_part()
+                    .bucket(&self.settings.bucket)
+                    .key(key)
+                    .upload_id(&state.upload_id)
+                    .part_number(number)
+                    .content_length(length as i64)
+                    .checksum_sha256(&part_sha)
+                    .body(ByteStream::from(bytes))
+                    .send(),
+            );
+            let etag = match uploaded {
+                Ok(output) => output.e_tag().unwrap_or_default().to_string(),
+                Err(error) if status_of(&error) == Some(404) => {
+                    // The service no longer knows the upload (aborted or expired): start over next time.
+                    self.forget_state(seq);
+                    return Err(failure("UploadPart", error));
+                }
+                Err(error) => return Err(failure("UploadPart", error)),
+            };
+            state.parts.push(UploadedPart {
+                number,
+                etag,
+                sha256: part_sha,
+            });
+            self.save_state(seq, &state)?;
+        }
+        self.complete_upload(seq, key, &state, sha256, size)
+    }
+
+    fn create_upload(&self, record: &Record, sha256: [u8; 32]) -> Result<UploadState, S3Failure> {
+        let mut request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.settings.bucket)
+            .key(&record.meta.key)
+            .content_type(&record.content_type)
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
+            .metadata("sha256", hex::encode(sha256));
+        if let Some((mode, until, hold)) = self.lock_for(record) {
+            request = request
+                .object_lock_mode(mode)
+                .object_lock_retain_until_date(until)
+                .set_object_lock_legal_hold_status(hold);
+        }
+        let output = self
+            .runtime
+            .block_on(request.send())
+            .map_err(|error| failure("CreateMultipartUpload", error))?;
+        let upload_id = output
+            .upload_id()
+            .ok_or_else(|| S3Failure::Other("CreateMultipartUpload returned no upload id".into()))?;
+        Ok(UploadState {
+            key: record.meta.key.clone(),
+            sha256: hex::encode(sha256),
+            upload_id: upload_id.to_string(),
+            part_size: self.settings.part_size,
+            parts: Vec::new(),
+        })
+    }
+
+    fn complete_upload(
+        &mut self,
+        seq: Seq,
+        key: &str,
+        state: &UploadState,
+        sha256: [u8; 32],
+        size: u64,
+    ) -> Result<(), S3Failure> {
+        let parts = state
+            .parts
+            .iter()
+            .map(|part| {
+                CompletedPart::builder()
+                    .part_number(part.number)
+                    .e_tag(&part.etag)
+                    .checksum_sha256(&part.sha256)
+                    .build()
+            })
+            .collect();
+        let completed = self.runtime.block_on(
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.settings.bucket)
+                .key(key)
+                .upload_id(&state.upload_id)
+                .if_none_match("*")
+                .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .send(),
+        );
+        match completed {
+            Ok(_) => {}
+            // Another attempt completed it (412), or this one did before a lost response (404).
+            Err(error) if matches!(status_of(&error), Some(412 | 404)) => {
+                let result = self.already_there(key, sha256);
+                if result.is_err() && status_of(&error) == Some(404) {
+                    self.forget_state(seq);
+                }
+                return result.map(|()| self.forget_state(seq));
+            }
+            Err(error) => return Err(failure("CompleteMultipartUpload", error)),
+        }
+        // Check what the service assembled before the record may go.
+        let head = self
+            .runtime
+            .block_on(
+                self.client
+                    .head_object()
+                    .bucket(&self.settings.bucket)
+                    .key(key)
+                    .send(),
+            )
+            .map_err(|error| failure("HeadObject", error))?;
+        let stored_size = head.content_length().unwrap_or(-1);
+        let stored_sha = head.metadata().and_then(|metadata| metadata.get("sha256"));
+        if u64::try_from(stored_size).ok() != Some(size)
+            || stored_sha.map(String::as_str) != Some(hex::encode(sha256).as_str())
+        {
+            return Err(S3Failure::Other(format!(
+                "the assembled object under {key} is {stored_size} bytes, not the artifact's {size}, or lost its SHA-256"
+            )));
+        }
+        self.forget_state(seq);
+        Ok(())
+    }
+}
+
+fn read_part(file: &mut std::fs::File, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(offset))?;
+    let mut bytes = vec![0u8; usize::try_from(length).map_err(std::io::Error::other)?];
+    file.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
