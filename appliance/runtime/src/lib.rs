@@ -3,6 +3,7 @@
 //! SIPREC server until shutdown, with one task per recorded call.
 
 mod admission;
+mod alarm;
 mod call;
 mod clock;
 mod control;

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use airlock_outbox::{Backoff, Body, Seq, Sink};
-use airlock_telemetry::OutboxSink;
+use airlock_telemetry::{Alarm, OutboxSink};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, PubAckReason};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
@@ -153,6 +153,7 @@ async fn connection(
                 connected = true;
                 metrics.set_uplink_up(OutboxSink::Events, true);
                 tracing::info!("connected to the MQTT broker");
+                shared.set_alarm(Alarm::MqttRefused, false, "the MQTT broker accepts the appliance");
                 if client
                     .publish(state_topic, QoS::AtLeastOnce, true, "online")
                     .await
@@ -186,6 +187,7 @@ async fn connection(
                 metrics.delivered(OutboxSink::Events, accepted, took);
                 if accepted {
                     refusals = 0;
+                    shared.set_alarm(Alarm::MqttRefused, false, "the MQTT broker accepts the appliance");
                     if let Err(error) = shared.ack(seq) {
                         tracing::error!(%error, "cannot remove a delivered event from the spool; it may be sent again");
                     }
@@ -196,11 +198,15 @@ async fn connection(
                     metrics.set_uplink_up(OutboxSink::Events, false);
                     tracing::warn!(reason = ?ack.reason, retry_in_ms = delay.as_millis() as u64,
                         "the MQTT broker refused an event (ACL?); kept in the spool");
+                    shared.set_alarm(Alarm::MqttRefused, true, "the MQTT broker refuses the appliance's publishes (ACL?)");
                     retry_at = Some(tokio::time::Instant::now() + delay);
                 }
             }
             Ok(_) => {}
             Err(error) => {
+                if let ConnectionError::ConnectionRefused(code) = &error {
+                    shared.set_alarm(Alarm::MqttRefused, true, &format!("the MQTT broker refused the connection: {code:?}"));
+                }
                 if connected {
                     tracing::warn!(error = %describe(&error), "MQTT connection lost; events wait in the spool");
                 } else {

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use airlock_outbox::{
     Admission, Backoff, Body, NewRecord, Payload, Record, Sink, Spool, SpoolConfig, SpoolError,
 };
-use airlock_telemetry::{Metrics, OutboxSink};
+use airlock_telemetry::{Alarm, Metrics, OutboxSink};
 
+use crate::alarm::Alarms;
 use crate::mqtt::MqttSettings;
 use crate::s3::{S3Failure, S3Settings, S3Sink};
 use serde::Serialize;
@@ -64,6 +65,7 @@ pub(crate) struct Shared {
     /// The spool's admission answer as of its last change, for callers that must not wait for the spool's
     /// lock (SIP and VoiceStream admission run on async threads).
     admission_open: AtomicBool,
+    alarms: Alarms,
     settings: OutboxSettings,
     pub(crate) metrics: Metrics,
     data_root: PathBuf,
@@ -90,6 +92,57 @@ impl Shared {
         };
         self.changed.notify_all();
         result
+    }
+
+    /// Raises or clears `alarm`; on a change it is logged, shown on the gauge and spooled on `alarm/{name}`.
+    /// Never call with the spool locked.
+    pub(crate) fn set_alarm(&self, alarm: Alarm, raised: bool, reason: &str) {
+        let Some(event) = self.alarms.transition(alarm, raised, reason) else {
+            return;
+        };
+        self.metrics.outbox.set_alarm(alarm, raised);
+        if raised {
+            tracing::error!(alarm = alarm.as_str(), reason, "alarm raised");
+        } else {
+            tracing::info!(alarm = alarm.as_str(), reason, "alarm cleared");
+        }
+        let topic = format!("alarm/{}", alarm.as_str());
+        let appended = serde_json::to_vec(&event)
+            .map_err(|error| error.to_string())
+            .and_then(|body| {
+                lock(&self.spool)
+                    .append(event_record(&topic, body), unix_ms(SystemTime::now()))
+                    .map_err(|error| error.to_string())
+            });
+        match appended {
+            Ok(_) => {
+                self.changed.notify_all();
+                self.events_waiting.notify_one();
+            }
+            Err(error) => {
+                tracing::error!(%error, alarm = alarm.as_str(), "cannot spool the alarm event; the gauge still shows it")
+            }
+        }
+    }
+}
+
+/// How often the spool-full alarm follows the admission state.
+const ALARM_WATCH: Duration = Duration::from_millis(500);
+
+/// Raises `spool_full` while the spool refuses new calls and clears it when they are admitted again.
+fn watch_spool_full(shared: &Shared) {
+    loop {
+        let refusing = !shared.admission_open.load(Ordering::Relaxed);
+        shared.set_alarm(
+            Alarm::SpoolFull,
+            refusing,
+            if refusing {
+                "the outbox spool is past its limit less the reserve; new calls are refused until the uplink drains it"
+            } else {
+                "the outbox spool has room again; new calls are admitted"
+            },
+        );
+        std::thread::sleep(ALARM_WATCH);
     }
 }
 
@@ -151,6 +204,7 @@ impl Outbox {
                 changed: Condvar::new(),
                 events_waiting: tokio::sync::Notify::new(),
                 admission_open: AtomicBool::new(true),
+                alarms: Alarms::default(),
                 settings,
                 metrics,
                 data_root: data_root.to_path_buf(),
@@ -163,6 +217,18 @@ impl Outbox {
             source,
         })?;
         outbox.refresh_gauges(&lock(&outbox.shared.spool));
+        for alarm in Alarm::ALL {
+            outbox.shared.metrics.outbox.set_alarm(alarm, false);
+        }
+        let watched = outbox.shared.clone();
+        std::thread::Builder::new()
+            .name("outbox-alarms".into())
+            .spawn(move || watch_spool_full(&watched))
+            .map_err(|source| SpoolError::Io {
+                op: "start the alarm thread for",
+                path: data_root.join("outbox"),
+                source,
+            })?;
         let mqtt = outbox.shared.settings.mqtt.clone().zip(mqtt_tls);
         let local_sinks: &[Sink] = if mqtt.is_some() {
             &[Sink::Objects]
@@ -399,12 +465,21 @@ impl Target {
         match self {
             Target::Directory => put_object(&shared.uplink_root, record),
             Target::EventLog => append_event(&shared.uplink_root, record),
-            Target::Bucket(bucket) => bucket.put(record).map_err(|failure| {
-                if let S3Failure::Refused(_) | S3Failure::Bucket(_) = failure {
-                    tracing::error!(%failure, "the S3 bucket refuses uploads; everything waits in the spool until this is fixed");
+            Target::Bucket(bucket) => match bucket.put(record) {
+                Ok(()) => {
+                    shared.set_alarm(Alarm::S3Credentials, false, "S3 accepts the credentials");
+                    shared.set_alarm(Alarm::S3Bucket, false, "the S3 bucket takes uploads");
+                    Ok(())
                 }
-                failure.to_string()
-            }),
+                Err(failure) => {
+                    match &failure {
+                        S3Failure::Refused(why) => shared.set_alarm(Alarm::S3Credentials, true, why),
+                        S3Failure::Bucket(why) => shared.set_alarm(Alarm::S3Bucket, true, why),
+                        S3Failure::Unavailable(_) | S3Failure::Other(_) => {}
+                    }
+                    Err(failure.to_string())
+                }
+            },
         }
     }
 

@@ -10,7 +10,7 @@ mod transcription_metrics;
 mod voicestream_metrics;
 
 pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
-pub use outbox_metrics::{OutboxMetrics, OutboxSink};
+pub use outbox_metrics::{Alarm, OutboxMetrics, OutboxSink};
 pub use pii::Pii;
 pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
 pub use transcription_metrics::{SegmentResult, TranscriptionMetrics, TranscriptionState};

@@ -1,6 +1,6 @@
 //! Metric families of the outbox: what waits in the spool (per sink, bytes against the limit, the oldest
-//! record's age), delivery results and time per sink, whether each uplink works, quarantined records, and
-//! the data partition's free space. Labels are bounded enums; no key, call or payload becomes a label.
+//! record's age), delivery results and time per sink, whether each uplink works, quarantined records, the
+//! data partition's free space, and the alarms an operator must act on. Labels are bounded enums; no key, call or payload becomes a label.
 
 use std::sync::atomic::AtomicU64;
 
@@ -62,6 +62,48 @@ impl EncodeLabelValue for DeliveryResult {
     }
 }
 
+/// A condition an operator must act on; raised and cleared by the outbox (also published on `alarm/{name}`).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Alarm {
+    /// The spool is past its limit less the reserve: new calls are refused.
+    SpoolFull,
+    /// The S3 service refuses the configured credentials.
+    S3Credentials,
+    /// The S3 bucket is missing, or not lock-enabled although that is required.
+    S3Bucket,
+    /// The MQTT broker refuses the connection or the appliance's publishes.
+    MqttRefused,
+}
+
+impl Alarm {
+    pub const ALL: [Alarm; 4] = [
+        Self::SpoolFull,
+        Self::S3Credentials,
+        Self::S3Bucket,
+        Self::MqttRefused,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SpoolFull => "spool_full",
+            Self::S3Credentials => "s3_credentials",
+            Self::S3Bucket => "s3_bucket",
+            Self::MqttRefused => "mqtt_refused",
+        }
+    }
+}
+
+impl EncodeLabelValue for Alarm {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AlarmLabel {
+    alarm: Alarm,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabel {
     sink: OutboxSink,
@@ -81,6 +123,7 @@ pub struct OutboxMetrics {
     deliveries: Family<DeliveryLabel, Counter>,
     delivery_seconds: Family<SinkLabel, Histogram>,
     uplink_up: Family<SinkLabel, Gauge>,
+    alarms: Family<AlarmLabel, Gauge>,
     /// Bytes in the spool (records and their artifact files).
     pub spool_bytes: Gauge,
     /// The configured spool limit.
@@ -104,6 +147,7 @@ impl Default for OutboxMetrics {
                 ])
             }),
             uplink_up: Family::default(),
+            alarms: Family::default(),
             spool_bytes: Gauge::default(),
             spool_limit_bytes: Gauge::default(),
             quarantined_records: Gauge::default(),
@@ -142,6 +186,13 @@ impl OutboxMetrics {
             .set(i64::from(up));
     }
 
+    /// Shows `alarm` as raised (1) or clear (0).
+    pub fn set_alarm(&self, alarm: Alarm, raised: bool) {
+        self.alarms
+            .get_or_create(&AlarmLabel { alarm })
+            .set(i64::from(raised));
+    }
+
     /// Delivery attempts to `sink` with the given result so far.
     pub fn deliveries_with(&self, sink: OutboxSink, ok: bool) -> u64 {
         let result = DeliveryResult::of(ok);
@@ -175,6 +226,11 @@ impl OutboxMetrics {
             "outbox_uplink_up",
             "1 while deliveries to the sink succeed, 0 while they fail",
             self.uplink_up.clone(),
+        );
+        registry.register(
+            "alarm",
+            "1 while the alarm is raised (also published on the event topic alarm/{alarm}), 0 when clear",
+            self.alarms.clone(),
         );
         registry.register(
             "outbox_spool_bytes",
