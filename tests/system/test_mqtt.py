@@ -91,6 +91,7 @@ def test_a_wrong_password_is_named_and_events_are_kept(airlock_factory, registry
     wait_metric(inst, 'airlock_outbox_spool_records{sink="events"}', lambda v: v >= 1)
     assert metrics_value(inst, 'airlock_outbox_uplink_up{sink="events"}') == 0
     wait_for_log(inst, "the broker refused the connection")
+    wait_metric(inst, 'airlock_alarm{alarm="mqtt_refused"}', lambda v: v == 1)
     assert call_events(noc) == []
 
     # Fixed password, restart: the kept event is delivered.
@@ -98,6 +99,12 @@ def test_a_wrong_password_is_named_and_events_are_kept(airlock_factory, registry
     (broker.dir / "appliance-password").write_text(broker.passwords[APPLIANCE] + "\n")
     inst.start()
     noc.wait_for(lambda line: line.startswith(f"{ROOT}/evt/call/ended "), what="the kept event")
+    # The alarm raised while the broker refused the appliance is published, and cleared after the fix.
+    noc.wait_for(lambda line: line.startswith(f"{ROOT}/alarm/mqtt_refused ") and '"cleared"' in line,
+                 what="the cleared alarm")
+    assert any(line.startswith(f"{ROOT}/alarm/mqtt_refused ") and '"raised"' in line for line in noc.lines()), \
+        noc.lines()
+    assert metrics_value(inst, 'airlock_alarm{alarm="mqtt_refused"}') == 0
     wait_metric(inst, 'airlock_outbox_spool_records{sink="events"}', lambda v: v == 0)
     assert inst.terminate() == 0
 

@@ -66,6 +66,7 @@ def test_uplink_down_keeps_everything_and_a_full_spool_refuses_new_calls(airlock
     finally:
         uac.close()
     assert metrics.value(metrics.parse(inst.metrics_text()), "airlock_admission_open") == 0
+    wait_metric(inst, 'airlock_alarm{alarm="spool_full"}', lambda v: v == 1)
 
     # Uplink back: everything is delivered byte-exact, the spool empties and new calls are admitted again.
     bring_uplink_back(inst, aside)
@@ -78,6 +79,11 @@ def test_uplink_down_keeps_everything_and_a_full_spool_refuses_new_calls(airlock
     assert [e["call"] for e in events] == [call_dir.name], events
     record_burst(inst, {"1": speech_b[:50 * SAMPLES_PER_PACKET], "2": speech_a[:50 * SAMPLES_PER_PACKET]})
     assert len(inst.wait_calls(2, timeout=30)) == 2
+    # The NOC saw the spool-full alarm raised and cleared (spooled while the uplink was down, delivered after).
+    wait_metric(inst, 'airlock_alarm{alarm="spool_full"}', lambda v: v == 0)
+    wait_metric(inst, 'airlock_outbox_spool_records{sink="events"}', lambda v: v == 0)
+    alarms = [(e["alarm"], e["state"]) for e in inst.events() if e.get("event") == "alarm"]
+    assert alarms == [("spool_full", "raised"), ("spool_full", "cleared")], alarms
     assert inst.terminate() == 0
 
 

@@ -1280,6 +1280,93 @@ mod tests {
     }
 
     #[test]
+    fn s3_keys_are_checked_and_named() {
+        let dir = std::env::temp_dir().join(format!("airlock-s3-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let secret = dir.join("secret");
+        std::fs::write(&secret, "s3cret-key\nignored\n").expect("secret");
+        let empty = dir.join("empty");
+        std::fs::write(&empty, "\n").expect("empty");
+        let not_pem = dir.join("ca.pem");
+        std::fs::write(&not_pem, "not a certificate\n").expect("ca");
+        let section = |extra: &str, lock: &str| {
+            format!(
+                "[outbox.s3]\nbucket = \"calls\"\naccess_key_id = \"AKIA1\"\nsecret_access_key_file = \"{}\"\n{extra}\n{lock}",
+                secret.display()
+            )
+        };
+        let settings = Config::parse(&section("endpoint = \"http://127.0.0.1:9000/\"", ""))
+            .expect("parse")
+            .validate()
+            .expect("valid");
+        let s3 = settings.outbox.s3.expect("s3");
+        assert_eq!(
+            (s3.endpoint.as_str(), s3.secret_access_key.as_str(), s3.part_size),
+            ("http://127.0.0.1:9000", "s3cret-key", 16 * 1_048_576)
+        );
+        let lock = "[outbox.s3.object_lock]\n";
+        for (extra, lock, key) in [
+            ("endpoint = \"http://s3.example.net\"", "", "outbox.s3.endpoint"),
+            ("endpoint = \"ftp://127.0.0.1\"", "", "outbox.s3.endpoint"),
+            ("endpoint = \"https://host/path\"", "", "outbox.s3.endpoint"),
+            ("bucket = \"Not_A_Bucket\"", "", "outbox.s3.bucket"),
+            ("region = \"\"", "", "outbox.s3.region"),
+            (&format!("ca = \"{}\"", not_pem.display()), "", "outbox.s3.ca"),
+            ("part_size_mib = 4", "", "outbox.s3.part_size_mib"),
+            (
+                "multipart_threshold_mib = 9000",
+                "",
+                "outbox.s3.multipart_threshold_mib",
+            ),
+            (
+                "",
+                &format!("{lock}mode = \"strict\""),
+                "outbox.s3.object_lock.mode",
+            ),
+            (
+                "",
+                &format!("{lock}retention_days = 0"),
+                "outbox.s3.object_lock.retention_days",
+            ),
+        ] {
+            let text = match extra.strip_prefix("bucket = ") {
+                Some(bucket) => section("", lock).replace("\"calls\"", bucket),
+                None => section(extra, lock),
+            };
+            let error = Config::parse(&text)
+                .expect(extra)
+                .validate()
+                .expect_err(extra)
+                .to_string();
+            assert!(error.contains(key), "{extra}{lock}: {error}");
+        }
+        for (text, key) in [
+            (
+                format!(
+                    "[outbox.s3]\nbucket = \"calls\"\nsecret_access_key_file = \"{}\"\n",
+                    secret.display()
+                ),
+                "outbox.s3.access_key_id",
+            ),
+            (
+                format!(
+                    "[outbox.s3]\nbucket = \"calls\"\naccess_key_id = \"A\"\nsecret_access_key_file = \"{}\"\n",
+                    empty.display()
+                ),
+                "outbox.s3.secret_access_key_file",
+            ),
+        ] {
+            let error = Config::parse(&text)
+                .expect(key)
+                .validate()
+                .expect_err(key)
+                .to_string();
+            assert!(error.contains(key), "{key}: {error}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn mqtt_keys_are_checked_and_named() {
         let dir = std::env::temp_dir().join(format!("airlock-mqtt-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");

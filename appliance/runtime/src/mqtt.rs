@@ -198,14 +198,22 @@ async fn connection(
                     metrics.set_uplink_up(OutboxSink::Events, false);
                     tracing::warn!(reason = ?ack.reason, retry_in_ms = delay.as_millis() as u64,
                         "the MQTT broker refused an event (ACL?); kept in the spool");
-                    shared.set_alarm(Alarm::MqttRefused, true, "the MQTT broker refuses the appliance's publishes (ACL?)");
+                    shared.set_alarm(
+                        Alarm::MqttRefused,
+                        true,
+                        "the MQTT broker refuses the appliance's publishes (ACL?)",
+                    );
                     retry_at = Some(tokio::time::Instant::now() + delay);
                 }
             }
             Ok(_) => {}
             Err(error) => {
                 if let ConnectionError::ConnectionRefused(code) = &error {
-                    shared.set_alarm(Alarm::MqttRefused, true, &format!("the MQTT broker refused the connection: {code:?}"));
+                    shared.set_alarm(
+                        Alarm::MqttRefused,
+                        true,
+                        &format!("the MQTT broker refused the connection: {code:?}"),
+                    );
                 }
                 if connected {
                     tracing::warn!(error = %describe(&error), "MQTT connection lost; events wait in the spool");

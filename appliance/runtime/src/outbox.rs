@@ -204,7 +204,7 @@ impl Outbox {
                 changed: Condvar::new(),
                 events_waiting: tokio::sync::Notify::new(),
                 admission_open: AtomicBool::new(true),
-                alarms: Alarms::default(),
+                alarms: Alarms::load(data_root.join("alarms.json")),
                 settings,
                 metrics,
                 data_root: data_root.to_path_buf(),
@@ -217,8 +217,13 @@ impl Outbox {
             source,
         })?;
         outbox.refresh_gauges(&lock(&outbox.shared.spool));
+        let raised = outbox.shared.alarms.raised();
         for alarm in Alarm::ALL {
-            outbox.shared.metrics.outbox.set_alarm(alarm, false);
+            outbox
+                .shared
+                .metrics
+                .outbox
+                .set_alarm(alarm, raised.contains(&alarm));
         }
         let watched = outbox.shared.clone();
         std::thread::Builder::new()

@@ -110,6 +110,10 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
     let code = error.code().map(str::to_string);
     let described = match (&code, status) {
         (Some(code), Some(status)) => format!("{operation}: {code} (HTTP {status})"),
+        // HEAD answers carry no error code.
+        (None, Some(403)) => format!(
+            "{operation}: HTTP 403 (the access key or secret is wrong, or the key may not use the bucket)"
+        ),
         (None, Some(status)) => format!("{operation}: HTTP {status}"),
         _ => format!("{operation}: {}", aws_sdk_s3::error::DisplayErrorContext(&error)),
     };
@@ -380,6 +384,7 @@ impl S3Sink {
             .key(key)
             .content_type(&record.content_type)
             .content_length(i64::try_from(size).unwrap_or(i64::MAX))
+            .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .checksum_sha256(b64(&sha256))
             .metadata("sha256", hex::encode(sha256))
             .if_none_match("*")
@@ -402,38 +407,44 @@ impl S3Sink {
         }
     }
 
-    /// After a 412 (or before completing a resumed upload): Ok when the object under `key` is this content.
+    /// After a 412: Ok when the object under `key` is this very content.
     fn already_there(&self, key: &str, sha256: [u8; 32]) -> Result<(), S3Failure> {
-        match self.existing_sha256(key)? {
-            Some(Some(existing)) if existing == hex::encode(sha256) => Ok(()),
-            Some(_) => Err(S3Failure::Other(format!(
+        match self.stored_matches(key, sha256)? {
+            Some(true) => Ok(()),
+            Some(false) => Err(S3Failure::Other(format!(
                 "an object with other content already exists under {key} (create-only); the record is kept"
             ))),
             None => Err(S3Failure::Unavailable(format!(
-                "{key} was reported as existing but HEAD does not find it"
+                "{key} was reported as existing but is not there"
             ))),
         }
     }
 
-    /// The `sha256` metadata of the object under `key`: None when there is no object, Some(None) when it has
-    /// no such metadata.
-    fn existing_sha256(&self, key: &str) -> Result<Option<Option<String>>, S3Failure> {
-        let head = self.runtime.block_on(
-            self.client
-                .head_object()
-                .bucket(&self.settings.bucket)
-                .key(key)
-                .send(),
-        );
-        match head {
-            Ok(head) => Ok(Some(
-                head.metadata()
-                    .and_then(|metadata| metadata.get("sha256"))
-                    .cloned(),
-            )),
-            Err(error) if status_of(&error) == Some(404) => Ok(None),
-            Err(error) => Err(failure("HeadObject", error)),
-        }
+    /// Whether the object under `key` holds exactly the content with this SHA-256 (None: no object). Reads
+    /// the object back and hashes it rather than trusting its metadata: a store may keep the body of a
+    /// request it refused (s3s-fs does on BadDigest). Only taken after a crash or a lost response.
+    fn stored_matches(&self, key: &str, sha256: [u8; 32]) -> Result<Option<bool>, S3Failure> {
+        let request = self
+            .client
+            .get_object()
+            .bucket(&self.settings.bucket)
+            .key(key)
+            .send();
+        self.runtime.block_on(async {
+            let mut body = match request.await {
+                Ok(output) => output.body,
+                Err(error) if status_of(&error) == Some(404) => return Ok(None),
+                Err(error) => return Err(failure("GetObject", error)),
+            };
+            let mut hasher = Sha256::new();
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|error| {
+                    S3Failure::Unavailable(format!("GetObject: reading the body: {error}"))
+                })?;
+                hasher.update(&chunk);
+            }
+            Ok(Some(<[u8; 32]>::from(hasher.finalize()) == sha256))
+        })
     }
 
     fn state_path(&self, seq: Seq) -> PathBuf {
@@ -475,12 +486,15 @@ impl S3Sink {
         let key = &record.meta.key;
         let sha_hex = hex::encode(sha256);
         let mut state = match self.load_state(seq) {
-            Some(state) if state.key == *key && state.sha256 == sha_hex => state,
+            Some(state) if state.key == *key && state.sha256 == sha_hex => {
+                tracing::info!(parts_done = state.parts.len(), "resuming a multipart upload");
+                state
+            }
             _ => {
                 // A crash after completion but before the acknowledgement leaves the object there already.
-                match self.existing_sha256(key)? {
-                    Some(Some(existing)) if existing == sha_hex => return Ok(()),
-                    Some(_) => {
+                match self.stored_matches(key, sha256)? {
+                    Some(true) => return Ok(()),
+                    Some(false) => {
                         return Err(S3Failure::Other(format!(
                             "an object with other content already exists under {key} (create-only); the record is kept"
                         )));
@@ -516,10 +530,14 @@ impl S3Sink {
             );
             let etag = match uploaded {
                 Ok(output) => output.e_tag().unwrap_or_default().to_string(),
-                Err(error) if status_of(&error) == Some(404) => {
-                    // The service no longer knows the upload (aborted or expired): start over next time.
+                Err(error) if matches!(status_of(&error), Some(403 | 404)) => {
+                    // The service no longer knows the upload (aborted, expired; s3s-fs answers 403): start
+                    // over next time. Credentials that really stopped working fail the bucket check then.
                     self.forget_state(seq);
-                    return Err(failure("UploadPart", error));
+                    return Err(S3Failure::Unavailable(format!(
+                        "{}; the multipart upload starts over",
+                        failure("UploadPart", error)
+                    )));
                 }
                 Err(error) => return Err(failure("UploadPart", error)),
             };
@@ -595,13 +613,25 @@ impl S3Sink {
         );
         match completed {
             Ok(_) => {}
-            // Another attempt completed it (412), or this one did before a lost response (404).
-            Err(error) if matches!(status_of(&error), Some(412 | 404)) => {
+            // The key is taken: by this very upload before a lost response, or by other content.
+            Err(error) if status_of(&error) == Some(412) => {
                 let result = self.already_there(key, sha256);
-                if result.is_err() && status_of(&error) == Some(404) {
+                if result.is_ok() {
                     self.forget_state(seq);
                 }
-                return result.map(|()| self.forget_state(seq));
+                return result;
+            }
+            // The upload is no longer known (completed before a lost response, aborted, expired): done if
+            // the object is this content, else start over.
+            Err(error) if matches!(status_of(&error), Some(403 | 404)) => {
+                self.forget_state(seq);
+                return match self.stored_matches(key, sha256)? {
+                    Some(true) => Ok(()),
+                    _ => Err(S3Failure::Unavailable(format!(
+                        "{}; the multipart upload starts over",
+                        failure("CompleteMultipartUpload", error)
+                    ))),
+                };
             }
             Err(error) => return Err(failure("CompleteMultipartUpload", error)),
         }

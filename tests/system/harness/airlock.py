@@ -77,6 +77,8 @@ class Airlock:
         self.config_path = workdir / "airlock.toml"
         self.proc: subprocess.Popen | None = None
         self.runs = 0
+        # Where delivered objects appear: the local sink's `uplink/`, or an S3 test server's bucket directory.
+        self.objects_root: Path | None = None
 
     @property
     def sip(self) -> tuple[str, int]:
@@ -144,11 +146,12 @@ class Airlock:
         return self.data_dir / "uplink"
 
     def finished_calls(self) -> list[Path]:
-        """Delivered calls: the outbox writes `uplink/{site}/{yyyy}/{mm}/{dd}/{call}/` with the manifest last, so
-        a call directory with its manifest is complete."""
-        if not self.uplink.is_dir():
+        """Delivered calls: the outbox writes `{site}/{yyyy}/{mm}/{dd}/{call}/` (under `uplink/`, or the bucket
+        at `objects_root`) with the manifest last, so a call directory with its manifest is complete."""
+        root = self.objects_root or self.uplink
+        if not root.is_dir():
             return []
-        return sorted((m.parent for m in self.uplink.rglob("manifest.json")), key=lambda p: p.name)
+        return sorted((m.parent for m in root.rglob("manifest.json")), key=lambda p: p.name)
 
     def wait_calls(self, n: int = 1, timeout: float = 15.0) -> list[Path]:
         deadline = time.monotonic() + timeout
@@ -158,7 +161,7 @@ class Airlock:
                 time.sleep(0.2)  # let the writer finish any rename in flight
                 return self.finished_calls()
             time.sleep(0.1)
-        raise AssertionError(f"expected {n} finished call(s) in {self.uplink}, found {len(self.finished_calls())}"
+        raise AssertionError(f"expected {n} finished call(s) in {self.objects_root or self.uplink}, found {len(self.finished_calls())}"
                              f"\n--- airlock log ---\n{procs.tail(self.log)}")
 
     def manifest(self, call_dir: Path) -> dict:

@@ -226,3 +226,73 @@ class MotoServer(_Server):
             got = c.get_object_legal_hold(Bucket=bucket, Key=key)["LegalHold"]["Status"]
             assert got == hold, f"legal hold: HEAD says {hold}, GetObjectLegalHold says {got}"
         return h.get("ObjectLockMode"), until, hold
+
+
+class ThrottledProxy:
+    """A TCP proxy on loopback between the appliance and an S3 server that forwards requests at `rate` bytes per
+    second (responses at full speed), so a multipart upload takes long enough for a test to interrupt it between
+    parts. One thread per direction and connection; `close()` stops listening and drops every connection."""
+
+    def __init__(self, target_port: int, rate: int) -> None:
+        import socket
+        import threading
+
+        self.rate = rate
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list = []
+        self.closed = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while not self.closed.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+            except OSError:
+                client.close()
+                continue
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._pump, args=(client, upstream, self.rate), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None), daemon=True).start()
+
+    def _pump(self, source, sink, rate: int | None) -> None:
+        import time
+
+        chunk = 16384 if rate is None else max(1024, rate // 20)
+        try:
+            while True:
+                data = source.recv(chunk)
+                if not data:
+                    break
+                sink.sendall(data)
+                if rate is not None:
+                    time.sleep(len(data) / rate)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(2)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+        for s in self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
