@@ -258,3 +258,28 @@ def test_object_lock_is_stamped_and_an_unlocked_bucket_gets_nothing(airlock_fact
     assert "require_locked_bucket" in inst.log.read_text(errors="replace")
     assert server.objects("plain") == {}
     assert inst.terminate() == 0
+
+
+def test_an_artifact_changed_in_the_spool_is_never_uploaded(airlock_factory, registry, tmp_path, speech_a):
+    """A spooled recording whose bytes change after it was accepted (disk corruption, a stray writer) is refused
+    by the multipart path's own SHA-256 check: nothing is completed in the bucket, the s3_object alarm is raised
+    and the record stays in the spool."""
+    server = S3Server(tmp_path / "s3", registry).start()
+    server.create_bucket(BUCKET)
+    inst = start_airlock(airlock_factory, tmp_path, server)
+    server.kill()
+    record_long_call(inst, 200, speech_a)
+    wait_metric(inst, 'airlock_outbox_spool_records{sink="objects"}', lambda v: v == 2)
+    [artifact] = [p for p in (inst.data_dir / "outbox" / "files").iterdir() if p.stat().st_size > 5 * MIB]
+    with open(artifact, "r+b") as f:
+        f.seek(3 * MIB)
+        byte = f.read(1)
+        f.seek(3 * MIB)
+        f.write(bytes([byte[0] ^ 0x01]))
+    server.start()
+    wait_metric(inst, 'airlock_alarm{alarm="s3_object"}', lambda v: v == 1, timeout=90)
+    assert "no longer matches its SHA-256" in inst.log.read_text(errors="replace")
+    assert not list((server.data / BUCKET).rglob("recording.wav.age"))
+    assert server.pending_multipart_uploads() == {}, "the refused upload was aborted"
+    assert metrics.value(metrics.parse(inst.metrics_text()), 'airlock_outbox_spool_records{sink="objects"}') == 2
+    assert inst.terminate() == 0

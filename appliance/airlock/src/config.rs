@@ -619,7 +619,7 @@ pub struct S3Section {
     /// `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`).
     pub access_key_id: String,
     pub secret_access_key_file: PathBuf,
-    /// Objects larger than this many MiB go as multipart uploads of `part_size_mib` parts (5–5120).
+    /// Objects larger than this many MiB (5–5120) go as multipart uploads of `part_size_mib` parts (5–256).
     pub multipart_threshold_mib: u64,
     pub part_size_mib: u64,
     /// `[outbox.s3.object_lock]`: WORM retention on every object; absent: none.
@@ -734,14 +734,7 @@ impl S3Section {
         let ca = if self.ca.as_os_str().is_empty() {
             None
         } else {
-            let pem = std::fs::read_to_string(&self.ca)
-                .map_err(|error| invalid("outbox.s3.ca", format!("{}: {error}", self.ca.display())))?;
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(invalid(
-                    "outbox.s3.ca",
-                    format!("{}: no PEM certificate in it", self.ca.display()),
-                ));
-            }
+            airlock_runtime::check_s3_ca_bundle(&self.ca).map_err(|why| invalid("outbox.s3.ca", why))?;
             Some(self.ca.clone())
         };
         let (access_key_id, secret_access_key, session_token) = match (
@@ -786,8 +779,9 @@ impl S3Section {
                 ));
             }
         };
-        if !(5..=5120).contains(&self.part_size_mib) {
-            return Err(invalid("outbox.s3.part_size_mib", "must be between 5 and 5120"));
+        // A part is read into memory whole.
+        if !(5..=256).contains(&self.part_size_mib) {
+            return Err(invalid("outbox.s3.part_size_mib", "must be between 5 and 256"));
         }
         if !(5..=5120).contains(&self.multipart_threshold_mib) {
             return Err(invalid(

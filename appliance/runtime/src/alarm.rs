@@ -2,9 +2,10 @@
 //! Each alarm changes state at most once per transition: raising logs an error, clearing logs the recovery,
 //! and both are spooled as an event on `alarm/{name}` (delivered like every event, so an alarm raised
 //! while the uplink is down arrives after it) and shown on the `airlock_alarm{alarm}` gauge. The raised set
-//! is kept in `<data>/alarms.json`, so an alarm raised before a restart is still raised after it and its
-//! clearing is published then. Reasons are fixed texts and service error codes — never a key, a number or an
-//! address.
+//! is kept in `<data>/alarms.json` (written after the event is spooled: a crash in between repeats the
+//! event rather than losing it), so an alarm raised before a restart is still raised after it and its
+//! clearing is published then. Reasons are fixed texts, service error codes and object keys — never a phone
+//! number, a URI, an address or transcript text.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -56,7 +57,8 @@ impl Alarms {
             .clone()
     }
 
-    /// Records the alarm's new state; Some(event) when it changed (the caller spools it).
+    /// Records the alarm's new state in memory; Some(event) when it changed (the caller spools it, then
+    /// calls [`Alarms::persist`]).
     pub(crate) fn transition<'a>(
         &self,
         alarm: Alarm,
@@ -76,13 +78,6 @@ impl Alarms {
         } else {
             current.retain(|other| *other != alarm);
         }
-        let names: Vec<&str> = current.iter().map(|alarm| alarm.as_str()).collect();
-        if let Err(error) = serde_json::to_vec(&names)
-            .map_err(std::io::Error::other)
-            .and_then(|bytes| crate::storage::write_atomically(&self.file, &bytes))
-        {
-            tracing::warn!(%error, "cannot keep the alarm state in alarms.json; a restart forgets it");
-        }
         Some(AlarmEvent {
             event: "alarm",
             alarm: alarm.as_str(),
@@ -90,6 +85,19 @@ impl Alarms {
             reason,
             at: crate::clock::rfc3339(SystemTime::now()),
         })
+    }
+}
+
+impl Alarms {
+    /// Writes the raised set to `alarms.json`.
+    pub(crate) fn persist(&self) {
+        let names: Vec<&str> = self.raised().iter().map(|alarm| alarm.as_str()).collect();
+        if let Err(error) = serde_json::to_vec(&names)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::storage::write_atomically(&self.file, &bytes))
+        {
+            tracing::warn!(%error, "cannot keep the alarm state in alarms.json; a restart forgets it");
+        }
     }
 }
 
@@ -110,7 +118,9 @@ mod tests {
         assert!(alarms.transition(Alarm::SpoolFull, true, "still").is_none());
         // Another alarm is independent.
         assert!(alarms.transition(Alarm::S3Bucket, true, "x").is_some());
+        alarms.persist();
         let cleared = alarms.transition(Alarm::SpoolFull, false, "ok").unwrap();
+        alarms.persist();
         assert_eq!(cleared.state, "cleared");
         assert!(alarms.transition(Alarm::SpoolFull, false, "ok").is_none());
         // The raised set is back after a restart, so clearing it then is published.

@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 pub use airlock_sip::{Cidr, GuardConfig};
 pub use mqtt::{MqttSettings, tls_config as mqtt_tls_config};
 pub use outbox::OutboxSettings;
-pub use s3::{LockMode, ObjectLockSettings, S3Settings};
+pub use s3::{LockMode, ObjectLockSettings, S3Settings, check_ca_bundle as check_s3_ca_bundle};
 pub use storage::DataDir;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};
 pub use transcript::{Transcription, TranscriptionError, TranscriptionSettings};

@@ -123,6 +123,27 @@ impl Shared {
                 tracing::error!(%error, alarm = alarm.as_str(), "cannot spool the alarm event; the gauge still shows it")
             }
         }
+        self.alarms.persist();
+    }
+}
+
+/// Sets up the S3 sink, retrying (with the bucket alarm raised) until it can be: what waits stays spooled.
+fn s3_sink(shared: &Shared, settings: &S3Settings, uploads_dir: &Path) -> S3Sink {
+    let backoff = Backoff::default();
+    let mut failures = 0;
+    loop {
+        match S3Sink::new(settings.clone(), uploads_dir.to_path_buf()) {
+            Ok(sink) => return sink,
+            Err(reason) => {
+                shared.set_alarm(
+                    Alarm::S3Bucket,
+                    true,
+                    &format!("cannot set up the S3 sink: {reason}"),
+                );
+                std::thread::sleep(backoff.delay(failures, random()));
+                failures = failures.saturating_add(1);
+            }
+        }
     }
 }
 
@@ -225,6 +246,16 @@ impl Outbox {
                 .outbox
                 .set_alarm(alarm, raised.contains(&alarm));
         }
+        // Alarms of a sink no longer configured can never clear by themselves.
+        let shared = &outbox.shared;
+        if shared.settings.s3.is_none() {
+            for alarm in [Alarm::S3Credentials, Alarm::S3Bucket, Alarm::S3Object] {
+                shared.set_alarm(alarm, false, "no S3 bucket is configured any more");
+            }
+        }
+        if shared.settings.mqtt.is_none() {
+            shared.set_alarm(Alarm::MqttRefused, false, "no MQTT broker is configured any more");
+        }
         let watched = outbox.shared.clone();
         std::thread::Builder::new()
             .name("outbox-alarms".into())
@@ -246,22 +277,21 @@ impl Outbox {
         }
         for &sink in local_sinks {
             let shared = outbox.shared.clone();
-            let mut target = match (sink, &shared.settings.s3) {
-                (Sink::Objects, Some(s3)) => Target::Bucket(Box::new(
-                    S3Sink::new(s3.clone(), data_root.join("s3-uploads")).map_err(|reason| {
-                        SpoolError::Io {
-                            op: "set up the S3 sink for",
-                            path: data_root.join("outbox"),
-                            source: std::io::Error::other(reason),
-                        }
-                    })?,
-                )),
-                (Sink::Objects, None) => Target::Directory,
-                (Sink::Events, _) => Target::EventLog,
-            };
+            let uploads_dir = data_root.join("s3-uploads");
             std::thread::Builder::new()
                 .name(format!("outbox-{}", sink_label(sink).as_str()))
-                .spawn(move || deliver(&shared, sink, &mut target))
+                .spawn(move || {
+                    // Built on this thread: the S3 sink owns a runtime, which must not be dropped in an
+                    // async context.
+                    let mut target = match (sink, &shared.settings.s3) {
+                        (Sink::Objects, Some(s3)) => {
+                            Target::Bucket(Box::new(s3_sink(&shared, s3, &uploads_dir)))
+                        }
+                        (Sink::Objects, None) => Target::Directory,
+                        (Sink::Events, _) => Target::EventLog,
+                    };
+                    deliver(&shared, sink, &mut target)
+                })
                 .map_err(|source| SpoolError::Io {
                     op: "start the delivery thread for",
                     path: data_root.join("outbox"),
@@ -474,13 +504,15 @@ impl Target {
                 Ok(()) => {
                     shared.set_alarm(Alarm::S3Credentials, false, "S3 accepts the credentials");
                     shared.set_alarm(Alarm::S3Bucket, false, "the S3 bucket takes uploads");
+                    shared.set_alarm(Alarm::S3Object, false, "S3 takes the objects again");
                     Ok(())
                 }
                 Err(failure) => {
                     match &failure {
                         S3Failure::Refused(why) => shared.set_alarm(Alarm::S3Credentials, true, why),
                         S3Failure::Bucket(why) => shared.set_alarm(Alarm::S3Bucket, true, why),
-                        S3Failure::Unavailable(_) | S3Failure::Other(_) => {}
+                        S3Failure::Object(why) => shared.set_alarm(Alarm::S3Object, true, why),
+                        S3Failure::Unavailable(_) => {}
                     }
                     Err(failure.to_string())
                 }

@@ -14,11 +14,13 @@
 //! required — lock-enabled; a bucket that should be locked and is not gets nothing.
 //!
 //! The SDK runs on a small current-thread tokio runtime owned by the sink, inside the outbox's objects
-//! thread; the SDK's own retries are limited to one quick repeat, the outbox's backoff does the rest.
+//! thread; the SDK's own retries are limited to one quick repeat, the outbox's backoff does the rest. Every
+//! request has a deadline: 60 s, plus the time its body needs at [`MIN_UPLINK_BYTES_PER_SEC`], so a slow
+//! site link still completes large parts and a stalled connection cannot hold the sink.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use airlock_outbox::{Body, Record, Seq};
 use aws_sdk_s3::config::retry::RetryConfig;
@@ -77,17 +79,55 @@ pub struct S3Settings {
     pub object_lock: Option<ObjectLockSettings>,
 }
 
-/// Why a delivery did not happen; `Refused` and `Bucket` also raise an alarm.
+/// The slowest uplink an upload deadline allows for (512 kbit/s).
+pub const MIN_UPLINK_BYTES_PER_SEC: u64 = 64 * 1024;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a request moving `bytes` may take before it counts as failed.
+fn deadline_for(bytes: u64) -> Duration {
+    Duration::from_secs(60 + bytes / MIN_UPLINK_BYTES_PER_SEC)
+}
+
+/// Per-request timeouts for a request moving `bytes`.
+fn timeouts_for(bytes: u64) -> aws_sdk_s3::config::Builder {
+    aws_sdk_s3::Config::builder().timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .operation_attempt_timeout(deadline_for(bytes))
+            .build(),
+    )
+}
+
+/// Checks that `ca` holds PEM certificates that can serve as trust anchors (the SDK's TLS set-up would
+/// abort on a damaged one).
+pub fn check_ca_bundle(ca: &Path) -> Result<(), String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let named = |error: &dyn std::fmt::Display| format!("{}: {error}", ca.display());
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca).map_err(|error| named(&error))? {
+        let certificate = certificate.map_err(|error| named(&error))?;
+        roots.add(certificate).map_err(|error| named(&error))?;
+    }
+    if roots.is_empty() {
+        return Err(named(&"no PEM certificate in it"));
+    }
+    Ok(())
+}
+
+/// Why a delivery did not happen; all but `Unavailable` also raise an alarm.
 #[derive(Debug)]
 pub(crate) enum S3Failure {
     /// The service could not be reached or failed (network, 5xx, timeout).
     Unavailable(String),
     /// The service refused the credentials or the signature.
     Refused(String),
-    /// The bucket is missing, or not lock-enabled although that is required.
+    /// The bucket is missing, in another region, or not lock-enabled although that is required.
     Bucket(String),
-    /// Anything else (a conflicting object, a bad local file).
-    Other(String),
+    /// The service or the sink refuses this object (a conflicting object under the key, an invalid
+    /// request, an artifact that no longer matches its SHA-256); the records behind it wait.
+    Object(String),
 }
 
 impl std::fmt::Display for S3Failure {
@@ -96,7 +136,7 @@ impl std::fmt::Display for S3Failure {
             S3Failure::Unavailable(why) => write!(f, "S3 unavailable: {why}"),
             S3Failure::Refused(why) => write!(f, "S3 refused the credentials: {why}"),
             S3Failure::Bucket(why) => write!(f, "S3 bucket not usable: {why}"),
-            S3Failure::Other(why) => f.write_str(why),
+            S3Failure::Object(why) => write!(f, "S3 object refused: {why}"),
         }
     }
 }
@@ -129,10 +169,12 @@ fn failure<E: ProvideErrorMetadata + std::error::Error + 'static>(
             _,
         )
         | (None, Some(401 | 403)) => S3Failure::Refused(described),
-        (Some("NoSuchBucket"), _) | (None, Some(404)) if operation == "HeadBucket" => {
+        (Some("NoSuchBucket" | "PermanentRedirect" | "AuthorizationHeaderMalformed"), _) => {
             S3Failure::Bucket(described)
         }
-        (_, Some(status)) if status < 500 && status != 408 && status != 429 => S3Failure::Other(described),
+        // HEAD answers carry no code: 404 is no such bucket, 301/400 a bucket in another region.
+        (None, Some(301 | 400 | 404)) if operation == "HeadBucket" => S3Failure::Bucket(described),
+        (_, Some(status)) if status < 500 && status != 408 && status != 429 => S3Failure::Object(described),
         _ => S3Failure::Unavailable(described),
     }
 }
@@ -146,6 +188,7 @@ fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, String> {
     use aws_smithy_http_client::tls;
     let mut trust = tls::TrustStore::default();
     if let Some(ca) = &settings.ca {
+        check_ca_bundle(ca)?;
         let pem = std::fs::read(ca).map_err(|error| format!("{}: {error}", ca.display()))?;
         trust = trust.with_pem_certificate(pem);
     }
@@ -175,8 +218,8 @@ fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, String> {
         .retry_config(RetryConfig::standard().with_max_attempts(2))
         .timeout_config(
             TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .read_timeout(Duration::from_secs(60))
+                .connect_timeout(CONNECT_TIMEOUT)
+                .operation_attempt_timeout(deadline_for(0))
                 .build(),
         );
     if !settings.endpoint.is_empty() {
@@ -219,8 +262,11 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 impl S3Sink {
-    /// Builds the client and its runtime; no network yet. `uploads_dir` keeps multipart state.
+    /// Builds the client and its runtime; no network yet. `uploads_dir` keeps multipart state. Call on the
+    /// thread that will deliver, never inside an async context (the sink owns a runtime).
     pub(crate) fn new(settings: S3Settings, uploads_dir: PathBuf) -> Result<S3Sink, String> {
+        std::fs::create_dir_all(&uploads_dir)
+            .map_err(|error| format!("create {}: {error}", uploads_dir.display()))?;
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -229,8 +275,6 @@ impl S3Sink {
             let _entered = runtime.enter();
             client(&settings)?
         };
-        std::fs::create_dir_all(&uploads_dir)
-            .map_err(|error| format!("create {}: {error}", uploads_dir.display()))?;
         Ok(S3Sink {
             settings,
             client,
@@ -270,7 +314,16 @@ impl S3Sink {
                 if let Err(error) = aborted
                     && status_of(&error) != Some(404)
                 {
-                    tracing::warn!(error = %failure("AbortMultipartUpload", error), "cannot abort an orphaned multipart upload; forgetting it");
+                    match failure("AbortMultipartUpload", error) {
+                        // Not reached: try again at the next start.
+                        unreached @ S3Failure::Unavailable(_) => {
+                            tracing::warn!(error = %unreached, "cannot abort an orphaned multipart upload now; retried at the next start");
+                            continue;
+                        }
+                        refused => {
+                            tracing::warn!(error = %refused, "the service refuses to abort an orphaned multipart upload; forgetting it (a bucket lifecycle rule for incomplete uploads cleans it up)")
+                        }
+                    }
                 }
             }
             let _ = std::fs::remove_file(&path);
@@ -298,7 +351,7 @@ impl S3Sink {
                         .send(),
                 )
                 .map_err(|error| match failure("GetObjectLockConfiguration", error) {
-                    S3Failure::Other(why) => S3Failure::Bucket(format!(
+                    S3Failure::Object(why) => S3Failure::Bucket(format!(
                         "{why}; outbox.s3.object_lock.require_locked_bucket needs a bucket created with Object Lock"
                     )),
                     other => other,
@@ -344,20 +397,23 @@ impl S3Sink {
                 let body = self
                     .runtime
                     .block_on(ByteStream::from_path(path))
-                    .map_err(|error| S3Failure::Other(format!("read the spooled artifact: {error}")))?;
+                    .map_err(|error| S3Failure::Object(format!("read the spooled artifact: {error}")))?;
                 self.put_whole(record, body, *sha256, *size)
             }
         }
     }
 
-    /// Object Lock headers for this record: (mode, retain until, legal hold).
+    /// Object Lock headers for this record: (mode, retain until, legal hold). Retention counts from when the
+    /// record entered the outbox; a creation time in the future (a clock that was wrong then) counts from
+    /// now, and the date is at least a day ahead (a store refuses dates in the past, e.g. after an outage
+    /// longer than the retention).
     fn lock_for(
         &self,
         record: &Record,
+        now_ms: u64,
     ) -> Option<(ObjectLockMode, DateTime, Option<ObjectLockLegalHoldStatus>)> {
         let lock = self.settings.object_lock.as_ref()?;
-        let days = u64::from(lock.retention_days);
-        let until_ms = record.meta.created_unix_ms.saturating_add(days * 86_400_000);
+        let until_ms = retain_until_ms(record.meta.created_unix_ms, now_ms, lock.retention_days);
         let mode = match lock.mode {
             LockMode::Compliance => ObjectLockMode::Compliance,
             LockMode::Governance => ObjectLockMode::Governance,
@@ -389,29 +445,30 @@ impl S3Sink {
             .metadata("sha256", hex::encode(sha256))
             .if_none_match("*")
             .body(body);
-        if let Some((mode, until, hold)) = self.lock_for(record) {
+        if let Some((mode, until, hold)) = self.lock_for(record, crate::outbox::unix_ms(SystemTime::now())) {
             request = request
                 .object_lock_mode(mode)
                 .object_lock_retain_until_date(until)
                 .set_object_lock_legal_hold_status(hold);
         }
-        match self.runtime.block_on(request.send()) {
+        let sent = request.customize().config_override(timeouts_for(size)).send();
+        match self.runtime.block_on(sent) {
             Ok(output) => match output.checksum_sha256() {
-                Some(echoed) if echoed != b64(&sha256) => Err(S3Failure::Other(format!(
+                Some(echoed) if echoed != b64(&sha256) => Err(S3Failure::Object(format!(
                     "PutObject: the service stored SHA-256 {echoed}, not the artifact's"
                 ))),
                 _ => Ok(()),
             },
-            Err(error) if status_of(&error) == Some(412) => self.already_there(key, sha256),
+            Err(error) if status_of(&error) == Some(412) => self.already_there(key, sha256, size),
             Err(error) => Err(failure("PutObject", error)),
         }
     }
 
     /// After a 412: Ok when the object under `key` is this very content.
-    fn already_there(&self, key: &str, sha256: [u8; 32]) -> Result<(), S3Failure> {
-        match self.stored_matches(key, sha256)? {
+    fn already_there(&self, key: &str, sha256: [u8; 32], size: u64) -> Result<(), S3Failure> {
+        match self.stored_matches(key, sha256, size)? {
             Some(true) => Ok(()),
-            Some(false) => Err(S3Failure::Other(format!(
+            Some(false) => Err(S3Failure::Object(format!(
                 "an object with other content already exists under {key} (create-only); the record is kept"
             ))),
             None => Err(S3Failure::Unavailable(format!(
@@ -422,15 +479,16 @@ impl S3Sink {
 
     /// Whether the object under `key` holds exactly the content with this SHA-256 (None: no object). Reads
     /// the object back and hashes it rather than trusting its metadata: a store may keep the body of a
-    /// request it refused (s3s-fs does on BadDigest). Only taken after a crash or a lost response.
-    fn stored_matches(&self, key: &str, sha256: [u8; 32]) -> Result<Option<bool>, S3Failure> {
+    /// request it refused (s3s-fs does on BadDigest). Only taken after a crash or a lost response; the
+    /// credentials need s3:GetObject for it.
+    fn stored_matches(&self, key: &str, sha256: [u8; 32], size: u64) -> Result<Option<bool>, S3Failure> {
         let request = self
             .client
             .get_object()
             .bucket(&self.settings.bucket)
             .key(key)
             .send();
-        self.runtime.block_on(async {
+        let read = async {
             let mut body = match request.await {
                 Ok(output) => output.body,
                 Err(error) if status_of(&error) == Some(404) => return Ok(None),
@@ -444,6 +502,15 @@ impl S3Sink {
                 hasher.update(&chunk);
             }
             Ok(Some(<[u8; 32]>::from(hasher.finalize()) == sha256))
+        };
+        let deadline = deadline_for(size);
+        self.runtime.block_on(async {
+            tokio::time::timeout(deadline, read).await.unwrap_or_else(|_| {
+                Err(S3Failure::Unavailable(format!(
+                    "GetObject: not read within {} s",
+                    deadline.as_secs()
+                )))
+            })
         })
     }
 
@@ -467,14 +534,34 @@ impl S3Sink {
             std::fs::rename(&temp, &path)?;
             std::fs::File::open(&self.uploads_dir)?.sync_all()
         })();
-        written.map_err(|error| S3Failure::Other(format!("keep the multipart upload's state: {error}")))
+        written.map_err(|error| S3Failure::Object(format!("keep the multipart upload's state: {error}")))
     }
 
     fn forget_state(&self, seq: Seq) {
         let _ = std::fs::remove_file(self.state_path(seq));
     }
 
-    /// A multipart upload, resumed from its saved state when there is one for this record and content.
+    /// Aborts the upload (best effort) and forgets its state: the next attempt starts over.
+    fn abandon_upload(&self, seq: Seq, key: &str, upload_id: &str) {
+        let aborted = self.runtime.block_on(
+            self.client
+                .abort_multipart_upload()
+                .bucket(&self.settings.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .send(),
+        );
+        if let Err(error) = aborted
+            && status_of(&error) != Some(404)
+        {
+            tracing::warn!(error = %failure("AbortMultipartUpload", error), "cannot abort a multipart upload that is given up (a bucket lifecycle rule for incomplete uploads cleans it up)");
+        }
+        self.forget_state(seq);
+    }
+
+    /// A multipart upload, resumed from its saved state when there is one for this record and content. The
+    /// artifact is hashed as its parts are read (on resume, the parts already sent are read again for the
+    /// hash), and the upload is completed only when that hash is the SHA-256 the record was spooled with.
     fn put_parts(
         &mut self,
         record: &Record,
@@ -492,10 +579,10 @@ impl S3Sink {
             }
             _ => {
                 // A crash after completion but before the acknowledgement leaves the object there already.
-                match self.stored_matches(key, sha256)? {
+                match self.stored_matches(key, sha256, size)? {
                     Some(true) => return Ok(()),
                     Some(false) => {
-                        return Err(S3Failure::Other(format!(
+                        return Err(S3Failure::Object(format!(
                             "an object with other content already exists under {key} (create-only); the record is kept"
                         )));
                     }
@@ -506,15 +593,20 @@ impl S3Sink {
                 state
             }
         };
+        let local = |error: std::io::Error| S3Failure::Object(format!("read the spooled artifact: {error}"));
+        let mut file = std::fs::File::open(path).map_err(local)?;
+        let mut whole = Sha256::new();
+        let done = (state.parts.len() as u64)
+            .saturating_mul(state.part_size)
+            .min(size);
+        hash_prefix(&mut file, done, &mut whole).map_err(local)?;
         let parts = size.div_ceil(state.part_size);
-        let mut file = std::fs::File::open(path)
-            .map_err(|error| S3Failure::Other(format!("open the spooled artifact: {error}")))?;
         for index in state.parts.len() as u64..parts {
-            let number = i32::try_from(index + 1).map_err(|_| S3Failure::Other("too many parts".into()))?;
+            let number = i32::try_from(index + 1).map_err(|_| S3Failure::Object("too many parts".into()))?;
             let offset = index * state.part_size;
             let length = state.part_size.min(size - offset);
-            let bytes = read_part(&mut file, offset, length)
-                .map_err(|error| S3Failure::Other(format!("read the spooled artifact: {error}")))?;
+            let bytes = read_part(&mut file, offset, length).map_err(local)?;
+            whole.update(&bytes);
             let part_sha = b64(&Sha256::digest(&bytes));
             let uploaded = self.runtime.block_on(
                 self.client
@@ -524,20 +616,20 @@ impl S3Sink {
                     .upload_id(&state.upload_id)
                     .part_number(number)
                     .content_length(length as i64)
+                    .checksum_algorithm(ChecksumAlgorithm::Sha256)
                     .checksum_sha256(&part_sha)
                     .body(ByteStream::from(bytes))
+                    .customize()
+                    .config_override(timeouts_for(length))
                     .send(),
             );
             let etag = match uploaded {
                 Ok(output) => output.e_tag().unwrap_or_default().to_string(),
+                // The upload is unknown (aborted, expired; s3s-fs answers 403) or parts are refused: give
+                // it up, so a retry starts a fresh one instead of repeating a refused part forever.
                 Err(error) if matches!(status_of(&error), Some(403 | 404)) => {
-                    // The service no longer knows the upload (aborted, expired; s3s-fs answers 403): start
-                    // over next time. Credentials that really stopped working fail the bucket check then.
-                    self.forget_state(seq);
-                    return Err(S3Failure::Unavailable(format!(
-                        "{}; the multipart upload starts over",
-                        failure("UploadPart", error)
-                    )));
+                    self.abandon_upload(seq, key, &state.upload_id);
+                    return Err(failure("UploadPart", error));
                 }
                 Err(error) => return Err(failure("UploadPart", error)),
             };
@@ -547,6 +639,12 @@ impl S3Sink {
                 sha256: part_sha,
             });
             self.save_state(seq, &state)?;
+        }
+        if <[u8; 32]>::from(whole.finalize()) != sha256 {
+            self.abandon_upload(seq, key, &state.upload_id);
+            return Err(S3Failure::Object(
+                "the spooled artifact no longer matches its SHA-256; not delivered".into(),
+            ));
         }
         self.complete_upload(seq, key, &state, sha256, size)
     }
@@ -560,7 +658,7 @@ impl S3Sink {
             .content_type(&record.content_type)
             .checksum_algorithm(ChecksumAlgorithm::Sha256)
             .metadata("sha256", hex::encode(sha256));
-        if let Some((mode, until, hold)) = self.lock_for(record) {
+        if let Some((mode, until, hold)) = self.lock_for(record, crate::outbox::unix_ms(SystemTime::now())) {
             request = request
                 .object_lock_mode(mode)
                 .object_lock_retain_until_date(until)
@@ -572,7 +670,7 @@ impl S3Sink {
             .map_err(|error| failure("CreateMultipartUpload", error))?;
         let upload_id = output
             .upload_id()
-            .ok_or_else(|| S3Failure::Other("CreateMultipartUpload returned no upload id".into()))?;
+            .ok_or_else(|| S3Failure::Object("CreateMultipartUpload returned no upload id".into()))?;
         Ok(UploadState {
             key: record.meta.key.clone(),
             sha256: hex::encode(sha256),
@@ -609,29 +707,29 @@ impl S3Sink {
                 .upload_id(&state.upload_id)
                 .if_none_match("*")
                 .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(parts)).build())
+                .customize()
+                .config_override(timeouts_for(size))
                 .send(),
         );
         match completed {
             Ok(_) => {}
             // The key is taken: by this very upload before a lost response, or by other content.
             Err(error) if status_of(&error) == Some(412) => {
-                let result = self.already_there(key, sha256);
+                let result = self.already_there(key, sha256, size);
                 if result.is_ok() {
                     self.forget_state(seq);
                 }
                 return result;
             }
             // The upload is no longer known (completed before a lost response, aborted, expired): done if
-            // the object is this content, else start over.
+            // the object is this content, else given up so the next attempt starts over.
             Err(error) if matches!(status_of(&error), Some(403 | 404)) => {
-                self.forget_state(seq);
-                return match self.stored_matches(key, sha256)? {
-                    Some(true) => Ok(()),
-                    _ => Err(S3Failure::Unavailable(format!(
-                        "{}; the multipart upload starts over",
-                        failure("CompleteMultipartUpload", error)
-                    ))),
-                };
+                if self.stored_matches(key, sha256, size)? == Some(true) {
+                    self.forget_state(seq);
+                    return Ok(());
+                }
+                self.abandon_upload(seq, key, &state.upload_id);
+                return Err(failure("CompleteMultipartUpload", error));
             }
             Err(error) => return Err(failure("CompleteMultipartUpload", error)),
         }
@@ -651,7 +749,7 @@ impl S3Sink {
         if u64::try_from(stored_size).ok() != Some(size)
             || stored_sha.map(String::as_str) != Some(hex::encode(sha256).as_str())
         {
-            return Err(S3Failure::Other(format!(
+            return Err(S3Failure::Object(format!(
                 "the assembled object under {key} is {stored_size} bytes, not the artifact's {size}, or lost its SHA-256"
             )));
         }
@@ -660,10 +758,76 @@ impl S3Sink {
     }
 }
 
+/// The retain-until date (Unix ms) of an object whose record entered the outbox at `created_ms`.
+fn retain_until_ms(created_ms: u64, now_ms: u64, days: u32) -> u64 {
+    const DAY_MS: u64 = 86_400_000;
+    let from = created_ms.min(now_ms);
+    from.saturating_add(u64::from(days) * DAY_MS)
+        .max(now_ms.saturating_add(DAY_MS))
+}
+
+/// Feeds the first `length` bytes of `file` to `hasher`.
+fn hash_prefix(file: &mut std::fs::File, length: u64, hasher: &mut Sha256) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    file.seek(SeekFrom::Start(0))?;
+    let mut left = length;
+    let mut buffer = vec![0u8; 1 << 20];
+    while left > 0 {
+        let want = usize::try_from(left.min(buffer.len() as u64)).unwrap_or(buffer.len());
+        file.read_exact(&mut buffer[..want])?;
+        hasher.update(&buffer[..want]);
+        left -= want as u64;
+    }
+    Ok(())
+}
+
 fn read_part(file: &mut std::fs::File, offset: u64, length: u64) -> std::io::Result<Vec<u8>> {
     use std::io::{Read, Seek, SeekFrom};
     file.seek(SeekFrom::Start(offset))?;
     let mut bytes = vec![0u8; usize::try_from(length).map_err(std::io::Error::other)?];
     file.read_exact(&mut bytes)?;
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY_MS: u64 = 86_400_000;
+
+    #[test]
+    fn retention_counts_from_entry_into_the_outbox_but_never_ends_in_the_past_or_from_a_future_clock() {
+        let now = 1_800_000_000_000;
+        // Spooled an hour ago: 30 days from then.
+        assert_eq!(
+            retain_until_ms(now - 3_600_000, now, 30),
+            now - 3_600_000 + 30 * DAY_MS
+        );
+        // Spooled 40 days ago (a long outage) with 30 days' retention: still a day ahead, not in the past.
+        assert_eq!(retain_until_ms(now - 40 * DAY_MS, now, 30), now + DAY_MS);
+        // A clock that was years ahead when the record was spooled: counted from now.
+        assert_eq!(retain_until_ms(now + 3_000 * DAY_MS, now, 30), now + 30 * DAY_MS);
+    }
+
+    #[test]
+    fn a_ca_bundle_must_hold_usable_certificates() {
+        let dir = std::env::temp_dir().join(format!("airlock-s3-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let damaged = dir.join("damaged.pem");
+        std::fs::write(
+            &damaged,
+            "-----BEGIN CERTIFICATE-----\nnot*base64\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        assert!(check_ca_bundle(&damaged).is_err());
+        let empty = dir.join("empty.pem");
+        std::fs::write(&empty, "nothing here\n").unwrap();
+        assert!(
+            check_ca_bundle(&empty)
+                .unwrap_err()
+                .contains("no PEM certificate")
+        );
+        assert!(check_ca_bundle(&dir.join("missing.pem")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

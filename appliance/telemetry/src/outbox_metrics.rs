@@ -69,17 +69,21 @@ pub enum Alarm {
     SpoolFull,
     /// The S3 service refuses the configured credentials.
     S3Credentials,
-    /// The S3 bucket is missing, or not lock-enabled although that is required.
+    /// The S3 bucket is missing, in another region, or not lock-enabled although that is required.
     S3Bucket,
+    /// The S3 service refuses an object (a conflicting object under its key, an invalid request); the
+    /// objects behind it wait.
+    S3Object,
     /// The MQTT broker refuses the connection or the appliance's publishes.
     MqttRefused,
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 4] = [
+    pub const ALL: [Alarm; 5] = [
         Self::SpoolFull,
         Self::S3Credentials,
         Self::S3Bucket,
+        Self::S3Object,
         Self::MqttRefused,
     ];
 
@@ -88,6 +92,7 @@ impl Alarm {
             Self::SpoolFull => "spool_full",
             Self::S3Credentials => "s3_credentials",
             Self::S3Bucket => "s3_bucket",
+            Self::S3Object => "s3_object",
             Self::MqttRefused => "mqtt_refused",
         }
     }
