@@ -237,19 +237,14 @@ fn chain_deadline(chain: &HeldChain, hold_window_ms: u64) -> Option<u64> {
         .map(|last| last.segment.end_ms.saturating_add(hold_window_ms))
 }
 
-/// A segment is held when a card number is being talked about and it ends in digits that are not already
-/// a whole card number: the speaker may be about to read on.
+/// A segment is held when a card number is being talked about and it ends in fewer digits than a whole
+/// card number: the speaker may be about to read on.
 fn should_hold(pending: &PendingSegment) -> bool {
-    let Some(tail) = &pending.tail_run else {
-        return false;
-    };
-    let tail_range = tail.range();
-    let already_card = pending.detections.iter().any(|found| {
-        found.kind == EntityKind::CardNumber
-            && found.range.start <= tail_range.start
-            && tail_range.end <= found.range.end
-    });
-    pending.payment_context && !already_card && tail.digit_count() < *CARD_DIGITS.end()
+    pending.payment_context
+        && pending
+            .tail_run
+            .as_ref()
+            .is_some_and(|tail| tail.digit_count() < *CARD_DIGITS.start())
 }
 
 fn redact_tail_as_card(pending: &mut PendingSegment) {

@@ -47,8 +47,31 @@ pub(crate) struct SegmentFindings {
     pub only_digits: bool,
 }
 
-/// Words that may stand between a digit run and the segment's edge without breaking a dictated number.
-fn is_filler(word: &str) -> bool {
+/// Words that may come before the rest of a dictated number at the start of a segment ("and then 4111 …").
+fn is_leading_filler(word: &str) -> bool {
+    is_trailing_filler(word)
+        || matches!(
+            word,
+            "yes"
+                | "yeah"
+                | "yep"
+                | "sure"
+                | "the"
+                | "rest"
+                | "is"
+                | "it's"
+                | "its"
+                | "it"
+                | "next"
+                | "that's"
+                | "sorry"
+                | "continuing"
+        )
+}
+
+/// Words that may follow a number at the end of a segment while the speaker is still dictating it
+/// ("4111 1111, okay").
+fn is_trailing_filler(word: &str) -> bool {
     matches!(
         word,
         "uh" | "um"
@@ -59,30 +82,15 @@ fn is_filler(word: &str) -> bool {
             | "mm"
             | "okay"
             | "ok"
-            | "yes"
-            | "yeah"
-            | "yep"
-            | "sure"
             | "so"
             | "and"
             | "then"
-            | "the"
-            | "rest"
-            | "is"
-            | "it's"
-            | "its"
-            | "it"
-            | "next"
-            | "that's"
             | "right"
             | "please"
-            | "got"
-            | "continuing"
-            | "sorry"
     )
 }
 
-fn only_fillers(tokens: &[Token]) -> bool {
+fn only_fillers(tokens: &[Token], is_filler: fn(&str) -> bool) -> bool {
     tokens.iter().all(|token| match &token.kind {
         TokenKind::Punct(_) => true,
         TokenKind::Word(word) => is_filler(word),
@@ -124,11 +132,11 @@ pub(crate) fn analyse(text: &str, tokens: &[Token], context: &ActiveContext) -> 
     }
     let head_run = all_runs
         .first()
-        .filter(|run| only_fillers(&tokens[..run.tokens().start]))
+        .filter(|run| only_fillers(&tokens[..run.tokens().start], is_leading_filler))
         .cloned();
     let tail_run = all_runs
         .last()
-        .filter(|run| only_fillers(&tokens[run.tokens().end..]))
+        .filter(|run| only_fillers(&tokens[run.tokens().end..], is_trailing_filler))
         .cloned();
     let only_digits = all_runs.len() == 1 && head_run.is_some() && tail_run.is_some();
     SegmentFindings {
@@ -261,7 +269,12 @@ fn phone_shaped(run: &Run, tokens: &[Token]) -> bool {
     (grouped || bracketed) && national || international
 }
 
-/// Classifies a digit run that holds no card number.
+/// In payment context, a run this long that is nothing else is taken as part of a card number (read in two
+/// goes, or with words in between): PCI allows at most the first six and last four digits to be shown, and
+/// order or confirmation numbers are usually shorter.
+pub(crate) const MIN_CARD_FRAGMENT_DIGITS: usize = 8;
+
+/// Classifies a digit run that holds no whole card number.
 fn classify_run(run: &Run, tokens: &[Token], context: &ActiveContext) -> Option<EntityKind> {
     if is_amount(run, tokens) || (run.pieces.len() == 1 && run.pieces[0].glued_to_letters) {
         return None;
@@ -309,6 +322,9 @@ fn classify_run(run: &Run, tokens: &[Token], context: &ActiveContext) -> Option<
         }
         if context.security_code && (3..=4).contains(&count) {
             return Some(EntityKind::Cvv);
+        }
+        if count >= MIN_CARD_FRAGMENT_DIGITS {
+            return Some(EntityKind::CardNumber);
         }
     }
     if phone_shaped(run, tokens) || (context.phone && matches!(count, 7 | 10 | 11)) {
@@ -639,6 +655,18 @@ mod tests {
         assert!(found("that was 402 dollars", asked_code).is_empty());
         assert!(found("it's 402", no_context()).is_empty());
         assert!(found("it's 04/28", no_context()).is_empty());
+    }
+
+    #[test]
+    fn in_payment_context_long_fragments_are_card_data_but_order_numbers_survive() {
+        assert_eq!(
+            found("4111 1111, sorry, 1111 1111", payment()),
+            [
+                ("4111 1111".to_string(), EntityKind::CardNumber),
+                ("1111 1111".to_string(), EntityKind::CardNumber)
+            ]
+        );
+        assert!(found("your order number is 423466, total 583 dollars", payment()).is_empty());
     }
 
     #[test]

@@ -26,13 +26,15 @@
 //! - A Luhn-valid run of 13–19 digits is a card number anywhere. In payment context (a card, expiry or
 //!   security code mentioned by either speaker in the last six segments) any run of 13 or more digits is
 //!   redacted as a card number even when it fails Luhn: a misrecognised digit must not leak the other
-//!   fifteen. Shorter numbers (order numbers, amounts, times) are not card data.
+//!   fifteen. In payment context a run of 8 or more digits that is nothing else (not an account number, SSN
+//!   or date of birth asked for) is taken as a fragment of a card number read in two goes; order numbers of
+//!   up to seven digits, amounts and times survive.
 //! - Security codes and expiry dates are only looked for in payment context, and only while the question
 //!   for them is open (asked within the last three segments and not yet answered); SSNs, bank and routing
 //!   numbers, dates of birth and bare phone numbers likewise need their cue, except for unmistakable shapes
 //!   (`123-45-6789`, `(555) 010-0199`, `+44 …`, written email addresses).
-//! - Hold policy: a segment in payment context that ends in digits which are not already a whole card
-//!   number is held until its leg speaks again, until [`ConversationRedactor::poll`] passes the hold window
+//! - Hold policy: a segment in payment context that ends in fewer than 13 digits (after filler words such as
+//!   "okay") is held until its leg speaks again, until [`ConversationRedactor::poll`] passes the hold window
 //!   ([`RedactorConfig::hold_window_ms`], 8 s of call time by default) or until
 //!   [`ConversationRedactor::finish`]. The other leg is not held up. At most
 //!   [`RedactorConfig::max_held_per_leg`] segments are held per leg; beyond that the oldest is released
