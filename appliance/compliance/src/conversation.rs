@@ -102,6 +102,16 @@ struct HeldChain {
     overflowed: bool,
 }
 
+impl HeldChain {
+    fn digit_count(&self) -> usize {
+        self.segments
+            .iter()
+            .filter_map(|pending| pending.tail_run.as_ref())
+            .map(Run::digit_count)
+            .sum()
+    }
+}
+
 /// Redacts one call's transcript as its segments finalise. See the crate docs for the contract.
 #[derive(Debug)]
 pub struct ConversationRedactor {
@@ -141,6 +151,11 @@ impl ConversationRedactor {
         let mut released = Vec::new();
         let leg = pending.segment.leg;
         let chain = self.held.entry(leg).or_default();
+        if chain.digit_count() >= *CARD_DIGITS.start() {
+            // The held digits already make a whole card number: what follows is something else (an expiry,
+            // a security code) and must not be swallowed into it.
+            released.extend(resolve(std::mem::take(chain), None));
+        }
         if !chain.segments.is_empty() {
             match findings.head_run {
                 Some(_) if findings.only_digits => {
@@ -238,13 +253,19 @@ fn chain_deadline(chain: &HeldChain, hold_window_ms: u64) -> Option<u64> {
 }
 
 /// A segment is held when a card number is being talked about and it ends in fewer digits than a whole
-/// card number: the speaker may be about to read on.
+/// card number that are not already something else (an expiry date, a security code, a routing number):
+/// the speaker may be about to read on.
 fn should_hold(pending: &PendingSegment) -> bool {
-    pending.payment_context
-        && pending
-            .tail_run
-            .as_ref()
-            .is_some_and(|tail| tail.digit_count() < *CARD_DIGITS.start())
+    let Some(tail) = &pending.tail_run else {
+        return false;
+    };
+    let tail_range = tail.range();
+    let answered_something_else = pending.detections.iter().any(|found| {
+        found.kind != EntityKind::CardNumber
+            && found.range.start <= tail_range.start
+            && tail_range.end <= found.range.end
+    });
+    pending.payment_context && tail.digit_count() < *CARD_DIGITS.start() && !answered_something_else
 }
 
 fn redact_tail_as_card(pending: &mut PendingSegment) {

@@ -230,10 +230,11 @@ fn expiry_shaped(run: &Run) -> bool {
     }
 }
 
-/// Day, month and year in digits with separators, either order (M/D/Y or D/M/Y), 2- or 4-digit year.
+/// Day, month and year as three numbers, either order (M/D/Y or D/M/Y), 2- or 4-digit year ("12/8/1973",
+/// "twelve eight seventy three").
 fn numeric_date_shaped(run: &Run) -> bool {
     let lengths = run.group_lengths();
-    let separated = all_separators_are(run, |separator| matches!(separator, "/" | "-" | "."));
+    let separated = all_separators_are(run, |separator| matches!(separator, "" | "/" | "-" | "." | ","));
     let values: Vec<u32> = run
         .pieces
         .iter()
@@ -715,6 +716,10 @@ mod tests {
             "the 3rd of March, 1961"
         );
         assert_eq!(found("it's 07/04/82", asked)[0].0, "07/04/82");
+        assert_eq!(
+            found("twelve eight seventy three", asked)[0].0,
+            "twelve eight seventy three"
+        );
         assert_eq!(
             found("March third nineteen sixty one", asked)[0].0,
             "March third nineteen sixty one"

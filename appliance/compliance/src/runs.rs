@@ -81,6 +81,28 @@ impl Run {
 
 const SEPARATOR_CHARS: &[char] = &['-', ',', '/', '(', ')', '+', '\u{2013}', '\u{2014}'];
 
+fn word_at(tokens: &[Token], index: usize) -> Option<&str> {
+    tokens.get(index).and_then(Token::word)
+}
+
+/// "seven hundred", "seven hundred twelve", "seven hundred and forty-two": three digits.
+fn hundreds(tokens: &[Token], index: usize, digit: u8) -> (String, usize) {
+    let mut next = index + 2;
+    if word_at(tokens, next) == Some("and") {
+        next += 1;
+    }
+    let rest = match number_at(tokens, next) {
+        Some((digits, used)) if digits.len() <= 2 && !matches!(tokens[next].kind, TokenKind::Digits(_)) => {
+            digits.parse::<u16>().ok().map(|value| (value, used))
+        }
+        _ => None,
+    };
+    match rest {
+        Some((value, used)) => (format!("{}", u16::from(digit) * 100 + value), next + used - index),
+        None => (format!("{digit}00"), 2),
+    }
+}
+
 /// Reads a spoken or written number starting at token `index`: its digits and how many tokens it used.
 fn number_at(tokens: &[Token], index: usize) -> Option<(String, usize)> {
     let token = tokens.get(index)?;
@@ -90,6 +112,9 @@ fn number_at(tokens: &[Token], index: usize) -> Option<(String, usize)> {
         TokenKind::Punct(_) => return None,
     };
     if let Some(digit) = spoken::digit_word(word) {
+        if digit > 0 && word_at(tokens, index + 1) == Some("hundred") {
+            return Some(hundreds(tokens, index, digit));
+        }
         return Some((digit.to_string(), 1));
     }
     if let Some(teen) = spoken::teen_word(word) {
@@ -287,6 +312,8 @@ mod tests {
         assert_eq!(runs_of("four one one one double five triple oh"), ["411155000"]);
         assert_eq!(runs_of("January twenty twenty-nine"), ["2029"]);
         assert_eq!(runs_of("zero one slash twenty nine"), ["0129"]);
+        assert_eq!(runs_of("seven hundred and twelve"), ["712"]);
+        assert_eq!(runs_of("five hundred, one hundred forty-two"), ["500142"]);
         assert_eq!(runs_of("(354) 604-0791."), ["3546040791"]);
     }
 
