@@ -82,13 +82,21 @@ fn the_other_speaker_may_talk_in_between_without_waiting() {
         "still dictating"
     );
     let released = redactor.push(segment(CALLER, "4444, and it expires 08/29", 5_600, 8_000));
-    assert_eq!(texts(&released), ["[CARD_NUMBER]", "[CARD_NUMBER]"]);
+    assert_eq!(
+        texts(&released),
+        [
+            "[CARD_NUMBER]",
+            "[CARD_NUMBER]",
+            "[CARD_NUMBER], and it expires [EXPIRY]"
+        ]
+    );
     let sequences: Vec<u64> = released.iter().map(|segment| segment.sequence).collect();
-    assert_eq!(sequences, [1, 3], "held segments keep their arrival order");
-    // The last segment ends in digits again, so it waits in turn (here for the end of the call).
-    let last = redactor.finish();
-    assert_eq!(texts(&last), ["[CARD_NUMBER], and it expires [EXPIRY]"]);
-    assert_eq!(last[0].sequence, 4);
+    assert_eq!(sequences, [1, 3, 4], "held segments keep their arrival order");
+    assert_eq!(
+        redactor.held_segments(),
+        0,
+        "a segment ending in an expiry date is not held"
+    );
 }
 
 #[test]
@@ -138,12 +146,16 @@ fn finish_releases_everything_held() {
     asked_for_card(&mut redactor);
     assert!(
         redactor
-            .push(segment(CALLER, "and the code is 7 3 1", 2_500, 4_000))
+            .push(segment(CALLER, "the first part is 4 7 1 6 8 8", 2_500, 4_000))
             .is_empty()
     );
     assert!(redactor.push(segment(AGENT, "Thanks.", 4_500, 5_000)).len() == 1);
     let released = redactor.finish();
-    assert_eq!(texts(&released), ["and the code is [CVV]"]);
+    assert_eq!(
+        texts(&released),
+        ["the first part is 4 7 1 6 8 8"],
+        "six digits alone are not card data"
+    );
     assert_eq!(redactor.held_segments(), 0);
     assert!(redactor.finish().is_empty());
 }
@@ -232,4 +244,34 @@ fn context_from_one_call_does_not_leak_into_another() {
         texts(&second.push(segment(CALLER, "it's 4111 1111", 0, 1_000))),
         ["it's 4111 1111"]
     );
+}
+
+#[test]
+fn an_answer_that_is_already_something_else_is_not_held() {
+    let mut redactor = ConversationRedactor::new(RedactorConfig::default());
+    asked_for_card(&mut redactor);
+    redactor.push(segment(AGENT, "And the security code?", 2_000, 3_000));
+    assert_eq!(
+        texts(&redactor.push(segment(CALLER, "it's 7 3 1", 3_500, 4_000))),
+        ["it's [CVV]"]
+    );
+}
+
+#[test]
+fn digits_after_a_whole_card_number_are_not_swallowed_into_it() {
+    let mut redactor = ConversationRedactor::new(RedactorConfig::default());
+    asked_for_card(&mut redactor);
+    assert!(
+        redactor
+            .push(segment(CALLER, "3530 1113", 2_500, 3_000))
+            .is_empty()
+    );
+    assert!(
+        redactor
+            .push(segment(CALLER, "3330 0000", 3_500, 4_000))
+            .is_empty()
+    );
+    redactor.push(segment(AGENT, "And it expires?", 4_500, 5_000));
+    let released = redactor.push(segment(CALLER, "11/27", 5_500, 6_000));
+    assert_eq!(texts(&released), ["[CARD_NUMBER]", "[CARD_NUMBER]", "[EXPIRY]"]);
 }
