@@ -103,12 +103,29 @@ struct HeldChain {
 }
 
 impl HeldChain {
-    fn digit_count(&self) -> usize {
+    fn held_runs(&self) -> impl Iterator<Item = &Run> {
         self.segments
             .iter()
             .filter_map(|pending| pending.tail_run.as_ref())
-            .map(Run::digit_count)
-            .sum()
+    }
+
+    fn digit_count(&self) -> usize {
+        self.held_runs().map(Run::digit_count).sum()
+    }
+
+    /// Whether a Luhn-valid card number runs from the held digits into `head` (the reader was not done).
+    fn card_continues_into(&self, head: Option<&Run>) -> bool {
+        let Some(head) = head else {
+            return false;
+        };
+        let held_pieces = self.held_runs().map(|run| run.pieces.len()).sum::<usize>();
+        let pieces = self
+            .held_runs()
+            .chain([head])
+            .flat_map(|run| run.pieces.iter().map(|piece| piece.digits.as_str()));
+        runs::card_windows(pieces)
+            .iter()
+            .any(|window| window.end > held_pieces)
     }
 }
 
@@ -151,9 +168,16 @@ impl ConversationRedactor {
         let mut released = Vec::new();
         let leg = pending.segment.leg;
         let chain = self.held.entry(leg).or_default();
-        if chain.digit_count() >= *CARD_DIGITS.start() {
-            // The held digits already make a whole card number: what follows is something else (an expiry,
-            // a security code) and must not be swallowed into it.
+        let head_answered = findings
+            .head_run
+            .as_ref()
+            .is_some_and(|head| answered_as_something_else(head, &pending.detections));
+        if chain.digit_count() >= *CARD_DIGITS.start()
+            && head_answered
+            && !chain.card_continues_into(findings.head_run.as_ref())
+        {
+            // The held digits are long enough for a card number and what follows is the answer to another
+            // question (an expiry date, a security code): it must not be swallowed into the card number.
             released.extend(resolve(std::mem::take(chain), None));
         }
         if !chain.segments.is_empty() {
@@ -252,20 +276,25 @@ fn chain_deadline(chain: &HeldChain, hold_window_ms: u64) -> Option<u64> {
         .map(|last| last.segment.end_ms.saturating_add(hold_window_ms))
 }
 
-/// A segment is held when a card number is being talked about and it ends in fewer digits than a whole
-/// card number that are not already something else (an expiry date, a security code, a routing number):
-/// the speaker may be about to read on.
-fn should_hold(pending: &PendingSegment) -> bool {
-    let Some(tail) = &pending.tail_run else {
-        return false;
-    };
-    let tail_range = tail.range();
-    let answered_something_else = pending.detections.iter().any(|found| {
+/// Whether a digit run was already found to be something other than a card number (an expiry date, a
+/// security code, a routing number …): the answer to another question.
+fn answered_as_something_else(run: &Run, detections: &[Detection]) -> bool {
+    let range = run.range();
+    detections.iter().any(|found| {
         found.kind != EntityKind::CardNumber
-            && found.range.start <= tail_range.start
-            && tail_range.end <= found.range.end
-    });
-    pending.payment_context && tail.digit_count() < *CARD_DIGITS.start() && !answered_something_else
+            && found.range.start <= range.start
+            && range.end <= found.range.end
+    })
+}
+
+/// A segment is held when a card number is being talked about and it ends in digits that may go on: fewer
+/// than 19 (even a Luhn-valid 15 or 16 may be the start of a longer number) and not already something else.
+fn should_hold(pending: &PendingSegment) -> bool {
+    pending.tail_run.as_ref().is_some_and(|tail| {
+        pending.payment_context
+            && tail.digit_count() < *CARD_DIGITS.end()
+            && !answered_as_something_else(tail, &pending.detections)
+    })
 }
 
 fn redact_tail_as_card(pending: &mut PendingSegment) {
@@ -371,11 +400,18 @@ fn release(pending: PendingSegment) -> ReleasedSegment {
     let mut spans = Vec::with_capacity(detections.len());
     let mut copied_to = 0;
     for found in detections {
-        let (Some(before), true) = (
-            text.get(copied_to..found.range.start),
-            text.get(found.range.clone()).is_some(),
-        ) else {
+        // Detections are token-aligned and disjoint; should one overlap the previous, it is cut to the part
+        // not yet redacted rather than dropped, so nothing detected is ever released.
+        let range = found.range.start.max(copied_to)..found.range.end;
+        let (Some(before), Some(_)) = (text.get(copied_to..range.start), text.get(range.clone())) else {
             continue;
+        };
+        if range.is_empty() {
+            continue;
+        }
+        let found = Detection {
+            range,
+            kind: found.kind,
         };
         redacted.push_str(before);
         redacted.push_str(found.kind.replacement());

@@ -7,7 +7,7 @@ use std::ops::Range;
 use crate::context::ActiveContext;
 use crate::entity::EntityKind;
 use crate::lexer::{Token, TokenKind};
-use crate::runs::{self, CARD_DIGITS, Run};
+use crate::runs::{self, CARD_DIGITS, LeadingOh, Run};
 use crate::spoken;
 
 /// A detected entity: a byte range of the segment text and its kind.
@@ -124,21 +124,23 @@ pub(crate) fn analyse(text: &str, tokens: &[Token], context: &ActiveContext) -> 
                 .any(|found| found.range.start < token.range.end && token.range.start < found.range.end)
         })
         .collect();
-    let all_runs = runs::find_runs(tokens, &blocked);
+    let all_runs = runs::find_runs(tokens, &blocked, LeadingOh::Interjection);
     for run in &all_runs {
         for (range, kind) in classify_run_with_cards(run, tokens, context) {
             add_detection(&mut detections, range, kind);
         }
     }
-    let head_run = all_runs
+    // Across segments a leading "oh" reads as a zero: "… four three" / "oh, nine five".
+    let edge_runs = runs::find_runs(tokens, &blocked, LeadingOh::Zero);
+    let head_run = edge_runs
         .first()
         .filter(|run| only_fillers(&tokens[..run.tokens().start], is_leading_filler))
         .cloned();
-    let tail_run = all_runs
+    let tail_run = edge_runs
         .last()
         .filter(|run| only_fillers(&tokens[run.tokens().end..], is_trailing_filler))
         .cloned();
-    let only_digits = all_runs.len() == 1 && head_run.is_some() && tail_run.is_some();
+    let only_digits = edge_runs.len() == 1 && head_run.is_some() && tail_run.is_some();
     SegmentFindings {
         detections,
         head_run,
@@ -283,8 +285,11 @@ fn classify_run(run: &Run, tokens: &[Token], context: &ActiveContext) -> Option<
     let digits = run.digits();
     let count = digits.len();
     let lengths = run.group_lengths();
-    if lengths == [3, 2, 4] && all_separators_are(run, |separator| separator == "-") && plausible_ssn(&digits)
-    {
+    // The SSN shape alone is enough, except while a card is being read (where 3-2-4 is a card fragment).
+    let ssn_shaped = lengths == [3, 2, 4]
+        && all_separators_are(run, |separator| separator == "-")
+        && plausible_ssn(&digits);
+    if ssn_shaped && (!context.payment || context.ssn.is_some()) {
         return Some(EntityKind::Ssn);
     }
     if count == 9 {

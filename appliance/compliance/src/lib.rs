@@ -33,8 +33,8 @@
 //!   for them is open (asked within the last three segments and not yet answered); SSNs, bank and routing
 //!   numbers, dates of birth and bare phone numbers likewise need their cue, except for unmistakable shapes
 //!   (`123-45-6789`, `(555) 010-0199`, `+44 …`, written email addresses).
-//! - Hold policy: a segment in payment context that ends in fewer than 13 digits (after filler words such as
-//!   "okay") is held until its leg speaks again, until [`ConversationRedactor::poll`] passes the hold window
+//! - Hold policy: a segment in payment context that ends in digits (before filler words such as "okay")
+//!   which may go on — fewer than 19, not already an expiry date, security code or other answer — is held until its leg speaks again, until [`ConversationRedactor::poll`] passes the hold window
 //!   ([`RedactorConfig::hold_window_ms`], 8 s of call time by default) or until
 //!   [`ConversationRedactor::finish`]. The other leg is not held up. At most
 //!   [`RedactorConfig::max_held_per_leg`] segments are held per leg; beyond that the oldest is released

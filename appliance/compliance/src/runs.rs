@@ -156,9 +156,18 @@ fn glued_to_letters(tokens: &[Token], first: usize, last: usize) -> bool {
     before || after
 }
 
+/// How to read an "oh" that starts a run and is set off by punctuation ("Oh, four one …").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeadingOh {
+    /// An interjection: not part of the number (how a segment is read on its own).
+    Interjection,
+    /// A zero: the segment may be continuing a number read out over several segments.
+    Zero,
+}
+
 /// Finds every digit run in `tokens`, skipping tokens for which `blocked` is true (already redacted as
 /// something else). A leading "oh" followed by punctuation is dropped: there it is an interjection.
-pub(crate) fn find_runs(tokens: &[Token], blocked: &[bool]) -> Vec<Run> {
+pub(crate) fn find_runs(tokens: &[Token], blocked: &[bool], leading_oh: LeadingOh) -> Vec<Run> {
     let mut runs = Vec::new();
     let mut current = Run::default();
     let mut separator = String::new();
@@ -205,12 +214,12 @@ pub(crate) fn find_runs(tokens: &[Token], blocked: &[bool]) -> Vec<Run> {
                 _ => false,
             };
         if !is_separator {
-            finish_run(&mut runs, std::mem::take(&mut current), tokens);
+            finish_run(&mut runs, std::mem::take(&mut current), tokens, leading_oh);
             separator.clear();
         }
         index += 1;
     }
-    finish_run(&mut runs, current, tokens);
+    finish_run(&mut runs, current, tokens, leading_oh);
     runs
 }
 
@@ -223,10 +232,12 @@ fn is_weak_zero_piece(piece: &Piece, tokens: &[Token]) -> bool {
             .is_some_and(spoken::is_weak_zero)
 }
 
-fn finish_run(runs: &mut Vec<Run>, run: Run, tokens: &[Token]) {
-    // "Oh, four one …": a leading "oh" set off by punctuation is an interjection, not a zero.
+fn finish_run(runs: &mut Vec<Run>, run: Run, tokens: &[Token], leading_oh: LeadingOh) {
+    // "Oh, four one …": a leading "oh" set off by punctuation is an interjection, not a zero. A lone "oh" is
+    // kept: it may be the next digit of a number read out segment by segment.
     let mut first = 0;
-    while first < run.pieces.len()
+    while leading_oh == LeadingOh::Interjection
+        && first + 1 < run.pieces.len()
         && is_weak_zero_piece(&run.pieces[first], tokens)
         && run
             .separators
@@ -303,7 +314,10 @@ mod tests {
 
     fn runs_of(text: &str) -> Vec<String> {
         let tokens = tokenize(text);
-        find_runs(&tokens, &[]).iter().map(Run::digits).collect()
+        find_runs(&tokens, &[], LeadingOh::Interjection)
+            .iter()
+            .map(Run::digits)
+            .collect()
     }
 
     #[test]
@@ -322,13 +336,15 @@ mod tests {
         assert_eq!(runs_of("4 to 11 days, total 159.74"), ["4", "11", "159", "74"]);
         assert_eq!(runs_of("oh, four two oh"), ["420"]);
         assert_eq!(runs_of("oh four twenty eight"), ["0428"]);
-        assert_eq!(runs_of("Oh okay"), Vec::<String>::new());
+        let continuing = find_runs(&tokenize("oh. nine"), &[], LeadingOh::Zero);
+        assert_eq!(continuing[0].digits(), "09");
+        assert_eq!(runs_of("Oh okay"), ["0"]);
     }
 
     #[test]
     fn digits_glued_to_letters_are_marked() {
         let tokens = tokenize("ref F6974 and 17th");
-        let runs = find_runs(&tokens, &[]);
+        let runs = find_runs(&tokens, &[], LeadingOh::Interjection);
         assert!(runs[0].pieces[0].glued_to_letters);
         assert!(runs[1].pieces[0].glued_to_letters);
     }
