@@ -112,8 +112,24 @@ fn cues_in(tokens: &[Token], payment_active: bool) -> Vec<Cue> {
                 found.push(*cue);
             }
         }
-        // A bare "code" only asks for the security code while a card is being discussed.
-        if words[start] == "code" && (payment_active || found.contains(&Cue::Payment)) {
+        // A bare "code" only asks for the security code while a card is being discussed, and not as in
+        // "zip code" or "area code".
+        let other_code = start > 0
+            && matches!(
+                words[start - 1],
+                "zip"
+                    | "postal"
+                    | "post"
+                    | "area"
+                    | "promo"
+                    | "discount"
+                    | "coupon"
+                    | "confirmation"
+                    | "reference"
+                    | "access"
+                    | "country"
+            );
+        if words[start] == "code" && !other_code && (payment_active || found.contains(&Cue::Payment)) {
             found.push(Cue::SecurityCode);
         }
     }
@@ -253,5 +269,11 @@ mod tests {
         assert!(!tracker.observe(0, &tokenize("The code is 4821.")).security_code);
         tracker.observe(1, &tokenize("Which card do you want to use?"));
         assert!(tracker.observe(2, &tokenize("And the code?")).security_code);
+        tracker.answered(Cue::SecurityCode, 2);
+        assert!(
+            !tracker
+                .observe(3, &tokenize("And the billing zip code?"))
+                .security_code
+        );
     }
 }

@@ -22,30 +22,39 @@ pub struct LegId(pub u32);
 /// When a word was spoken: its character range in the segment text and its time in call milliseconds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WordTiming {
+    /// Character range (Unicode scalar values) of the word in the segment text.
     pub chars: Range<usize>,
+    /// When the word starts, in call milliseconds.
     pub start_ms: u64,
+    /// When the word ends, in call milliseconds.
     pub end_ms: u64,
 }
 
 /// A finalised transcript segment, as the recogniser hands it over.
 #[derive(Debug, Clone)]
 pub struct Segment {
+    /// The leg (speaker) that said it.
     pub leg: LegId,
+    /// What the recogniser heard, unredacted.
     pub text: Pii<String>,
     /// Per-word timings over `text`; may be empty.
     pub words: Vec<WordTiming>,
+    /// When the segment starts, in call milliseconds.
     pub start_ms: u64,
+    /// When the segment ends, in call milliseconds; the hold window counts from here.
     pub end_ms: u64,
 }
 
 /// Where something was redacted: no value, only its kind, its place in the original text and its time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedactedSpan {
+    /// What was redacted.
     pub kind: EntityKind,
     /// Character range (Unicode scalar values) in the original, unredacted segment text.
     pub chars: Range<usize>,
-    /// Call time covered, from the word timings that overlap the span, else the segment's own range.
+    /// Start of the call time covered: from the word timings that overlap the span, else the segment's.
     pub start_ms: u64,
+    /// End of the call time covered, likewise.
     pub end_ms: u64,
 }
 
@@ -55,9 +64,13 @@ pub struct ReleasedSegment {
     /// Arrival order within the call (0, 1, 2 …). Held segments are released late, so a caller that needs
     /// transcript order sorts by this.
     pub sequence: u64,
+    /// The leg that said it.
     pub leg: LegId,
+    /// The segment's start, in call milliseconds.
     pub start_ms: u64,
+    /// The segment's end, in call milliseconds.
     pub end_ms: u64,
+    /// The redacted text: each redacted span replaced by its kind's token, e.g. `[CARD_NUMBER]`.
     pub text: Released,
     /// Sorted by position; non-overlapping.
     pub spans: Vec<RedactedSpan>,
@@ -139,6 +152,7 @@ pub struct ConversationRedactor {
 }
 
 impl ConversationRedactor {
+    /// A redactor for a new call.
     pub fn new(config: RedactorConfig) -> ConversationRedactor {
         ConversationRedactor {
             config,

@@ -262,7 +262,7 @@ fn phone_shaped(run: &Run, tokens: &[Token]) -> bool {
         .start
         .checked_sub(1)
         .and_then(|index| tokens.get(index))
-        .is_some_and(|token| token.is_punct('+'))
+        .is_some_and(|token| token.is_punct('+') || token.word() == Some("plus"))
         && (8..=15).contains(&digits.len());
     let national = match lengths.as_slice() {
         [3, 3, 4] => area_code_ok(&digits),
@@ -757,6 +757,14 @@ mod tests {
             "44 20 7946 0958"
         );
         assert_eq!(found("1 (800) 555 0199", no_context())[0].0, "1 (800) 555 0199");
+        assert_eq!(
+            found(
+                "plus four four seven seven double oh nine oh oh one two three",
+                no_context()
+            )[0]
+            .1,
+            EntityKind::Phone
+        );
         let asked = ActiveContext {
             phone: true,
             ..ActiveContext::default()
