@@ -215,7 +215,7 @@ fn plausible_ssn(digits: &str) -> bool {
     area != "000" && area != "666" && !area.starts_with('9') && group != "00" && serial != "0000"
 }
 
-/// Month and year as a card prints them: MMYY, M/YY, MM/YYYY.
+/// Month and year as a card prints them: MMYY, M/YY, MM/YYYY (or YYYY-MM).
 fn expiry_shaped(run: &Run) -> bool {
     let digits = run.digits();
     let month_ok = |month: &str| month.parse::<u8>().is_ok_and(|month| (1..=12).contains(&month));
@@ -227,7 +227,10 @@ fn expiry_shaped(run: &Run) -> bool {
                 && month_ok(&digits[..1])
         }
         4 => month_ok(&digits[..2]),
-        6 => month_ok(&digits[..2]) && digits[2..].starts_with("20"),
+        6 => {
+            (month_ok(&digits[..2]) && digits[2..].starts_with("20"))
+                || (digits.starts_with("20") && month_ok(&digits[4..]))
+        }
         _ => false,
     }
 }
@@ -661,6 +664,46 @@ mod tests {
         assert!(found("that was 402 dollars", asked_code).is_empty());
         assert!(found("it's 402", no_context()).is_empty());
         assert!(found("it's 04/28", no_context()).is_empty());
+    }
+
+    #[test]
+    fn expiry_dates_in_the_forms_asr_writes_them() {
+        let asked = ActiveContext {
+            payment: true,
+            expiry: true,
+            ..ActiveContext::default()
+        };
+        for (text, expiry) in [
+            ("it's 01/2029", "01/2029"),
+            ("expires 1/29.", "1/29"),
+            ("twelve twenty nine", "twelve twenty nine"),
+            (
+                "good through zero one slash twenty nine",
+                "zero one slash twenty nine",
+            ),
+            ("oh four, twenty-eight", "oh four, twenty-eight"),
+            ("expiration is March of twenty thirty", "March of twenty thirty"),
+            ("valid until 2028-11", "2028-11"),
+        ] {
+            assert_eq!(
+                found(text, asked),
+                [(expiry.to_string(), EntityKind::Expiry)],
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn card_numbers_as_pairs_or_with_thousands_separators() {
+        for text in [
+            "forty one eleven, eleven eleven, eleven eleven, eleven eleven",
+            "4,111,111,111,111,111",
+        ] {
+            assert_eq!(
+                found(text, no_context()),
+                [(text.to_string(), EntityKind::CardNumber)]
+            );
+        }
     }
 
     #[test]
