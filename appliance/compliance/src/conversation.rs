@@ -126,19 +126,29 @@ impl HeldChain {
         self.held_runs().map(Run::digit_count).sum()
     }
 
-    /// Whether a Luhn-valid card number runs from the held digits into `head` (the reader was not done).
-    fn card_continues_into(&self, head: Option<&Run>) -> bool {
-        let Some(head) = head else {
+    /// Whether the held digits are a whole card number: Luhn-valid, or long enough for one while no
+    /// Luhn-valid number read from their start runs on into `head`.
+    fn holds_whole_card(&self, head: Option<&Run>) -> bool {
+        let count = self.digit_count();
+        if count < *CARD_DIGITS.start() {
             return false;
+        }
+        let digits: String = self.held_runs().map(Run::digits).collect();
+        if runs::luhn_valid(&digits) {
+            return true;
+        }
+        let Some(head) = head else {
+            return true;
         };
         let held_pieces = self.held_runs().map(|run| run.pieces.len()).sum::<usize>();
         let pieces = self
             .held_runs()
             .chain([head])
             .flat_map(|run| run.pieces.iter().map(|piece| piece.digits.as_str()));
-        runs::card_windows(pieces)
+        // A number is read from its start; allow one leading piece of lead-in ("oh").
+        !runs::card_windows(pieces)
             .iter()
-            .any(|window| window.end > held_pieces)
+            .any(|window| window.start <= 1 && window.end > held_pieces)
     }
 }
 
@@ -186,12 +196,9 @@ impl ConversationRedactor {
             .head_run
             .as_ref()
             .is_some_and(|head| answered_as_something_else(head, &pending.detections));
-        if chain.digit_count() >= *CARD_DIGITS.start()
-            && head_answered
-            && !chain.card_continues_into(findings.head_run.as_ref())
-        {
-            // The held digits are long enough for a card number and what follows is the answer to another
-            // question (an expiry date, a security code): it must not be swallowed into the card number.
+        if head_answered && chain.holds_whole_card(findings.head_run.as_ref()) {
+            // The held digits are a card number and what follows is the answer to another question (an
+            // expiry date, a security code): it must not be swallowed into the card number.
             released.extend(resolve(std::mem::take(chain), None));
         }
         if !chain.segments.is_empty() {
