@@ -127,6 +127,11 @@ pub(crate) fn analyse(text: &str, tokens: &[Token], context: &ActiveContext) -> 
     let all_runs = runs::find_runs(tokens, &blocked, LeadingOh::Interjection);
     for run in &all_runs {
         for (range, kind) in classify_run_with_cards(run, tokens, context) {
+            let range = if kind == EntityKind::Phone {
+                with_phone_prefix(range, tokens)
+            } else {
+                range
+            };
             add_detection(&mut detections, range, kind);
         }
     }
@@ -146,6 +151,17 @@ pub(crate) fn analyse(text: &str, tokens: &[Token], context: &ActiveContext) -> 
         head_run,
         tail_run,
         only_digits,
+    }
+}
+
+/// A phone number's range widened over a "+" or "(" written right before it.
+fn with_phone_prefix(range: Range<usize>, tokens: &[Token]) -> Range<usize> {
+    let Some(first) = tokens.iter().position(|token| token.range.start == range.start) else {
+        return range;
+    };
+    match first.checked_sub(1).and_then(|index| tokens.get(index)) {
+        Some(prefix) if prefix.is_punct('(') || prefix.is_punct('+') => prefix.range.start..range.end,
+        _ => range,
     }
 }
 
@@ -797,8 +813,9 @@ mod tests {
         );
         assert_eq!(
             found("it's +44 20 7946 0958", no_context())[0].0,
-            "44 20 7946 0958"
+            "+44 20 7946 0958"
         );
+        assert_eq!(found("on (415) 555-0132.", no_context())[0].0, "(415) 555-0132");
         assert_eq!(found("1 (800) 555 0199", no_context())[0].0, "1 (800) 555 0199");
         assert_eq!(
             found(
