@@ -1,11 +1,59 @@
 //! The compliance gate: the one place transcript text passes on its way out of the appliance (into the
 //! transcript artifact and onto the event path). Writers of artifacts and events take [`Released`] text
-//! only, and only [`Gate::release`] makes it, so nothing can skip the gate.
+//! only, and only the gate makes it, so nothing can skip the gate.
 //!
-//! Today the gate releases text unchanged and says so ([`Gate::policy`] is `"none"`); PCI/PII redaction
-//! plugs in here without touching the transcription engine or the writers.
+//! Two ways through:
+//! - [`Gate::release`], the pass-through gate ([`Gate::policy`] is `"none"`) the runtime uses today;
+//! - [`ConversationRedactor`], the transcript redaction engine (issue 7): one per call, fed finalised
+//!   segments in order, it releases each segment with card numbers, security codes, expiry dates, SSNs,
+//!   bank and routing numbers, dates of birth, email addresses and phone numbers replaced by a token naming
+//!   the kind (`[CARD_NUMBER]`, `[CVV]` …), plus the spans redacted (kind, character range in the original
+//!   text, call time; never the value). It is sans-IO: call time is a parameter, it has no clock, does no
+//!   I/O and logs nothing.
+//!
+//! Modules, and what each owns:
+//! - `entity`: the kinds of sensitive data and their replacement tokens;
+//! - `lexer`: splitting transcript text into digit, word and punctuation tokens with byte ranges;
+//! - `spoken`: the spoken-number vocabulary (digit words, "double", teens and tens, ordinals, months);
+//! - `runs`: digit runs (written, spoken or mixed, with the separators ASR writes) and the Luhn and ABA
+//!   checksums;
+//! - `context`: the cues ("card number", "date of birth" …) that open a context for a few segments;
+//! - `detect`: what one segment holds, given its context;
+//! - `conversation`: the per-call streaming redactor, its hold policy for card numbers split across
+//!   segments, and the released form.
+//!
+//! ## Design decisions
+//! - A Luhn-valid run of 13–19 digits is a card number anywhere. In payment context (a card, expiry or
+//!   security code mentioned by either speaker in the last six segments) any run of 13 or more digits is
+//!   redacted as a card number even when it fails Luhn: a misrecognised digit must not leak the other
+//!   fifteen. In payment context a run of 8 or more digits that is nothing else (not an account number, SSN
+//!   or date of birth asked for) is taken as a fragment of a card number read in two goes; order numbers of
+//!   up to seven digits, amounts and times survive.
+//! - Security codes and expiry dates are only looked for in payment context, and only while the question
+//!   for them is open (asked within the last three segments and not yet answered); SSNs, bank and routing
+//!   numbers, dates of birth and bare phone numbers likewise need their cue, except for unmistakable shapes
+//!   (`123-45-6789`, `(555) 010-0199`, `+44 …`, written email addresses).
+//! - Hold policy: a segment in payment context that ends in digits (before filler words such as "okay")
+//!   which may go on — fewer than 19, not already an expiry date, security code or other answer — is held until its leg speaks again, until [`ConversationRedactor::poll`] passes the hold window
+//!   ([`RedactorConfig::hold_window_ms`], 8 s of call time by default) or until
+//!   [`ConversationRedactor::finish`]. The other leg is not held up. At most
+//!   [`RedactorConfig::max_held_per_leg`] segments are held per leg; beyond that the oldest is released
+//!   with its held digits redacted as a card number.
 
 use airlock_telemetry::Pii;
+
+mod context;
+mod conversation;
+mod detect;
+mod entity;
+mod lexer;
+mod runs;
+mod spoken;
+
+pub use conversation::{
+    ConversationRedactor, LegId, RedactedSpan, RedactorConfig, ReleasedSegment, Segment, WordTiming,
+};
+pub use entity::EntityKind;
 
 /// Text that has passed the gate and may be written for upload or sent as an event. Still personal data:
 /// it prints as `<redacted>` in logs like any `Pii`.
@@ -13,6 +61,10 @@ use airlock_telemetry::Pii;
 pub struct Released(Pii<String>);
 
 impl Released {
+    pub(crate) fn new(text: String) -> Released {
+        Released(Pii::new(text))
+    }
+
     /// The released text, for serialisation into an artifact or event.
     pub fn text(&self) -> &str {
         self.0.expose()
