@@ -124,7 +124,7 @@ impl fmt::Display for Problem {
             ),
             Problem::BadPrev { expected, found } => write!(
                 f,
-                "prev {found} is not the hash of the line before ({expected}): an entry was changed"
+                "prev {found} is not the hash of the line before ({expected}): that line or this one was changed"
             ),
             Problem::BadHead { expected, found } => write!(
                 f,
