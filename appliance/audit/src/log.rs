@@ -47,6 +47,12 @@ fn io_error(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> AuditErr
     move |source| AuditError::Io { op, path, source }
 }
 
+fn sync_dir(dir: &Path) -> Result<(), AuditError> {
+    File::open(dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(io_error("sync directory", dir))
+}
+
 /// What opening found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenReport {
@@ -88,7 +94,12 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens (creating) `<dir>/audit.jsonl`, verifies it and truncates a torn last line.
     pub fn open(dir: &Path, key: SigningKey) -> Result<(AuditLog, OpenReport), AuditError> {
-        fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+        if !dir.exists() {
+            fs::create_dir_all(dir).map_err(io_error("create", dir))?;
+            if let Some(parent) = dir.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+        }
         let path = dir.join(LOG_FILE);
         let created = !path.exists();
         let file = OpenOptions::new()
@@ -98,9 +109,7 @@ impl AuditLog {
             .open(&path)
             .map_err(io_error("open", &path))?;
         if created {
-            File::open(dir)
-                .and_then(|dir| dir.sync_all())
-                .map_err(io_error("sync directory", dir))?;
+            sync_dir(dir)?;
         }
 
         let mut verifier = Verifier::new(std::slice::from_ref(key.public_key()));
