@@ -1,5 +1,6 @@
 //! The `airlock` command: `run` loads the configuration (or the embedded defaults) and runs the appliance
-//! until SIGTERM/SIGINT; `check-config` validates a file and names the first bad key.
+//! until SIGTERM/SIGINT; `check-config` validates a file and names the first bad key; `audit verify` checks an
+//! audit log (and the checkpoints published from it) and names the first bad line.
 
 mod config;
 
@@ -37,6 +38,27 @@ enum Command {
         /// TOML configuration file.
         file: PathBuf,
     },
+    /// The tamper-evident audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Verify an audit log's hash chain and signed checkpoints (0 = valid, 1 = not valid or unreadable).
+    Verify {
+        /// The log (`<data>/audit/audit.jsonl`, or a copy).
+        log: PathBuf,
+        /// A trusted public key file (`<key>.pub`: 64 hex digits); repeat for several keys.
+        #[arg(long = "public-key", required = true)]
+        public_key: Vec<PathBuf>,
+        /// The checkpoints published from this log (their lines, one per line), kept off the appliance:
+        /// each must match the log, which detects a log rewritten or truncated after they left.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+    },
 }
 
 /// Exit status for configuration errors.
@@ -64,6 +86,14 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    log,
+                    public_key,
+                    checkpoints,
+                },
+        } => audit_verify(&log, &public_key, checkpoints.as_deref()),
         Command::Run { config } => {
             // Before any thread starts: the process may replace itself once (airlock_transcribe::blas).
             let blas_restart = airlock_transcribe::blas::restart_with_fitting_kernels();
@@ -86,6 +116,71 @@ fn main() -> ExitCode {
                 }
             };
             run(validated)
+        }
+    }
+}
+
+/// `airlock audit verify`: one summary line on stdout when valid, the file and line of the first problem on
+/// stderr otherwise.
+fn audit_verify(log: &Path, public_keys: &[PathBuf], checkpoints: Option<&Path>) -> ExitCode {
+    let result = (|| -> Result<airlock_audit::Report, String> {
+        let keys = public_keys
+            .iter()
+            .map(|path| airlock_audit::PublicKey::load(path).map_err(|error| error.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let log_bytes = std::fs::read(log).map_err(|error| format!("{}: {error}", log.display()))?;
+        let outcome = match checkpoints {
+            Some(path) => {
+                let published =
+                    std::fs::read(path).map_err(|error| format!("{}: {error}", path.display()))?;
+                airlock_audit::verify_with_checkpoints(&log_bytes, &published, &keys)
+            }
+            None => airlock_audit::verify(&log_bytes, &keys),
+        };
+        outcome.map_err(|error| {
+            let file = match (error.input, checkpoints) {
+                (airlock_audit::Input::Checkpoints, Some(path)) => path,
+                _ => log,
+            };
+            format!("{}: line {}: {}", file.display(), error.line, error.problem)
+        })
+    })();
+    match result {
+        Ok(report) => {
+            let mut summary = format!(
+                "{}: valid: {} entries, {} checkpoints",
+                log.display(),
+                report.entries,
+                report.checkpoints
+            );
+            if let Some(seq) = report.last_checkpoint_seq {
+                summary.push_str(&format!(" (last at seq {seq})"));
+            }
+            summary.push_str(&format!(
+                ", {} entries after the last checkpoint (not yet signed)",
+                report.uncovered_entries
+            ));
+            if checkpoints.is_some() {
+                summary.push_str(&format!(
+                    ", {} published checkpoints match",
+                    report.published_checkpoints_matched
+                ));
+            }
+            if report.torn_tail_bytes > 0 {
+                summary.push_str(&format!(
+                    ", torn last line ({} bytes) ignored",
+                    report.torn_tail_bytes
+                ));
+            }
+            #[expect(clippy::print_stdout, reason = "the summary is the command's output")]
+            {
+                println!("{summary}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::FAILURE
         }
     }
 }
