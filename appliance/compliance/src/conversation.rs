@@ -74,6 +74,20 @@ pub struct ReleasedSegment {
     pub text: Released,
     /// Sorted by position; non-overlapping.
     pub spans: Vec<RedactedSpan>,
+    /// The segment's timed words, released: a word that touches a redacted span is replaced by the span's
+    /// token, and the words of one span become one entry.
+    pub words: Vec<ReleasedWord>,
+}
+
+/// One timed word of a released segment.
+#[derive(Debug, Clone)]
+pub struct ReleasedWord {
+    /// The word as heard, or the token of the span it belongs to.
+    pub text: Released,
+    pub start_ms: u64,
+    pub end_ms: u64,
+    /// The input words (indices into [`Segment::words`]) this entry stands for.
+    pub source: Range<usize>,
 }
 
 /// How long and how much the redactor may hold back.
@@ -459,6 +473,7 @@ fn release(pending: PendingSegment) -> ReleasedSegment {
         });
     }
     redacted.push_str(text.get(copied_to..).unwrap_or_default());
+    let words = released_words(text, &segment.words, &spans);
     ReleasedSegment {
         sequence,
         leg: segment.leg,
@@ -466,5 +481,49 @@ fn release(pending: PendingSegment) -> ReleasedSegment {
         end_ms: segment.end_ms,
         text: Released::new(redacted),
         spans,
+        words,
     }
+}
+
+/// The timed words with every word that touches a span replaced by the span's token (one entry per span).
+fn released_words(text: &str, words: &[WordTiming], spans: &[RedactedSpan]) -> Vec<ReleasedWord> {
+    let mut released: Vec<ReleasedWord> = Vec::with_capacity(words.len());
+    let mut last_span = None;
+    for (index, word) in words.iter().enumerate() {
+        let covering = spans
+            .iter()
+            .position(|span| word.chars.start < span.chars.end && span.chars.start < word.chars.end);
+        match covering {
+            Some(span) if last_span == Some(span) => {
+                if let Some(entry) = released.last_mut() {
+                    entry.end_ms = entry.end_ms.max(word.end_ms);
+                    entry.source.end = index + 1;
+                }
+            }
+            Some(span) => {
+                released.push(ReleasedWord {
+                    text: Released::new(spans[span].kind.replacement().to_string()),
+                    start_ms: word.start_ms,
+                    end_ms: word.end_ms,
+                    source: index..index + 1,
+                });
+                last_span = Some(span);
+            }
+            None => {
+                let heard: String = text
+                    .chars()
+                    .skip(word.chars.start)
+                    .take(word.chars.len())
+                    .collect();
+                released.push(ReleasedWord {
+                    text: Released::new(heard),
+                    start_ms: word.start_ms,
+                    end_ms: word.end_ms,
+                    source: index..index + 1,
+                });
+                last_span = None;
+            }
+        }
+    }
+    released
 }

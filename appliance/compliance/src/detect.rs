@@ -135,6 +135,22 @@ pub(crate) fn analyse(text: &str, tokens: &[Token], context: &ActiveContext) -> 
             add_detection(&mut detections, range, kind);
         }
     }
+    // Where a segment holds card data, other digit groups in it are taken as pieces of the same number
+    // that the recogniser split with misheard words ("4929, I'm free for 5346 …").
+    if detections
+        .iter()
+        .any(|found| found.kind == EntityKind::CardNumber)
+    {
+        for run in &all_runs {
+            let range = run.range();
+            let detected = detections
+                .iter()
+                .any(|found| found.range.start < range.end && range.start < found.range.end);
+            if !detected && run.digit_count() >= MIN_PIECE_BESIDE_CARD_DIGITS && !is_amount(run, tokens) {
+                add_detection(&mut detections, range, EntityKind::CardNumber);
+            }
+        }
+    }
     // Across segments a leading "oh" reads as a zero: "… four three" / "oh, nine five".
     let edge_runs = runs::find_runs(tokens, &blocked, LeadingOh::Zero);
     let head_run = edge_runs
@@ -292,9 +308,13 @@ fn phone_shaped(run: &Run, tokens: &[Token]) -> bool {
 }
 
 /// In payment context, a run this long that is nothing else is taken as part of a card number (read in two
-/// goes, or with words in between): PCI allows at most the first six and last four digits to be shown, and
-/// order or confirmation numbers are usually shorter.
-pub(crate) const MIN_CARD_FRAGMENT_DIGITS: usize = 8;
+/// goes, with words in between, or with digits lost by the recogniser): PCI allows at most the first six and
+/// last four digits to be shown, so more than six digits of a card must not leave. Order or confirmation
+/// numbers of seven or more digits in a payment call are redacted too — over-redaction by design.
+pub(crate) const MIN_CARD_FRAGMENT_DIGITS: usize = 7;
+
+/// Beside card data in the same segment, a digit group this long is taken as another piece of the card.
+const MIN_PIECE_BESIDE_CARD_DIGITS: usize = 3;
 
 /// Classifies a digit run that holds no whole card number.
 fn classify_run(run: &Run, tokens: &[Token], context: &ActiveContext) -> Option<EntityKind> {
@@ -720,6 +740,17 @@ mod tests {
                 [(text.to_string(), EntityKind::CardNumber)]
             );
         }
+    }
+
+    #[test]
+    fn digit_groups_beside_card_data_are_card_data_too() {
+        let found = found("sure it's 4929, I'm free for 5346 2781 3676", payment());
+        assert!(
+            found
+                .iter()
+                .any(|(text, kind)| text == "4929" && *kind == EntityKind::CardNumber),
+            "{found:?}"
+        );
     }
 
     #[test]

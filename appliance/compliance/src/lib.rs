@@ -2,14 +2,12 @@
 //! transcript artifact and onto the event path). Writers of artifacts and events take [`Released`] text
 //! only, and only the gate makes it, so nothing can skip the gate.
 //!
-//! Two ways through:
-//! - [`Gate::release`], the pass-through gate ([`Gate::policy`] is `"none"`) the runtime uses today;
-//! - [`ConversationRedactor`], the transcript redaction engine (issue 7): one per call, fed finalised
-//!   segments in order, it releases each segment with card numbers, security codes, expiry dates, SSNs,
-//!   bank and routing numbers, dates of birth, email addresses and phone numbers replaced by a token naming
-//!   the kind (`[CARD_NUMBER]`, `[CVV]` …), plus the spans redacted (kind, character range in the original
-//!   text, call time; never the value). It is sans-IO: call time is a parameter, it has no clock, does no
-//!   I/O and logs nothing.
+//! The way through is [`ConversationRedactor`], the transcript redaction engine: one per call, fed
+//! finalised segments in order, it releases each segment with card numbers, security codes, expiry dates,
+//! SSNs, bank and routing numbers, dates of birth, email addresses and phone numbers replaced by a token
+//! naming the kind (`[CARD_NUMBER]`, `[CVV]` …), plus the spans redacted (kind, character range in the
+//! original text, call time; never the value). It is sans-IO: call time is a parameter, it has no clock,
+//! does no I/O and logs nothing.
 //!
 //! Modules, and what each owns:
 //! - `entity`: the kinds of sensitive data and their replacement tokens;
@@ -26,7 +24,7 @@
 //! - A Luhn-valid run of 13–19 digits is a card number anywhere. In payment context (a card, expiry or
 //!   security code mentioned by either speaker in the last six segments) any run of 13 or more digits is
 //!   redacted as a card number even when it fails Luhn: a misrecognised digit must not leak the other
-//!   fifteen. In payment context a run of 8 or more digits that is nothing else (not an account number, SSN
+//!   fifteen. In payment context a run of 7 or more digits that is nothing else (not an account number, SSN
 //!   or date of birth asked for) is taken as a fragment of a card number read in two goes; order numbers of
 //!   up to seven digits, amounts and times survive.
 //! - Security codes and expiry dates are only looked for in payment context, and only while the question
@@ -51,7 +49,8 @@ mod runs;
 mod spoken;
 
 pub use conversation::{
-    ConversationRedactor, LegId, RedactedSpan, RedactorConfig, ReleasedSegment, Segment, WordTiming,
+    ConversationRedactor, LegId, RedactedSpan, RedactorConfig, ReleasedSegment, ReleasedWord, Segment,
+    WordTiming,
 };
 pub use entity::EntityKind;
 
@@ -71,39 +70,6 @@ impl Released {
     }
 }
 
-/// Decides what transcript text may leave.
-#[derive(Debug, Clone, Default)]
-pub struct Gate {
-    _private: (),
-}
-
-impl Gate {
-    /// The gate in force until redaction exists: every word is released as it was heard.
-    pub fn pass_through() -> Gate {
-        Gate { _private: () }
-    }
-
-    /// The redaction policy applied, as recorded in artifacts: `"none"` for the pass-through gate.
-    pub fn policy(&self) -> &'static str {
-        "none"
-    }
-
-    /// Releases one piece of transcript text.
-    pub fn release(&self, text: &Pii<String>) -> Released {
-        Released(text.clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pass_through_releases_text_unchanged_and_keeps_it_out_of_debug_output() {
-        let gate = Gate::pass_through();
-        let released = gate.release(&Pii::new("my card is 4111".to_string()));
-        assert_eq!(released.text(), "my card is 4111");
-        assert_eq!(gate.policy(), "none");
-        assert!(!format!("{released:?}").contains("4111"));
-    }
-}
+/// The redaction policy the transcript artifacts record (`redaction_policy`): this crate's detectors and
+/// hold policy, versioned so a change of behaviour is visible in what was written.
+pub const REDACTION_POLICY: &str = "airlock-pii-1";

@@ -275,3 +275,48 @@ fn digits_after_a_whole_card_number_are_not_swallowed_into_it() {
     let released = redactor.push(segment(CALLER, "11/27", 5_500, 6_000));
     assert_eq!(texts(&released), ["[CARD_NUMBER]", "[CARD_NUMBER]", "[EXPIRY]"]);
 }
+
+#[test]
+fn timed_words_are_released_with_each_redacted_span_as_one_token() {
+    let mut redactor = ConversationRedactor::new(RedactorConfig::default());
+    asked_for_card(&mut redactor);
+    let text = "It is 4111 1111 1111 1111 thanks";
+    let words = [(0, 2), (3, 5), (6, 10), (11, 15), (16, 20), (21, 25), (26, 32)]
+        .iter()
+        .enumerate()
+        .map(|(i, &(start, end))| WordTiming {
+            chars: start..end,
+            start_ms: 3_000 + i as u64 * 400,
+            end_ms: 3_350 + i as u64 * 400,
+        })
+        .collect();
+    let mut released = redactor.push(Segment {
+        leg: CALLER,
+        text: Pii::new(text.to_string()),
+        words,
+        start_ms: 3_000,
+        end_ms: 6_000,
+    });
+    released.extend(redactor.finish());
+    let [segment] = released.as_slice() else {
+        panic!("one segment expected, got {}", released.len());
+    };
+    let words: Vec<(&str, u64, u64, std::ops::Range<usize>)> = segment
+        .words
+        .iter()
+        .map(|word| (word.text.text(), word.start_ms, word.end_ms, word.source.clone()))
+        .collect();
+    assert_eq!(
+        words,
+        [
+            ("It", 3_000, 3_350, 0..1),
+            ("is", 3_400, 3_750, 1..2),
+            ("[CARD_NUMBER]", 3_800, 5_350, 2..6),
+            ("thanks", 5_400, 5_750, 6..7),
+        ]
+    );
+    assert_eq!(
+        (segment.spans[0].start_ms, segment.spans[0].end_ms),
+        (3_800, 5_350)
+    );
+}

@@ -1,14 +1,20 @@
 //! A call's transcript on the runtime side: feeds each leg's decoded PCM to the transcription engine, takes
-//! its segments as they finalise, passes their text through the compliance gate, appends each one to the
-//! event log (the path toward MQTT) at once, and at the end of the call writes `transcript.json` and
-//! `transcript.vtt` into the call directory. Only gate-released text is ever written; no text is logged.
+//! its segments as they finalise, passes them through the call's redactor (airlock-compliance: card
+//! numbers, security codes, SSNs … replaced by tokens, in memory), appends each released segment to the
+//! event log (the path toward MQTT), and at the end of the call writes `transcript.json` and
+//! `transcript.vtt` into the call directory. Only redactor-released text is ever written or sent; no text
+//! is logged. A segment the redactor holds back (digits that may continue in the speaker's next segment)
+//! is released when that speaker goes on, when a later segment of the call passes its hold window, or when
+//! the call ends.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use airlock_compliance::{Gate, Released};
+use airlock_compliance::{
+    ConversationRedactor, LegId, RedactorConfig, Released, ReleasedSegment as Redacted, WordTiming,
+};
 use airlock_telemetry::TranscriptionMetrics;
 use airlock_transcribe::{
     CallTranscription, DecoderConfig, Gap, Model, ModelError, PoolConfig, Segment, SegmentSink, SileroModel,
@@ -71,18 +77,18 @@ pub fn start(
     );
     Ok(Transcription {
         engine,
-        gate: Gate::pass_through(),
+        redaction: RedactorConfig::default(),
         finish_timeout: settings.finish_timeout,
         model_name,
     })
 }
 
-/// What the call tasks need to transcribe: the engine, the gate, and how long a finished call may wait
-/// for its last segments before its transcript is written as incomplete.
+/// What the call tasks need to transcribe: the engine, the redactor's settings, and how long a finished
+/// call may wait for its last segments before its transcript is written as incomplete.
 #[derive(Clone, Debug)]
 pub struct Transcription {
     pub engine: Transcriber,
-    pub gate: Gate,
+    pub redaction: RedactorConfig,
     pub finish_timeout: Duration,
     /// The model's file name, recorded in each transcript.
     pub model_name: String,
@@ -100,10 +106,19 @@ pub(crate) struct CallTranscript {
 struct TranscriptSink {
     call: String,
     started_wall: SystemTime,
-    gate: Gate,
+    redaction: Mutex<Redaction>,
     data_dir: DataDir,
     model_name: String,
     state: Mutex<SinkState>,
+}
+
+/// The call's redactor and what the runtime keeps of each segment it may still hold.
+#[derive(Debug)]
+struct Redaction {
+    redactor: ConversationRedactor,
+    /// Per segment handed to the redactor (by its arrival sequence): word probabilities and confidence.
+    scores: BTreeMap<u64, (Vec<f32>, f32)>,
+    next_sequence: u64,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +144,43 @@ struct ReleasedSegment {
     text: Released,
     words: Vec<(Released, u64, u64, f32)>,
     confidence: f32,
+    /// What was redacted: kind and call time, never the value.
+    redactions: Vec<JsonRedaction>,
+}
+
+/// One redacted span of a released segment.
+#[derive(Debug, Clone, Serialize)]
+struct JsonRedaction {
+    kind: &'static str,
+    start_ms: u64,
+    end_ms: u64,
+}
+
+/// The timed words of `segment` located in its text (character ranges, in order); words that cannot be
+/// found are left out of the timings, so their time falls back to the segment's.
+fn locate_words(segment: &Segment) -> Vec<WordTiming> {
+    let text = segment.text.expose();
+    let mut timings = Vec::with_capacity(segment.words.len());
+    let mut from_byte = 0;
+    for word in &segment.words {
+        let wanted = word.text.expose().trim();
+        if wanted.is_empty() {
+            continue;
+        }
+        let Some(found) = text.get(from_byte..).and_then(|rest| rest.find(wanted)) else {
+            continue;
+        };
+        let start_byte = from_byte + found;
+        let end_byte = start_byte + wanted.len();
+        let start = text[..start_byte].chars().count();
+        timings.push(WordTiming {
+            chars: start..start + wanted.chars().count(),
+            start_ms: word.start_ms,
+            end_ms: word.end_ms,
+        });
+        from_byte = end_byte;
+    }
+    timings
 }
 
 fn lock(state: &Mutex<SinkState>) -> std::sync::MutexGuard<'_, SinkState> {
@@ -137,28 +189,88 @@ fn lock(state: &Mutex<SinkState>) -> std::sync::MutexGuard<'_, SinkState> {
 
 impl SegmentSink for TranscriptSink {
     fn segment(&self, segment: Segment) {
-        let released = ReleasedSegment {
-            leg: segment.leg,
-            start_ms: segment.start_ms,
-            end_ms: segment.end_ms,
-            text: self.gate.release(&segment.text),
-            words: segment
+        let words = locate_words(&segment);
+        let released = {
+            let mut redaction = self
+                .redaction
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let sequence = redaction.next_sequence;
+            redaction.next_sequence += 1;
+            let probabilities = segment
                 .words
                 .iter()
+                .filter(|word| !word.text.expose().trim().is_empty())
+                .map(|word| word.probability)
+                .collect();
+            redaction
+                .scores
+                .insert(sequence, (probabilities, segment.confidence));
+            let end_ms = segment.end_ms;
+            let mut released = redaction.redactor.push(airlock_compliance::Segment {
+                leg: LegId(u32::try_from(segment.leg).unwrap_or(u32::MAX)),
+                text: segment.text,
+                words,
+                start_ms: segment.start_ms,
+                end_ms,
+            });
+            // Call time has reached this segment's end: segments held longer than the window go now.
+            released.extend(redaction.redactor.poll(end_ms));
+            released
+                .into_iter()
+                .map(|released| redaction.take(released))
+                .collect::<Vec<_>>()
+        };
+        for released in released {
+            self.publish(released);
+        }
+    }
+
+    fn gap(&self, gap: Gap) {
+        lock(&self.state).gaps.push(gap);
+    }
+}
+
+impl Redaction {
+    /// The runtime's form of a segment the redactor released, with the scores kept for it.
+    fn take(&mut self, released: Redacted) -> ReleasedSegment {
+        let (probabilities, confidence) = self.scores.remove(&released.sequence).unwrap_or_default();
+        ReleasedSegment {
+            leg: released.leg.0 as usize,
+            start_ms: released.start_ms,
+            end_ms: released.end_ms,
+            text: released.text,
+            words: released
+                .words
+                .into_iter()
                 .map(|word| {
-                    (
-                        self.gate.release(&word.text),
-                        word.start_ms,
-                        word.end_ms,
-                        word.probability,
-                    )
+                    let probability = probabilities
+                        .get(word.source.clone())
+                        .and_then(|covered| covered.iter().copied().reduce(f32::min))
+                        .unwrap_or(confidence);
+                    (word.text, word.start_ms, word.end_ms, probability)
                 })
                 .collect(),
-            confidence: segment.confidence,
-        };
+            confidence,
+            redactions: released
+                .spans
+                .iter()
+                .map(|span| JsonRedaction {
+                    kind: span.kind.label(),
+                    start_ms: span.start_ms,
+                    end_ms: span.end_ms,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl TranscriptSink {
+    /// Appends a released segment to the event log and keeps it for the transcript files.
+    fn publish(&self, released: ReleasedSegment) {
         let speaker = lock(&self.state)
             .legs
-            .get(&segment.leg)
+            .get(&released.leg)
             .map(|leg| leg.speaker.clone())
             .unwrap_or_default();
         let event = SegmentEvent {
@@ -173,8 +285,21 @@ impl SegmentSink for TranscriptSink {
         lock(&self.state).segments.push(released);
     }
 
-    fn gap(&self, gap: Gap) {
-        lock(&self.state).gaps.push(gap);
+    /// Releases what the redactor still holds (the call has ended).
+    fn release_held(&self) {
+        let released: Vec<ReleasedSegment> = {
+            let mut redaction = self
+                .redaction
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let held = redaction.redactor.finish();
+            held.into_iter()
+                .map(|released| redaction.take(released))
+                .collect()
+        };
+        for released in released {
+            self.publish(released);
+        }
     }
 }
 
@@ -197,6 +322,8 @@ struct JsonSegment<'a> {
     text: &'a str,
     confidence: f32,
     words: Vec<JsonWord<'a>>,
+    /// What was redacted in this segment (kind and call time; never the value).
+    redactions: &'a [JsonRedaction],
 }
 
 #[derive(Serialize)]
@@ -254,6 +381,7 @@ impl TranscriptSink {
                     probability: *probability,
                 })
                 .collect(),
+            redactions: &segment.redactions,
         }
     }
 }
@@ -269,7 +397,11 @@ impl CallTranscript {
         let sink = Arc::new(TranscriptSink {
             call: call.to_string(),
             started_wall,
-            gate: transcription.gate.clone(),
+            redaction: Mutex::new(Redaction {
+                redactor: ConversationRedactor::new(transcription.redaction),
+                scores: BTreeMap::new(),
+                next_sequence: 0,
+            }),
             data_dir: data_dir.clone(),
             model_name: transcription.model_name.clone(),
             state: Mutex::new(SinkState::default()),
@@ -316,6 +448,7 @@ impl CallTranscript {
             tracing::warn!("transcription did not finish in time; the transcript is incomplete");
         }
         let sink = self.sink;
+        tokio::task::block_in_place(|| sink.release_held());
         let dir = dir.to_path_buf();
         tokio::task::block_in_place(|| write_files(&sink, &dir, complete))
             .map_err(|error| tracing::error!(%error, "cannot write the transcript"))
@@ -342,7 +475,7 @@ fn write_files(sink: &TranscriptSink, dir: &Path, complete: bool) -> std::io::Re
         call: &sink.call,
         started_at: rfc3339(sink.started_wall),
         model: &sink.model_name,
-        redaction_policy: sink.gate.policy(),
+        redaction_policy: airlock_compliance::REDACTION_POLICY,
         complete,
         legs: state.legs.values().cloned().collect(),
         segments: state
@@ -380,7 +513,7 @@ fn write_files(sink: &TranscriptSink, dir: &Path, complete: bool) -> std::io::Re
         segments: state.segments.len(),
         gaps: state.gaps.len(),
         complete,
-        redaction_policy: sink.gate.policy().into(),
+        redaction_policy: airlock_compliance::REDACTION_POLICY.into(),
     })
 }
 
