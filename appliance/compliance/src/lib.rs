@@ -17,6 +17,7 @@
 //!   checksums;
 //! - `context`: the cues ("card number", "date of birth" …) that open a context for a few segments;
 //! - `detect`: what one segment holds, given its context;
+//! - `leak`: the last-gate scanner for what is about to leave (card numbers, SSNs, unmasked digit runs);
 //! - `conversation`: the per-call streaming redactor, its hold policy for card numbers split across
 //!   segments, and the released form.
 //!
@@ -44,6 +45,7 @@ mod context;
 mod conversation;
 mod detect;
 mod entity;
+mod leak;
 mod lexer;
 mod runs;
 mod spoken;
@@ -53,6 +55,7 @@ pub use conversation::{
     WordTiming,
 };
 pub use entity::EntityKind;
+pub use leak::{Leak, LeakKind, MAX_UNMASKED_DIGITS, scan_json, scan_webvtt};
 
 /// Text that has passed the gate and may be written for upload or sent as an event. Still personal data:
 /// it prints as `<redacted>` in logs like any `Pii`.

@@ -6,6 +6,13 @@
 //! appended to `<data>/uplink/events.jsonl` (at least once: a crash between the append and the
 //! acknowledgement repeats that line). A failed delivery is retried after a jittered backoff;
 //! nothing is dropped. The spool also answers admission: when it nears its limit, new calls are refused.
+//!
+//! Nothing enters the spool without passing the last gate (`airlock_compliance::scan_json` /
+//! `scan_webvtt`, and an age header for audio): an item with card data, an SSN or an unmasked digit run, or
+//! audio that is not age-encrypted, is held in `<data>/blocked/` instead, audited and alarmed
+//! (`leak_blocked`, raised while `blocked/` holds anything). Every artifact spooled, blocked, uploaded and
+//! purged (its on-prem copy deleted once its sink took it) goes into the hash-chained audit log
+//! (`<data>/audit/`, airlock-audit), whose signed checkpoints are published as `audit/checkpoint` events.
 
 use std::io::{Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -21,6 +28,7 @@ use airlock_telemetry::{Alarm, Metrics, OutboxSink};
 use crate::alarm::Alarms;
 use crate::mqtt::MqttSettings;
 use crate::s3::{S3Failure, S3Settings, S3Sink};
+use airlock_audit::{AuditLog, EventKind as AuditKind};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -66,6 +74,7 @@ pub(crate) struct Shared {
     /// lock (SIP and VoiceStream admission run on async threads).
     admission_open: AtomicBool,
     alarms: Alarms,
+    audit: Mutex<AuditLog>,
     settings: OutboxSettings,
     pub(crate) metrics: Metrics,
     data_root: PathBuf,
@@ -92,6 +101,107 @@ impl Shared {
         };
         self.changed.notify_all();
         result
+    }
+
+    /// Appends to the audit log (never with the spool locked), and publishes a signed checkpoint every
+    /// [`AUDIT_CHECKPOINT_EVERY`] entries. An audit failure is logged; it does not stop delivery.
+    pub(crate) fn audit(&self, kind: AuditKind, subject: &str, detail: serde_json::Value) {
+        let at = crate::clock::rfc3339(SystemTime::now());
+        let detail = match detail {
+            serde_json::Value::Object(fields) => Some(fields),
+            _ => None,
+        };
+        let checkpoint = {
+            let mut log = lock_audit(&self.audit);
+            if let Err(error) = log.append(kind, subject, detail, &at) {
+                tracing::error!(%error, "cannot append to the audit log");
+                return;
+            }
+            if log.entries_since_checkpoint() < AUDIT_CHECKPOINT_EVERY {
+                return;
+            }
+            log.checkpoint(&at)
+        };
+        self.publish_checkpoint(checkpoint);
+    }
+
+    /// Signs what the audit log holds so far (at start-up and shutdown) and publishes it.
+    pub(crate) fn audit_checkpoint(&self) {
+        let checkpoint = {
+            let mut log = lock_audit(&self.audit);
+            if log.entries_since_checkpoint() == 0 {
+                return;
+            }
+            log.checkpoint(&crate::clock::rfc3339(SystemTime::now()))
+        };
+        self.publish_checkpoint(checkpoint);
+    }
+
+    fn publish_checkpoint(&self, checkpoint: Result<airlock_audit::Checkpoint, airlock_audit::AuditError>) {
+        match checkpoint {
+            Ok(checkpoint) => {
+                if let Err(error) = self.spool_event("audit/checkpoint", checkpoint.line.into_bytes()) {
+                    tracing::error!(%error, "cannot spool the audit checkpoint");
+                }
+            }
+            Err(error) => tracing::error!(%error, "cannot write an audit checkpoint"),
+        }
+    }
+
+    /// Spools one event after the last gate; an event the gate stops is held in `blocked/` (false).
+    pub(crate) fn spool_event(&self, topic: &str, body: Vec<u8>) -> Result<bool, SpoolError> {
+        if let Some(leak) = airlock_compliance::scan_json(&body) {
+            self.block(topic, &format!("{} at {}", leak.kind.label(), leak.place), None);
+            return Ok(false);
+        }
+        {
+            let mut spool = lock(&self.spool);
+            spool.append(event_record(topic, body), unix_ms(SystemTime::now()))?;
+            refresh_gauges(self, &spool);
+        }
+        self.changed.notify_all();
+        self.events_waiting.notify_one();
+        Ok(true)
+    }
+
+    /// Holds an item the last gate stopped: the file (if any) is moved to `blocked/`, a marker names what
+    /// and why (never the value), and the block is audited and alarmed.
+    fn block(&self, subject: &str, reason: &str, file: Option<&Path>) {
+        tracing::error!(
+            subject,
+            reason,
+            "the last gate blocked an item on its way out; it is held in blocked/ for review"
+        );
+        let dir = self.data_root.join("blocked");
+        let held = (|| -> std::io::Result<()> {
+            create_dirs_durably(&dir)?;
+            let stamp = format!("{}-{:016x}", unix_ms(SystemTime::now()), random());
+            if let Some(file) = file {
+                let name = file
+                    .file_name()
+                    .map(|name| name.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                std::fs::rename(file, dir.join(format!("{stamp}-{name}")))?;
+            }
+            let marker = serde_json::json!({ "subject": subject, "reason": reason, "at": crate::clock::rfc3339(SystemTime::now()) });
+            crate::storage::write_atomically(
+                &dir.join(format!("{stamp}.blocked.json")),
+                marker.to_string().as_bytes(),
+            )
+        })();
+        if let Err(error) = held {
+            tracing::error!(%error, "cannot hold the blocked item in blocked/");
+        }
+        self.audit(
+            AuditKind::ArtifactBlocked,
+            subject,
+            serde_json::json!({ "reason": reason }),
+        );
+        self.set_alarm(
+            Alarm::LeakBlocked,
+            true,
+            "the last gate blocked an item; review and remove what is in blocked/",
+        );
     }
 
     /// Raises or clears `alarm`; on a change it is logged, shown on the gauge and spooled on `alarm/{name}`.
@@ -147,12 +257,29 @@ fn s3_sink(shared: &Shared, settings: &S3Settings, uploads_dir: &Path) -> S3Sink
     }
 }
 
+/// Entries between two published audit checkpoints.
+const AUDIT_CHECKPOINT_EVERY: u64 = 100;
+
+fn lock_audit(audit: &Mutex<AuditLog>) -> MutexGuard<'_, AuditLog> {
+    audit.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// How often the spool-full alarm follows the admission state.
 const ALARM_WATCH: Duration = Duration::from_millis(500);
 
-/// Raises `spool_full` while the spool refuses new calls and clears it when they are admitted again.
-fn watch_spool_full(shared: &Shared) {
+/// Raises `spool_full` while the spool refuses new calls and clears it when they are admitted again, and
+/// clears `leak_blocked` once `blocked/` has been emptied (reviewed).
+fn watch_alarms(shared: &Shared) {
+    let blocked = shared.data_root.join("blocked");
     loop {
+        let held = std::fs::read_dir(&blocked).is_ok_and(|mut entries| entries.next().is_some());
+        if !held {
+            shared.set_alarm(
+                Alarm::LeakBlocked,
+                false,
+                "blocked/ has been reviewed and emptied",
+            );
+        }
         let refusing = !shared.admission_open.load(Ordering::Relaxed);
         shared.set_alarm(
             Alarm::SpoolFull,
@@ -219,6 +346,22 @@ impl Outbox {
                 "outbox spool holds undelivered records; delivering them"
             );
         }
+        let audit_key = data_root.join("identity").join("audit-ed25519.key");
+        let audit_failed = |error: &dyn std::fmt::Display| SpoolError::Io {
+            op: "open the audit log for",
+            path: data_root.join("audit"),
+            source: std::io::Error::other(error.to_string()),
+        };
+        let key =
+            airlock_audit::load_or_create_signing_key(&audit_key).map_err(|error| audit_failed(&error))?;
+        let (audit, audit_report) =
+            AuditLog::open(&data_root.join("audit"), key).map_err(|error| audit_failed(&error))?;
+        if audit_report.torn_tail_bytes > 0 {
+            tracing::warn!(
+                bytes = audit_report.torn_tail_bytes,
+                "audit log: an append cut short by a crash was removed"
+            );
+        }
         let outbox = Outbox {
             shared: Arc::new(Shared {
                 spool: Mutex::new(spool),
@@ -226,6 +369,7 @@ impl Outbox {
                 events_waiting: tokio::sync::Notify::new(),
                 admission_open: AtomicBool::new(true),
                 alarms: Alarms::load(data_root.join("alarms.json")),
+                audit: Mutex::new(audit),
                 settings,
                 metrics,
                 data_root: data_root.to_path_buf(),
@@ -246,6 +390,8 @@ impl Outbox {
                 .outbox
                 .set_alarm(alarm, raised.contains(&alarm));
         }
+        // Entries a crash left unsigned are covered now.
+        outbox.shared.audit_checkpoint();
         // Alarms of a sink no longer configured can never clear by themselves.
         let shared = &outbox.shared;
         if shared.settings.s3.is_none() {
@@ -259,7 +405,7 @@ impl Outbox {
         let watched = outbox.shared.clone();
         std::thread::Builder::new()
             .name("outbox-alarms".into())
-            .spawn(move || watch_spool_full(&watched))
+            .spawn(move || watch_alarms(&watched))
             .map_err(|source| SpoolError::Io {
                 op: "start the alarm thread for",
                 path: data_root.join("outbox"),
@@ -330,15 +476,20 @@ impl Outbox {
             }
         }
         files.sort_by_key(|(name, _)| (name == "manifest.json", name.clone()));
+        let prefix = self.call_key_prefix(call, started_at);
         let mut hashed = Vec::with_capacity(files.len());
         for (name, path) in files {
+            if let Some(reason) = last_gate(&name, &path).map_err(io("read", &path))? {
+                self.shared
+                    .block(&format!("{prefix}/{name}"), &reason, Some(&path));
+                continue;
+            }
             let (sha256, size) = std::fs::File::open(&path)
                 .and_then(airlock_outbox::spool::sha256_of)
                 .map_err(io("read", &path))?;
             hashed.push((name, path, sha256, size));
         }
         let event = self.encode_event(ended)?;
-        let prefix = self.call_key_prefix(call, started_at);
         let now = unix_ms(SystemTime::now());
         {
             let mut spool = lock(&self.shared.spool);
@@ -370,6 +521,13 @@ impl Outbox {
         }
         self.shared.changed.notify_all();
         self.shared.events_waiting.notify_one();
+        for (name, _, sha256, size) in &hashed {
+            self.shared.audit(
+                AuditKind::ArtifactCreated,
+                &format!("{prefix}/{name}"),
+                serde_json::json!({ "sha256": hex::encode(sha256), "bytes": size }),
+            );
+        }
         std::fs::remove_dir(call_dir).map_err(io("remove", call_dir))?;
         if let Some(parent) = call_dir.parent() {
             sync_directory(parent).map_err(io("sync directory", parent))?;
@@ -386,20 +544,17 @@ impl Outbox {
     }
 
     /// Spools one event for the event sink under `topic` (relative, e.g. `evt/call/ended`).
+    /// Spools one event for the event sink under `topic` (relative, e.g. `evt/call/ended`), after the last
+    /// gate (an event it stops is held in `blocked/`, audited and alarmed, and not sent).
     pub fn event(&self, topic: &str, event: &impl Serialize) -> Result<(), SpoolError> {
         let body = self.encode_event(event)?;
-        {
-            let mut spool = lock(&self.shared.spool);
-            spool.append(event_record(topic, body), unix_ms(SystemTime::now()))?;
-            self.refresh_gauges(&spool);
-        }
-        self.shared.changed.notify_all();
-        self.shared.events_waiting.notify_one();
-        Ok(())
+        self.shared.spool_event(topic, body).map(drop)
     }
 
-    /// Waits up to `timeout` for the spool to empty (at shutdown); true when it did.
+    /// Signs the audit log's last entries, then waits up to `timeout` for the spool to empty (at shutdown);
+    /// true when it did.
     pub fn drain(&self, timeout: Duration) -> bool {
+        self.shared.audit_checkpoint();
         let deadline = Instant::now() + timeout;
         let mut spool = lock(&self.shared.spool);
         while spool.stats().records > 0 {
@@ -575,9 +730,17 @@ fn deliver(shared: &Shared, sink: Sink, target: &mut Target) {
                     std::thread::sleep(backoff.delay(0, random()));
                     continue;
                 }
-                if let Err(error) = shared.ack(record.meta.seq) {
-                    tracing::error!(%error, sink = label.as_str(), "cannot remove a delivered outbox record; it may be delivered again");
-                    std::thread::sleep(backoff.delay(0, random()));
+                match shared.ack(record.meta.seq) {
+                    Ok(()) if sink == Sink::Objects => shared.audit(
+                        AuditKind::ArtifactPurged,
+                        &record.meta.key,
+                        serde_json::json!({ "retention": "until_delivered" }),
+                    ),
+                    Ok(()) => {}
+                    Err(error) => {
+                        tracing::error!(%error, sink = label.as_str(), "cannot remove a delivered outbox record; it may be delivered again");
+                        std::thread::sleep(backoff.delay(0, random()));
+                    }
                 }
             }
             Err(error) => {
@@ -616,17 +779,17 @@ fn artifact_uploaded(shared: &Shared, record: &Record) -> bool {
     let appended = serde_json::to_vec(&event)
         .map_err(|error| error.to_string())
         .and_then(|body| {
-            lock(&shared.spool)
-                .append(
-                    event_record("evt/artifact/uploaded", body),
-                    unix_ms(SystemTime::now()),
-                )
+            shared
+                .spool_event("evt/artifact/uploaded", body)
                 .map_err(|error| error.to_string())
         });
     match appended {
         Ok(_) => {
-            shared.changed.notify_all();
-            shared.events_waiting.notify_one();
+            shared.audit(
+                AuditKind::ArtifactUploaded,
+                &record.meta.key,
+                serde_json::json!({ "sha256": event.sha256, "bytes": event.bytes }),
+            );
             true
         }
         Err(error) => {
@@ -634,6 +797,34 @@ fn artifact_uploaded(shared: &Shared, record: &Record) -> bool {
             false
         }
     }
+}
+
+/// The last gate for one file of a finished call: Some(reason) when it must not leave. Audio must be
+/// age-encrypted; JSON and WebVTT must hold no card number, SSN or unmasked digit run; nothing else may
+/// leave.
+fn last_gate(name: &str, path: &Path) -> std::io::Result<Option<String>> {
+    let found = |leak: Option<airlock_compliance::Leak>| {
+        leak.map(|leak| format!("{} at {}", leak.kind.label(), leak.place))
+    };
+    if name.ends_with(".age") {
+        let mut head = [0u8; 34];
+        let read = std::fs::File::open(path)?.read(&mut head)?;
+        let head = &head[..read];
+        let encrypted = head.starts_with(b"age-encryption.org/v1\n")
+            || head.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----");
+        return Ok((!encrypted).then(|| "not_encrypted: the file is not an age message".to_string()));
+    }
+    if name.ends_with(".json") {
+        return Ok(found(airlock_compliance::scan_json(&std::fs::read(path)?)));
+    }
+    if name.ends_with(".vtt") {
+        return Ok(found(airlock_compliance::scan_webvtt(&String::from_utf8_lossy(
+            &std::fs::read(path)?,
+        ))));
+    }
+    Ok(Some(
+        "unknown_kind: only audio (.age), JSON and WebVTT artifacts may leave".to_string(),
+    ))
 }
 
 pub(crate) fn random() -> u64 {

@@ -76,15 +76,19 @@ pub enum Alarm {
     S3Object,
     /// The MQTT broker refuses the connection or the appliance's publishes.
     MqttRefused,
+    /// The last gate found card data, an SSN or an unmasked digit run in something about to leave, or an
+    /// artifact that is not what it must be (unencrypted audio): it is held in `blocked/` for review.
+    LeakBlocked,
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 5] = [
+    pub const ALL: [Alarm; 6] = [
         Self::SpoolFull,
         Self::S3Credentials,
         Self::S3Bucket,
         Self::S3Object,
         Self::MqttRefused,
+        Self::LeakBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -94,6 +98,7 @@ impl Alarm {
             Self::S3Bucket => "s3_bucket",
             Self::S3Object => "s3_object",
             Self::MqttRefused => "mqtt_refused",
+            Self::LeakBlocked => "leak_blocked",
         }
     }
 }
