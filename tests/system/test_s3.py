@@ -230,8 +230,11 @@ def test_object_lock_is_stamped_and_an_unlocked_bucket_gets_nothing(airlock_fact
                                                                     speech_b):
     server = MotoServer(tmp_path / "moto", registry).start()
     server.create_bucket(BUCKET, object_lock=True)
+    # The bucket's fallback is 30 days; the policy's retention class (45 days) decides for a call's objects.
     lock = {"mode": "compliance", "retention_days": 30, "legal_hold": True}
-    inst = start_airlock(airlock_factory, tmp_path, server, object_lock=lock)
+    inst = airlock_factory(overrides={
+        "outbox": {"site": SITE}, "outbox.s3": s3_section(tmp_path, server), "outbox.s3.object_lock": lock,
+        "policy": {"default_retention_class": "calls45"}, "policy.retention_classes": {"calls45": 45}}).start()
     started = datetime.datetime.now(datetime.timezone.utc)
     record_burst(inst, {"1": speech_a, "2": speech_b})
     deadline = time.monotonic() + 30
@@ -243,7 +246,7 @@ def test_object_lock_is_stamped_and_an_unlocked_bucket_gets_nothing(airlock_fact
     for key, body in objects.items():
         mode, until, hold = server.object_lock(BUCKET, key)
         assert mode == "COMPLIANCE" and hold == "ON", (key, mode, hold)
-        expected = started + datetime.timedelta(days=30)
+        expected = started + datetime.timedelta(days=45)
         assert abs((until - expected).total_seconds()) < 120, (key, until, expected)
         assert server.head(BUCKET, key)["Metadata"]["sha256"] == hashlib.sha256(body).hexdigest()
     assert inst.terminate() == 0

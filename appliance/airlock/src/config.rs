@@ -22,6 +22,99 @@ pub struct Config {
     pub voicestream: VoiceStreamSection,
     pub transcription: TranscriptionSection,
     pub outbox: OutboxSection,
+    pub policy: PolicySection,
+}
+
+/// `[policy]`: what may leave the appliance, per artifact kind, and how long it is kept where it goes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicySection {
+    /// `encrypted` (the age-encrypted recording leaves) or `never` (it is purged at the hand-over).
+    pub recording: String,
+    /// `redacted` (redacted transcripts and segment events leave) or `never`.
+    pub transcript: String,
+    /// The sealed manifest fields that leave: any of `metadata_sealed`, `participants_sealed`,
+    /// `telephone_events_sealed`.
+    pub manifest_sealed: Vec<String>,
+    /// Retention classes: name → days a call's objects are kept where they are delivered (1–36500).
+    pub retention_classes: std::collections::BTreeMap<String, u32>,
+    /// The class of every call (rules that place calls in other classes come with call metadata).
+    pub default_retention_class: String,
+    /// Every call under legal hold.
+    pub legal_hold: bool,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        let policy = airlock_runtime::Policy::default();
+        PolicySection {
+            recording: "encrypted".into(),
+            transcript: "redacted".into(),
+            manifest_sealed: policy.manifest_sealed,
+            retention_classes: policy.retention_classes,
+            default_retention_class: policy.default_retention_class,
+            legal_hold: policy.legal_hold,
+        }
+    }
+}
+
+impl PolicySection {
+    fn validate(&self) -> Result<airlock_runtime::Policy, ConfigError> {
+        let recording = match self.recording.as_str() {
+            "encrypted" => airlock_runtime::RecordingRelease::Encrypted,
+            "never" => airlock_runtime::RecordingRelease::Never,
+            _ => return Err(invalid("policy.recording", "must be \"encrypted\" or \"never\"")),
+        };
+        let transcript = match self.transcript.as_str() {
+            "redacted" => airlock_runtime::TranscriptRelease::Redacted,
+            "never" => airlock_runtime::TranscriptRelease::Never,
+            _ => return Err(invalid("policy.transcript", "must be \"redacted\" or \"never\"")),
+        };
+        if let Some(unknown) = self
+            .manifest_sealed
+            .iter()
+            .find(|field| !airlock_runtime::SEALED_MANIFEST_FIELDS.contains(&field.as_str()))
+        {
+            return Err(invalid(
+                "policy.manifest_sealed",
+                format!(
+                    "{unknown:?} is not one of {}",
+                    airlock_runtime::SEALED_MANIFEST_FIELDS.join(", ")
+                ),
+            ));
+        }
+        for (class, days) in &self.retention_classes {
+            if !is_key_part(class) {
+                return Err(invalid(
+                    "policy.retention_classes",
+                    format!("class {class:?} must be 1–64 letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            if !(1..=36_500).contains(days) {
+                return Err(invalid(
+                    "policy.retention_classes",
+                    format!("class {class:?}: days must be between 1 and 36500"),
+                ));
+            }
+        }
+        if !self.retention_classes.contains_key(&self.default_retention_class) {
+            return Err(invalid(
+                "policy.default_retention_class",
+                format!(
+                    "{:?} is not a class in policy.retention_classes",
+                    self.default_retention_class
+                ),
+            ));
+        }
+        Ok(airlock_runtime::Policy {
+            recording,
+            transcript,
+            manifest_sealed: self.manifest_sealed.clone(),
+            retention_classes: self.retention_classes.clone(),
+            default_retention_class: self.default_retention_class.clone(),
+            legal_hold: self.legal_hold,
+        })
+    }
 }
 
 /// `[sip]`: where SIPREC signalling is accepted and how strictly.
@@ -972,7 +1065,10 @@ fn is_key_part(part: &str) -> bool {
 }
 
 impl OutboxSection {
-    fn validate(&self) -> Result<airlock_runtime::OutboxSettings, ConfigError> {
+    fn validate(
+        &self,
+        policy: airlock_runtime::Policy,
+    ) -> Result<airlock_runtime::OutboxSettings, ConfigError> {
         if !(0.01..=16_777_216.0).contains(&self.max_mib) {
             return Err(invalid("outbox.max_mib", "must be between 0.01 and 16777216"));
         }
@@ -1005,6 +1101,7 @@ impl OutboxSection {
                 .map(|mqtt| mqtt.validate(&self.site))
                 .transpose()?,
             s3: self.s3.as_ref().map(S3Section::validate).transpose()?,
+            policy,
         })
     }
 }
@@ -1147,7 +1244,8 @@ impl Config {
             return Err(invalid("storage.data_dir", "must not be empty"));
         }
         let transcription = self.transcription.validate(&self.storage.data_dir)?;
-        let outbox = self.outbox.validate()?;
+        let policy = self.policy.validate()?;
+        let outbox = self.outbox.validate(policy)?;
         Ok(Validated {
             config: self,
             sip_udp,
@@ -1269,6 +1367,47 @@ mod tests {
         ] {
             let config = Config::parse(&format!("[outbox]\n{text}\n")).expect("parse");
             let error = config.validate().expect_err(text).to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn policy_keys_are_checked_and_named() {
+        let policy = Config::parse(
+            "[policy]\nrecording = \"never\"\nmanifest_sealed = []\ndefault_retention_class = \"short\"\n[policy.retention_classes]\nshort = 90\n",
+        )
+        .expect("parse")
+        .validate()
+        .expect("valid")
+        .outbox
+        .policy;
+        assert_eq!(policy.recording, airlock_runtime::RecordingRelease::Never);
+        assert_eq!(
+            (policy.retention().class.as_str(), policy.retention().days),
+            ("short", 90)
+        );
+        for (text, key) in [
+            ("recording = \"plain\"", "policy.recording"),
+            ("transcript = \"full\"", "policy.transcript"),
+            ("manifest_sealed = [\"call\"]", "policy.manifest_sealed"),
+            (
+                "default_retention_class = \"gold\"",
+                "policy.default_retention_class",
+            ),
+            (
+                "[policy.retention_classes]\nstandard = 0",
+                "policy.retention_classes",
+            ),
+            (
+                "[policy.retention_classes]\n\"a/b\" = 5",
+                "policy.retention_classes",
+            ),
+        ] {
+            let error = Config::parse(&format!("[policy]\n{text}\n"))
+                .expect(text)
+                .validate()
+                .expect_err(text)
+                .to_string();
             assert!(error.contains(key), "{text}: {error}");
         }
     }

@@ -35,6 +35,7 @@ fn spool_round(dir: &Path, n: usize, size: usize) -> (f64, f64) {
                     key: "evt/transcript".into(),
                     content_type: "application/json".into(),
                     payload: Payload::Inline(body.clone()),
+                    retention: None,
                 },
                 i as u64,
             )
@@ -95,6 +96,7 @@ fn file_round(dir: &Path, n: usize, size: usize) -> (f64, f64, f64) {
                     key: "site/call/recording.wav.age".into(),
                     content_type: "application/octet-stream".into(),
                     payload: Payload::File(path),
+                    retention: None,
                 },
                 0,
             )

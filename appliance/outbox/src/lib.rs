@@ -8,6 +8,6 @@ pub mod spool;
 
 pub use backoff::Backoff;
 pub use spool::{
-    Admission, Body, NewRecord, OpenReport, Payload, Record, RecordMeta, Seq, Sink, Spool, SpoolConfig,
-    SpoolError, SpoolStats,
+    Admission, Body, NewRecord, OpenReport, Payload, Record, RecordMeta, Retention, Seq, Sink, Spool,
+    SpoolConfig, SpoolError, SpoolStats,
 };

@@ -85,6 +85,20 @@ pub struct NewRecord {
     pub key: String,
     pub content_type: String,
     pub payload: Payload,
+    /// How long the object must be kept where it is delivered (objects of a call; None for events).
+    pub retention: Option<Retention>,
+}
+
+/// The retention a call's policy gave its objects, stamped into their records when they are spooled (so a
+/// later policy change does not alter what was decided for a call).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// The retention class's name.
+    pub class: String,
+    /// Days the class keeps an object, counted from when it entered the outbox.
+    pub days: u32,
+    /// Whether the call is under legal hold.
+    pub legal_hold: bool,
 }
 
 /// What the spool keeps in memory about a record.
@@ -104,6 +118,7 @@ pub struct Record {
     pub meta: RecordMeta,
     pub content_type: String,
     pub body: Body,
+    pub retention: Option<Retention>,
 }
 
 /// A record's content.
@@ -177,6 +192,8 @@ struct Header {
     content_type: String,
     created_unix_ms: u64,
     file: Option<FileRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retention: Option<Retention>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -424,6 +441,7 @@ impl Spool {
                     content_type: record.content_type,
                     created_unix_ms: now_unix_ms,
                     file: None,
+                    retention: record.retention,
                 };
                 return self.write_record(seq, header, body);
             }
@@ -445,6 +463,7 @@ impl Spool {
                 size,
                 sha256: hex::encode(sha256),
             }),
+            retention: record.retention,
         };
         self.write_record(seq, header, Vec::new())
     }
@@ -529,6 +548,7 @@ impl Spool {
             meta,
             content_type: header.content_type,
             body,
+            retention: header.retention,
         })
     }
 
@@ -609,6 +629,7 @@ mod tests {
             key: "evt/call/ended".into(),
             content_type: "application/json".into(),
             payload: Payload::Inline(text.as_bytes().to_vec()),
+            retention: None,
         }
     }
 
@@ -620,6 +641,7 @@ mod tests {
             key: format!("call-1/{name}"),
             content_type: "application/octet-stream".into(),
             payload: Payload::File(path),
+            retention: None,
         }
     }
 

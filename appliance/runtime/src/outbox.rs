@@ -27,6 +27,7 @@ use airlock_telemetry::{Alarm, Metrics, OutboxSink};
 
 use crate::alarm::Alarms;
 use crate::mqtt::MqttSettings;
+use crate::policy::Policy;
 use crate::s3::{S3Failure, S3Settings, S3Sink};
 use airlock_audit::{AuditLog, EventKind as AuditKind};
 use serde::Serialize;
@@ -47,6 +48,8 @@ pub struct OutboxSettings {
     pub mqtt: Option<MqttSettings>,
     /// The S3 bucket objects go to; None: the `uplink/` directory.
     pub s3: Option<S3Settings>,
+    /// What may leave, and how long it is kept where it goes.
+    pub policy: Policy,
 }
 
 /// How often an idle delivery thread refreshes the spool and disk gauges.
@@ -390,6 +393,25 @@ impl Outbox {
                 .outbox
                 .set_alarm(alarm, raised.contains(&alarm));
         }
+        // A policy other than the one in force when the appliance last ran is audited.
+        let policy_file = data_root.join("policy.sha256");
+        let policy_hash = outbox.shared.settings.policy.hash();
+        if std::fs::read_to_string(&policy_file)
+            .ok()
+            .as_deref()
+            .map(str::trim)
+            != Some(policy_hash.as_str())
+        {
+            let policy = &outbox.shared.settings.policy;
+            outbox.shared.audit(
+                AuditKind::PolicyChanged,
+                &format!("sha256:{policy_hash}"),
+                serde_json::to_value(policy).unwrap_or_default(),
+            );
+            if let Err(error) = crate::storage::write_atomically(&policy_file, policy_hash.as_bytes()) {
+                tracing::warn!(%error, "cannot record the policy in force; its change is audited again at the next start");
+            }
+        }
         // Entries a crash left unsigned are covered now.
         outbox.shared.audit_checkpoint();
         // Alarms of a sink no longer configured can never clear by themselves.
@@ -477,8 +499,30 @@ impl Outbox {
         }
         files.sort_by_key(|(name, _)| (name == "manifest.json", name.clone()));
         let prefix = self.call_key_prefix(call, started_at);
+        let policy = &self.shared.settings.policy;
         let mut hashed = Vec::with_capacity(files.len());
         for (name, path) in files {
+            if !policy.releases(&name) {
+                std::fs::remove_file(&path).map_err(io("remove", &path))?;
+                self.shared.audit(
+                    AuditKind::ArtifactPurged,
+                    &format!("{prefix}/{name}"),
+                    serde_json::json!({ "reason": "policy: this kind never leaves" }),
+                );
+                continue;
+            }
+            if name == "manifest.json" {
+                let mut manifest: serde_json::Value = std::fs::read(&path)
+                    .map_err(io("read", &path))
+                    .and_then(|bytes| {
+                        serde_json::from_slice(&bytes)
+                            .map_err(|error| io("parse", &path)(std::io::Error::other(error)))
+                    })?;
+                policy.apply_to_manifest(&mut manifest);
+                let bytes = serde_json::to_vec_pretty(&manifest)
+                    .map_err(|error| io("encode", &path)(std::io::Error::other(error)))?;
+                crate::storage::write_atomically(&path, &bytes).map_err(io("write", &path))?;
+            }
             if let Some(reason) = last_gate(&name, &path).map_err(io("read", &path))? {
                 self.shared
                     .block(&format!("{prefix}/{name}"), &reason, Some(&path));
@@ -510,6 +554,7 @@ impl Outbox {
                             sha256: *sha256,
                             size: *size,
                         },
+                        retention: Some(policy.retention()),
                     },
                     now,
                 )?;
@@ -547,6 +592,9 @@ impl Outbox {
     /// Spools one event for the event sink under `topic` (relative, e.g. `evt/call/ended`), after the last
     /// gate (an event it stops is held in `blocked/`, audited and alarmed, and not sent).
     pub fn event(&self, topic: &str, event: &impl Serialize) -> Result<(), SpoolError> {
+        if !self.shared.settings.policy.releases_event(topic) {
+            return Ok(());
+        }
         let body = self.encode_event(event)?;
         self.shared.spool_event(topic, body).map(drop)
     }
@@ -604,6 +652,7 @@ fn event_record(topic: &str, body: Vec<u8>) -> NewRecord {
         key: topic.to_string(),
         content_type: "application/json".into(),
         payload: Payload::Inline(body),
+        retention: None,
     }
 }
 
@@ -981,6 +1030,7 @@ mod tests {
             },
             content_type: "application/octet-stream".into(),
             body: Body::Inline(body.to_vec()),
+            retention: None,
         }
     }
 

@@ -413,7 +413,17 @@ impl S3Sink {
         now_ms: u64,
     ) -> Option<(ObjectLockMode, DateTime, Option<ObjectLockLegalHoldStatus>)> {
         let lock = self.settings.object_lock.as_ref()?;
-        let until_ms = retain_until_ms(record.meta.created_unix_ms, now_ms, lock.retention_days);
+        // The call's retention class (stamped when it was spooled) decides; the bucket setting is the fallback.
+        let days = record
+            .retention
+            .as_ref()
+            .map_or(lock.retention_days, |retention| retention.days);
+        let hold = lock.legal_hold
+            || record
+                .retention
+                .as_ref()
+                .is_some_and(|retention| retention.legal_hold);
+        let until_ms = retain_until_ms(record.meta.created_unix_ms, now_ms, days);
         let mode = match lock.mode {
             LockMode::Compliance => ObjectLockMode::Compliance,
             LockMode::Governance => ObjectLockMode::Governance,
@@ -421,7 +431,7 @@ impl S3Sink {
         Some((
             mode,
             DateTime::from_millis(i64::try_from(until_ms).unwrap_or(i64::MAX)),
-            lock.legal_hold.then_some(ObjectLockLegalHoldStatus::On),
+            hold.then_some(ObjectLockLegalHoldStatus::On),
         ))
     }
 
