@@ -46,9 +46,16 @@ pub struct Leak {
     pub place: String,
 }
 
+/// Whether a non-text string is an identifier (an object key, a call id, a hash, a timestamp): one token with
+/// letters in it. Their digit stretches are random, not spoken data (a call id's 16 hex digits are all digits
+/// for 1 in 1,850 calls and then Luhn-valid for 1 in 10).
+fn is_identifier(text: &str) -> bool {
+    !text.chars().any(char::is_whitespace) && text.chars().any(|c| c.is_ascii_alphabetic())
+}
+
 /// Scans one string; `transcript_text` also applies the digit-run rule.
 fn scan_string(text: &str, transcript_text: bool) -> Option<LeakKind> {
-    if !text.bytes().any(|b| b.is_ascii_digit()) && !transcript_text {
+    if !transcript_text && (!text.bytes().any(|b| b.is_ascii_digit()) || is_identifier(text)) {
         return None;
     }
     let tokens = lexer::tokenize(text);
@@ -156,6 +163,13 @@ mod tests {
             Some("a.b[1]".to_string())
         );
         assert_eq!(kind(r#"{"note":"ssn 123-45-6789"}"#), Some(LeakKind::Ssn));
+        // Identifiers are not data, even when a call id's hex happens to be a Luhn-valid digit run.
+        assert_eq!(
+            kind(
+                r#"{"call":"20261129T174228Z-4111111111111111","key":"s/2026/11/29/20261129T174228Z-4111111111111111/m.json"}"#
+            ),
+            None
+        );
         // Spoken digits are digits.
         assert_eq!(
             kind(r#"{"text":"four one one one one one one one one one one one one one one one"}"#),

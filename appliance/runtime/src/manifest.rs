@@ -36,7 +36,9 @@ pub struct Manifest {
     /// Count of RFC 4733 telephone events; the events themselves are in `telephone_events_sealed`.
     pub telephone_event_count: u64,
     pub telephone_events_sealed: Option<String>,
-    /// The SIPREC metadata documents received, sealed to the recipients.
+    /// The SIPREC metadata documents received, sealed to the recipients (absent when the policy keeps
+    /// them in: a manifest rewritten at the hand-over must still read back for crash recovery).
+    #[serde(default)]
     pub metadata_sealed: Vec<String>,
     /// Who sent on which stream (channel) from when, per the metadata: `[{label, from_ms, participant}]`
     /// as JSON, sealed to the recipients (participants' AoRs are personal data).

@@ -108,7 +108,7 @@ impl Shared {
 
     /// Appends to the audit log (never with the spool locked), and publishes a signed checkpoint every
     /// [`AUDIT_CHECKPOINT_EVERY`] entries. An audit failure is logged; it does not stop delivery.
-    pub(crate) fn audit(&self, kind: AuditKind, subject: &str, detail: serde_json::Value) {
+    pub(crate) fn audit(&self, kind: AuditKind, subject: &str, detail: serde_json::Value) -> bool {
         let at = crate::clock::rfc3339(SystemTime::now());
         let detail = match detail {
             serde_json::Value::Object(fields) => Some(fields),
@@ -118,14 +118,15 @@ impl Shared {
             let mut log = lock_audit(&self.audit);
             if let Err(error) = log.append(kind, subject, detail, &at) {
                 tracing::error!(%error, "cannot append to the audit log");
-                return;
+                return false;
             }
             if log.entries_since_checkpoint() < AUDIT_CHECKPOINT_EVERY {
-                return;
+                return true;
             }
             log.checkpoint(&at)
         };
         self.publish_checkpoint(checkpoint);
+        true
     }
 
     /// Signs what the audit log holds so far (at start-up and shutdown) and publishes it.
@@ -275,14 +276,18 @@ const ALARM_WATCH: Duration = Duration::from_millis(500);
 fn watch_alarms(shared: &Shared) {
     let blocked = shared.data_root.join("blocked");
     loop {
+        // Follows blocked/ both ways: an item held before a crash (whose alarm was not yet raised) is alarmed
+        // after the restart.
         let held = std::fs::read_dir(&blocked).is_ok_and(|mut entries| entries.next().is_some());
-        if !held {
-            shared.set_alarm(
-                Alarm::LeakBlocked,
-                false,
-                "blocked/ has been reviewed and emptied",
-            );
-        }
+        shared.set_alarm(
+            Alarm::LeakBlocked,
+            held,
+            if held {
+                "the last gate holds items in blocked/; review and remove them"
+            } else {
+                "blocked/ has been reviewed and emptied"
+            },
+        );
         let refusing = !shared.admission_open.load(Ordering::Relaxed);
         shared.set_alarm(
             Alarm::SpoolFull,
@@ -403,12 +408,15 @@ impl Outbox {
             != Some(policy_hash.as_str())
         {
             let policy = &outbox.shared.settings.policy;
-            outbox.shared.audit(
+            let audited = outbox.shared.audit(
                 AuditKind::PolicyChanged,
                 &format!("sha256:{policy_hash}"),
                 serde_json::to_value(policy).unwrap_or_default(),
             );
-            if let Err(error) = crate::storage::write_atomically(&policy_file, policy_hash.as_bytes()) {
+            // Recorded as in force only once audited, so a failed entry is tried again at the next start.
+            if audited
+                && let Err(error) = crate::storage::write_atomically(&policy_file, policy_hash.as_bytes())
+            {
                 tracing::warn!(%error, "cannot record the policy in force; its change is audited again at the next start");
             }
         }
@@ -501,6 +509,7 @@ impl Outbox {
         let prefix = self.call_key_prefix(call, started_at);
         let policy = &self.shared.settings.policy;
         let mut hashed = Vec::with_capacity(files.len());
+        let mut stopped = Vec::new();
         for (name, path) in files {
             if !policy.releases(&name) {
                 std::fs::remove_file(&path).map_err(io("remove", &path))?;
@@ -524,8 +533,9 @@ impl Outbox {
                 crate::storage::write_atomically(&path, &bytes).map_err(io("write", &path))?;
             }
             if let Some(reason) = last_gate(&name, &path).map_err(io("read", &path))? {
-                self.shared
-                    .block(&format!("{prefix}/{name}"), &reason, Some(&path));
+                // Held back only after the rest of the call is spooled: until then the call directory keeps
+                // its manifest, which is what crash recovery looks for.
+                stopped.push((name, path, reason));
                 continue;
             }
             let (sha256, size) = std::fs::File::open(&path)
@@ -533,11 +543,23 @@ impl Outbox {
                 .map_err(io("read", &path))?;
             hashed.push((name, path, sha256, size));
         }
-        let event = self.encode_event(ended)?;
+        let mut event = Some(self.encode_event(ended)?);
+        if let Some(leak) = event.as_deref().and_then(airlock_compliance::scan_json) {
+            event = None;
+            let reason = format!("{} at {}", leak.kind.label(), leak.place);
+            self.shared.block("evt/call/ended", &reason, None);
+        }
+        // Audited before they are spooled: a crash in between repeats the entries rather than losing them.
+        for (name, _, sha256, size) in &hashed {
+            self.shared.audit(
+                AuditKind::ArtifactCreated,
+                &format!("{prefix}/{name}"),
+                serde_json::json!({ "sha256": hex::encode(sha256), "bytes": size }),
+            );
+        }
         let now = unix_ms(SystemTime::now());
         {
             let mut spool = lock(&self.shared.spool);
-            let mut event = Some(event);
             for (name, path, sha256, size) in &hashed {
                 if name == "manifest.json"
                     && let Some(event) = event.take()
@@ -566,12 +588,9 @@ impl Outbox {
         }
         self.shared.changed.notify_all();
         self.shared.events_waiting.notify_one();
-        for (name, _, sha256, size) in &hashed {
-            self.shared.audit(
-                AuditKind::ArtifactCreated,
-                &format!("{prefix}/{name}"),
-                serde_json::json!({ "sha256": hex::encode(sha256), "bytes": size }),
-            );
+        for (name, path, reason) in stopped {
+            self.shared
+                .block(&format!("{prefix}/{name}"), &reason, Some(&path));
         }
         std::fs::remove_dir(call_dir).map_err(io("remove", call_dir))?;
         if let Some(parent) = call_dir.parent() {
@@ -588,7 +607,6 @@ impl Outbox {
         })
     }
 
-    /// Spools one event for the event sink under `topic` (relative, e.g. `evt/call/ended`).
     /// Spools one event for the event sink under `topic` (relative, e.g. `evt/call/ended`), after the last
     /// gate (an event it stops is held in `blocked/`, audited and alarmed, and not sent).
     pub fn event(&self, topic: &str, event: &impl Serialize) -> Result<(), SpoolError> {
@@ -780,11 +798,13 @@ fn deliver(shared: &Shared, sink: Sink, target: &mut Target) {
                     continue;
                 }
                 match shared.ack(record.meta.seq) {
-                    Ok(()) if sink == Sink::Objects => shared.audit(
-                        AuditKind::ArtifactPurged,
-                        &record.meta.key,
-                        serde_json::json!({ "retention": "until_delivered" }),
-                    ),
+                    Ok(()) if sink == Sink::Objects => {
+                        shared.audit(
+                            AuditKind::ArtifactPurged,
+                            &record.meta.key,
+                            serde_json::json!({ "retention": "until_delivered" }),
+                        );
+                    }
                     Ok(()) => {}
                     Err(error) => {
                         tracing::error!(%error, sink = label.as_str(), "cannot remove a delivered outbox record; it may be delivered again");

@@ -156,11 +156,12 @@ struct JsonRedaction {
     end_ms: u64,
 }
 
-/// The timed words of `segment` located in its text (character ranges, in order); words that cannot be
-/// found are left out of the timings, so their time falls back to the segment's.
-fn locate_words(segment: &Segment) -> Vec<WordTiming> {
+/// The timed words of `segment` located in its text (character ranges, in order) and their probabilities,
+/// index for index; words that cannot be found are left out, so their time falls back to the segment's.
+fn locate_words(segment: &Segment) -> (Vec<WordTiming>, Vec<f32>) {
     let text = segment.text.expose();
     let mut timings = Vec::with_capacity(segment.words.len());
+    let mut probabilities = Vec::with_capacity(segment.words.len());
     let mut from_byte = 0;
     for word in &segment.words {
         let wanted = word.text.expose().trim();
@@ -178,9 +179,10 @@ fn locate_words(segment: &Segment) -> Vec<WordTiming> {
             start_ms: word.start_ms,
             end_ms: word.end_ms,
         });
+        probabilities.push(word.probability);
         from_byte = end_byte;
     }
-    timings
+    (timings, probabilities)
 }
 
 fn lock(state: &Mutex<SinkState>) -> std::sync::MutexGuard<'_, SinkState> {
@@ -189,7 +191,7 @@ fn lock(state: &Mutex<SinkState>) -> std::sync::MutexGuard<'_, SinkState> {
 
 impl SegmentSink for TranscriptSink {
     fn segment(&self, segment: Segment) {
-        let words = locate_words(&segment);
+        let (words, probabilities) = locate_words(&segment);
         let released = {
             let mut redaction = self
                 .redaction
@@ -197,12 +199,6 @@ impl SegmentSink for TranscriptSink {
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
             let sequence = redaction.next_sequence;
             redaction.next_sequence += 1;
-            let probabilities = segment
-                .words
-                .iter()
-                .filter(|word| !word.text.expose().trim().is_empty())
-                .map(|word| word.probability)
-                .collect();
             redaction
                 .scores
                 .insert(sequence, (probabilities, segment.confidence));
