@@ -18,6 +18,7 @@ fuzz_target!(|data: &[u8]| {
     };
 
     let mut tones: Vec<DtmfTone> = Vec::new();
+    // Runs of contiguous positions fed to the detector.
     let mut fed: Vec<(u64, u64)> = Vec::new();
     let mut all = Vec::new();
     let (mut output, mut masker_tones) = (Vec::new(), Vec::new());
@@ -33,8 +34,13 @@ fuzz_target!(|data: &[u8]| {
             position += u64::from(*skip) * 64;
         }
         detector.push(position, &samples, &mut tones).expect("positions only move forward");
-        fed.push((position, position + samples.len() as u64));
-        position += samples.len() as u64;
+        let end = position + samples.len() as u64;
+        // Contiguous chunks extend the current run; a skip starts a new one.
+        match fed.last_mut() {
+            Some(run) if run.1 == position => run.1 = end,
+            _ => fed.push((position, end)),
+        }
+        position = end;
         let before = output.len();
         masker.push(&samples, &mut output, &mut masker_tones);
         assert_eq!(output.len() - before, samples.len());
