@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
         if skip % 8 == 7 {
             position += u64::from(*skip) * 64;
         }
-        detector.push(position, &samples, &mut tones).expect("positions only move forward");
+        detector
+            .push(position, &samples, &mut tones)
+            .expect("positions only move forward");
         let end = position + samples.len() as u64;
         // Contiguous chunks extend the current run; a skip starts a new one.
         match fed.last_mut() {
@@ -51,12 +53,18 @@ fuzz_target!(|data: &[u8]| {
     masker.flush(&mut output, &mut masker_tones);
 
     for pair in tones.windows(2) {
-        assert!(pair[0].end_sample <= pair[1].start_sample, "tones ordered and disjoint");
+        assert!(
+            pair[0].end_sample <= pair[1].start_sample,
+            "tones ordered and disjoint"
+        );
     }
     for tone in &tones {
         assert!(tone.start_sample < tone.end_sample);
         // A tone lies within one contiguous run of fed samples (a gap ends it).
-        assert!(fed.iter().any(|&(start, end)| start <= tone.start_sample && tone.end_sample <= end));
+        assert!(
+            fed.iter()
+                .any(|&(start, end)| start <= tone.start_sample && tone.end_sample <= end)
+        );
     }
 
     let mut single = DtmfMasker::new(rate).expect("supported rate");
@@ -65,5 +73,9 @@ fuzz_target!(|data: &[u8]| {
     single.flush(&mut single_output, &mut single_tones);
     assert_eq!(output, single_output, "masker output independent of chunking");
     assert_eq!(masker_tones, single_tones);
-    assert!(masker_tones.iter().all(|tone| tone.end_sample <= all.len() as u64));
+    assert!(
+        masker_tones
+            .iter()
+            .all(|tone| tone.end_sample <= all.len() as u64)
+    );
 });
