@@ -1,8 +1,10 @@
 //! Audio media: the codecs Airlock accepts (PCMU, PCMA, G.722, L16) decoded to 16-bit PCM, simple
-//! resampling between their rates, and WAV headers. Pure code: no I/O, no clocks.
+//! resampling between their rates, WAV headers, and in-band DTMF detection and masking ([`dtmf`]). Pure
+//! code: no I/O, no clocks.
 
 mod codec;
 mod decoder;
+pub mod dtmf;
 pub mod g711;
 pub mod g722;
 mod resample;
@@ -10,4 +12,5 @@ pub mod wav;
 
 pub use codec::Codec;
 pub use decoder::{DecodeError, Decoder};
+pub use dtmf::{DtmfDetector, DtmfError, DtmfMasker, DtmfTone};
 pub use resample::resample;
