@@ -761,6 +761,13 @@ impl Default for ObjectLockSection {
     }
 }
 
+/// The first line of a secret file named by config `key` (the rest is ignored; the secret is never logged).
+fn first_line_of(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| invalid(key, format!("{}: {error}", path.display())))?;
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
 /// Whether an endpoint's host is this machine (where plain HTTP is tolerated).
 fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').split(']').next().unwrap_or(host);
@@ -835,13 +842,9 @@ impl S3Section {
             self.secret_access_key_file.as_os_str().is_empty(),
         ) {
             (false, false) => {
-                let secret = std::fs::read_to_string(&self.secret_access_key_file).map_err(|error| {
-                    invalid(
-                        "outbox.s3.secret_access_key_file",
-                        format!("{}: {error}", self.secret_access_key_file.display()),
-                    )
-                })?;
-                let secret = secret.lines().next().unwrap_or_default().trim().to_string();
+                let secret = first_line_of("outbox.s3.secret_access_key_file", &self.secret_access_key_file)?
+                    .trim()
+                    .to_string();
                 if secret.is_empty() {
                     return Err(invalid(
                         "outbox.s3.secret_access_key_file",
@@ -994,13 +997,7 @@ impl MqttSection {
         let password = if self.password_file.as_os_str().is_empty() {
             None
         } else {
-            let text = std::fs::read_to_string(&self.password_file).map_err(|error| {
-                invalid(
-                    "outbox.mqtt.password_file",
-                    format!("{}: {error}", self.password_file.display()),
-                )
-            })?;
-            Some(text.lines().next().unwrap_or_default().to_string())
+            Some(first_line_of("outbox.mqtt.password_file", &self.password_file)?)
         };
         if password.is_some() && self.username.is_empty() {
             return Err(invalid("outbox.mqtt.username", "must be set with password_file"));

@@ -221,21 +221,12 @@ impl Shared {
             tracing::info!(alarm = alarm.as_str(), reason, "alarm cleared");
         }
         let topic = format!("alarm/{}", alarm.as_str());
+        // Through the last gate like every event (a reason carries service error texts).
         let appended = serde_json::to_vec(&event)
             .map_err(|error| error.to_string())
-            .and_then(|body| {
-                lock(&self.spool)
-                    .append(event_record(&topic, body), unix_ms(SystemTime::now()))
-                    .map_err(|error| error.to_string())
-            });
-        match appended {
-            Ok(_) => {
-                self.changed.notify_all();
-                self.events_waiting.notify_one();
-            }
-            Err(error) => {
-                tracing::error!(%error, alarm = alarm.as_str(), "cannot spool the alarm event; the gauge still shows it")
-            }
+            .and_then(|body| self.spool_event(&topic, body).map_err(|error| error.to_string()));
+        if let Err(error) = appended {
+            tracing::error!(%error, alarm = alarm.as_str(), "cannot spool the alarm event; the gauge still shows it");
         }
         self.alarms.persist();
     }

@@ -18,7 +18,6 @@
 //! request has a deadline: 60 s, plus the time its body needs at [`MIN_UPLINK_BYTES_PER_SEC`], so a slow
 //! site link still completes large parts and a stalled connection cannot hold the sink.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -102,18 +101,9 @@ fn timeouts_for(bytes: u64) -> aws_sdk_s3::config::Builder {
 /// Checks that `ca` holds PEM certificates that can serve as trust anchors (the SDK's TLS set-up would
 /// abort on a damaged one).
 pub fn check_ca_bundle(ca: &Path) -> Result<(), String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let named = |error: &dyn std::fmt::Display| format!("{}: {error}", ca.display());
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in CertificateDer::pem_file_iter(ca).map_err(|error| named(&error))? {
-        let certificate = certificate.map_err(|error| named(&error))?;
-        roots.add(certificate).map_err(|error| named(&error))?;
-    }
-    if roots.is_empty() {
-        return Err(named(&"no PEM certificate in it"));
-    }
-    Ok(())
+    crate::tls::trust_anchors(ca)
+        .map(drop)
+        .map_err(|error| error.to_string())
 }
 
 /// Why a delivery did not happen; all but `Unavailable` also raise an alarm.
@@ -535,16 +525,10 @@ impl S3Sink {
 
     /// Writes the upload state durably (temp file, sync, rename, directory sync).
     fn save_state(&self, seq: Seq, state: &UploadState) -> Result<(), S3Failure> {
-        let path = self.state_path(seq);
-        let temp = path.with_extension("tmp");
-        let written = (|| -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&temp)?;
-            file.write_all(&serde_json::to_vec(state).map_err(std::io::Error::other)?)?;
-            file.sync_all()?;
-            std::fs::rename(&temp, &path)?;
-            std::fs::File::open(&self.uploads_dir)?.sync_all()
-        })();
-        written.map_err(|error| S3Failure::Object(format!("keep the multipart upload's state: {error}")))
+        serde_json::to_vec(state)
+            .map_err(std::io::Error::other)
+            .and_then(|bytes| crate::storage::write_atomically(&self.state_path(seq), &bytes))
+            .map_err(|error| S3Failure::Object(format!("keep the multipart upload's state: {error}")))
     }
 
     fn forget_state(&self, seq: Seq) {

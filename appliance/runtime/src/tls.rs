@@ -125,13 +125,7 @@ pub(crate) fn client_config(
     ca: &Path,
     identity: Option<(&Path, &Path)>,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for certificate in read_certificates(ca, "CA bundle")? {
-        roots.add(certificate).map_err(|error| TlsError::ClientCa {
-            path: ca.to_path_buf(),
-            reason: error.to_string(),
-        })?;
-    }
+    let roots = trust_anchors(ca)?;
     let builder =
         rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
@@ -202,6 +196,18 @@ fn load(settings: &TlsSettings) -> Result<Loaded, TlsError> {
         config: Arc::new(config),
         expires_unix,
     })
+}
+
+/// The CA bundle `ca` as trust anchors: every certificate must be PEM and usable as an anchor.
+pub(crate) fn trust_anchors(ca: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in read_certificates(ca, "CA bundle")? {
+        roots.add(certificate).map_err(|error| TlsError::ClientCa {
+            path: ca.to_path_buf(),
+            reason: error.to_string(),
+        })?;
+    }
+    Ok(roots)
 }
 
 fn read_certificates(path: &Path, what: &'static str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
