@@ -113,7 +113,12 @@ def test_dtmf_is_not_audio_and_ssrc_change_is_continuous(airlock, speech_a, spee
     check_manifest(airlock, call_dir, manifest)
     wav = airlock.recording(call_dir)
     streams = stream_by_label(manifest)
-    audio.assert_exact_run(wav.channel(streams["1"]["channel"]), r1.expected_samples("PCMU"), "label 1 (DTMF)")
+    # The events' slots carry no audio; their spans (± 20 ms) are silenced, the rest is as sent.
+    channel = streams["1"]["channel"]
+    silenced = [s for s in manifest["audio_redactions"] if s["channel"] == channel]
+    assert [s["kind"] for s in silenced] == ["DTMF", "DTMF"], manifest["audio_redactions"]
+    audio.assert_exact_but_silenced(wav.channel(channel), r1.expected_samples("PCMU"), silenced, 8000,
+                                    "label 1 (DTMF)")
     audio.assert_exact_run(wav.channel(streams["2"]["channel"]), r2.expected_samples("PCMU"), "label 2 (SSRC)")
     assert streams["1"]["packets_lost"] == 0 and streams["2"]["packets_lost"] == 0, manifest["streams"]
 

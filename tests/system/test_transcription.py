@@ -346,12 +346,20 @@ def test_silence_noise_and_tone_give_an_empty_transcript(airlock_factory, tmp_pa
 
 def test_overload_sheds_segments_but_never_audio(airlock_factory, tmp_path):
     """One whisper worker, one queue slot and short segments against four calls with speech on both legs: the
-    engine must drop segments (counted, and listed as gaps in the transcripts), while every recording stays
-    sample-exact and every call is published with its transcript."""
+    engine must drop segments (counted, and listed as gaps in the transcripts), while every call is published
+    with its transcript and its recording: sample-exact except where audio went unchecked — each gap's audio
+    is silenced and listed UNVERIFIED (audio redaction fails closed), never kept and never lost otherwise."""
     airlock = airlock_factory(overrides=transcription_on(workers=1, job_queue=1, hangover_ms=100,
                                                          max_segment_secs=2)).start()
     readings = ["0870", "0920", "0890", "0930", "0880"]
-    calls = [{"agent": pcmu_of(readings[i % 5], tmp_path), "customer": pcmu_of(readings[(i + 2) % 5], tmp_path)}
+
+    def marked(reading: str, hz: int) -> bytes:
+        """The reading after half a second of a steady tone (not speech to the VAD, so never silenced): where
+        every segment of a leg was dropped, the tone still anchors the leg's audio in its channel."""
+        tone = [int(3000 * math.sin(2 * math.pi * hz * n / 8000)) for n in range(4000)]
+        return g711.encode(tone, "PCMU") + pcmu_of(reading, tmp_path)
+
+    calls = [{"agent": marked(readings[i % 5], 400 + 100 * i), "customer": marked(readings[(i + 2) % 5], 700 + 100 * i)}
              for i in range(4)]
     with ThreadPoolExecutor(len(calls)) as pool:
         sent = list(pool.map(lambda payloads: send_siprec(airlock, payloads), calls))
@@ -366,15 +374,26 @@ def test_overload_sheds_segments_but_never_audio(airlock_factory, tmp_path):
         wav = airlock.recording(call)
         streams = stream_by_label(airlock.manifest(call))
         match = next(reports for reports in unmatched
-                     if audio.find_run(wav.channel(streams["agent"]["channel"]),
-                                       reports["agent"].expected_samples("PCMU")) >= 0)
+                     if audio.locate_run(wav.channel(streams["agent"]["channel"]),
+                                         reports["agent"].expected_samples("PCMU")) >= 0)
         unmatched.remove(match)
-        assert_recorded_exactly(airlock, call, match)
+        manifest = airlock.manifest(call)
+        check_manifest(airlock, call, manifest)
         transcript = published_transcript(airlock, call)
         assert transcript["complete"] is True, transcript
+        channels = {leg["leg"]: leg["channel"] for leg in transcript["legs"]}
+        unverified = [s for s in manifest["audio_redactions"] if s["kind"] == "UNVERIFIED"]
         for gap in transcript["gaps"]:
             assert gap["reason"] == "segment_dropped" and 0 <= gap["start_ms"] < gap["end_ms"], gap
-            assert gap["leg"] in {leg["leg"] for leg in transcript["legs"]}, gap
+            assert gap["leg"] in channels, gap
+            assert any(s["channel"] == channels[gap["leg"]] and s["start_ms"] <= gap["start_ms"]
+                       and gap["end_ms"] <= s["end_ms"] for s in unverified), (gap, unverified)
+        assert {s["kind"] for s in manifest["audio_redactions"]} <= {"UNVERIFIED"}, manifest["audio_redactions"]
+        for label, report in match.items():
+            channel = streams[label]["channel"]
+            assert streams[label]["packets_received"] == report.packets, streams[label]
+            audio.assert_exact_but_silenced(wav.channel(channel), report.expected_samples("PCMU"),
+                                            [s for s in unverified if s["channel"] == channel], 8000, label)
         gaps += transcript["gaps"]
 
     dropped = metrics.value(samples, 'airlock_transcription_segments_total{result="dropped"}')
@@ -382,6 +401,7 @@ def test_overload_sheds_segments_but_never_audio(airlock_factory, tmp_path):
           {k: v for k, v in samples.items() if k.startswith("airlock_transcription_segments_total")})
     assert dropped > 0, "one worker and one queue slot kept up with eight speaking legs?"
     assert len(gaps) == dropped, "every dropped segment is a gap in its call's transcript"
+    assert samples['airlock_audio_silenced_seconds_total{reason="unverified"}'] > 0
     assert samples['airlock_transcription_state{state="shedding"}'] == 1, "drops in the last 30 s mean `shedding`"
     assert samples['airlock_transcription_state{state="ok"}'] == 0
 

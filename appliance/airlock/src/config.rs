@@ -459,6 +459,10 @@ pub struct TranscriptionSection {
     pub lag_alarm_secs: u64,
     /// How long a finished call waits for its last segments before its transcript is written incomplete.
     pub finish_timeout_secs: u64,
+    /// The longest the recorder holds a call's audio back until its words are transcribed and checked
+    /// (audio redaction); audio still undecided then is silenced and listed as `unverified`. Costs memory:
+    /// sample rate × channels × 2 bytes per second held, per call.
+    pub audio_hold_max_secs: u64,
     /// Speech probability (0–1) at which the VAD starts a segment.
     pub vad_threshold: f32,
     /// Quiet that ends a segment, in milliseconds.
@@ -494,6 +498,7 @@ impl Default for TranscriptionSection {
             audio_queue_chunks: pool.audio_queue_chunks,
             lag_alarm_secs: pool.lag_alarm.as_secs(),
             finish_timeout_secs: 30,
+            audio_hold_max_secs: 45,
             vad_threshold: endpoint.threshold,
             hangover_ms: endpoint.hangover.as_millis() as u64,
             min_speech_ms: endpoint.min_speech.as_millis() as u64,
@@ -573,6 +578,13 @@ impl TranscriptionSection {
         if self.lag_alarm_secs == 0 {
             return Err(invalid("transcription.lag_alarm_secs", "must be at least 1"));
         }
+        // The hold must cover the longest segment, its decoding and the redactor's hold.
+        if !(self.max_segment_secs + 5..=600).contains(&self.audio_hold_max_secs) {
+            return Err(invalid(
+                "transcription.audio_hold_max_secs",
+                "must be at least transcription.max_segment_secs + 5 and at most 600",
+            ));
+        }
         let workers = if self.workers == 0 {
             std::thread::available_parallelism().map_or(1, usize::from)
         } else {
@@ -604,6 +616,7 @@ impl TranscriptionSection {
                 ..airlock_transcribe::DecoderConfig::default()
             },
             finish_timeout: Duration::from_secs(self.finish_timeout_secs),
+            audio_hold_max: Duration::from_secs(self.audio_hold_max_secs),
         }))
     }
 }

@@ -56,6 +56,7 @@ pub use conversation::{
 };
 pub use entity::EntityKind;
 pub use leak::{Leak, LeakKind, MAX_UNMASKED_DIGITS, scan_json, scan_webvtt};
+pub use runs::luhn_valid;
 
 /// Text that has passed the gate and may be written for upload or sent as an event. Still personal data:
 /// it prints as `<redacted>` in logs like any `Pii`.

@@ -251,8 +251,8 @@ fn finish_run(runs: &mut Vec<Run>, run: Run, tokens: &[Token], leading_oh: Leadi
     }
 }
 
-/// The Luhn (mod 10) check used by payment card numbers.
-pub(crate) fn luhn_valid(digits: &str) -> bool {
+/// The Luhn (mod 10) check used by payment card numbers (`digits`: ASCII digits only, else false).
+pub fn luhn_valid(digits: &str) -> bool {
     let mut sum = 0;
     for (position, c) in digits.bytes().rev().enumerate() {
         let mut value = u32::from(c.wrapping_sub(b'0'));

@@ -220,6 +220,12 @@ impl DtmfDetector {
         Ok(())
     }
 
+    /// Where the tone being followed began, confirmed or not yet (a caller that must not release audio
+    /// before knowing whether it holds a tone waits for this); `None` when no tone is in progress.
+    pub fn tone_in_progress_since(&self) -> Option<u64> {
+        self.track.map(|track| track.start)
+    }
+
     /// Ends the stream: reports the tone in progress if it was long enough and resets the analysis, so
     /// the next [`push`](Self::push) starts afresh (at any position not before the end of this one).
     pub fn flush(&mut self, tones: &mut Vec<DtmfTone>) {

@@ -331,6 +331,14 @@ fn a_gap_in_positions_ends_the_tone_in_progress() {
     let mut tones = Vec::new();
     detector.push(0, &samples[..cut], &mut tones).expect("push");
     assert!(tones.is_empty(), "the tone is still sounding");
+    let since = detector
+        .tone_in_progress_since()
+        .expect("the tone is being followed");
+    // `single` starts the tone 100 ms in.
+    assert!(
+        (ms(rate, 100)..=ms(rate, 115)).contains(&(since as usize)),
+        "{since}"
+    );
     let resume = cut as u64 + 5000;
     detector
         .push(resume, &samples[cut..], &mut tones)
@@ -344,6 +352,7 @@ fn a_gap_in_positions_ends_the_tone_in_progress() {
     assert!(tones[1].start_sample >= resume);
     detector.flush(&mut tones);
     assert_eq!(tones.len(), 2);
+    assert_eq!(detector.tone_in_progress_since(), None);
 }
 
 #[test]

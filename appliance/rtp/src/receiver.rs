@@ -271,6 +271,12 @@ impl Receiver {
         [self.reorder_deadline(), inactivity].into_iter().flatten().min()
     }
 
+    /// Position of the telephone-event whose end has not been seen yet, if any (it is reported as
+    /// [`ReceiverOutput::TelephoneEvent`] when it ends).
+    pub fn telephone_event_in_progress_since(&self) -> Option<u64> {
+        self.open_event.map(|open| open.position)
+    }
+
     /// The next output, in playout order.
     pub fn poll_output(&mut self) -> Option<ReceiverOutput> {
         self.outputs.pop_front()

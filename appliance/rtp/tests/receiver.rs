@@ -524,6 +524,38 @@ fn a_telephone_event_is_reported_once_and_never_as_media() {
 }
 
 #[test]
+fn an_event_is_in_progress_from_its_first_released_packet_until_its_end() {
+    let start = Instant::now();
+    let mut receiver = Receiver::new(config(), start);
+    let stream = Stream::new(start);
+    stream.send(&mut receiver, 0);
+    let timestamp = stream.timestamp_base + SPAN;
+    for k in 0..3u32 {
+        let payload = event(4, false, ((k + 1) * SPAN) as u16);
+        let packet = rtp(EVENT_PT, 1001 + k as u16, timestamp, SSRC, &payload);
+        receiver.handle_packet(stream.at(1 + k), &packet).expect("valid");
+    }
+    receiver.handle_timeout(stream.at(3) + REORDER_DELAY);
+    drain(&mut receiver);
+    assert_eq!(receiver.telephone_event_in_progress_since(), Some(160));
+    let end = rtp(
+        EVENT_PT,
+        1004,
+        timestamp,
+        SSRC,
+        &event(4, true, (4 * SPAN) as u16),
+    );
+    receiver.handle_packet(stream.at(4), &end).expect("valid");
+    receiver.handle_timeout(stream.at(4) + REORDER_DELAY);
+    assert!(
+        drain(&mut receiver)
+            .iter()
+            .any(|output| matches!(output, ReceiverOutput::TelephoneEvent { event: 4, .. }))
+    );
+    assert_eq!(receiver.telephone_event_in_progress_since(), None);
+}
+
+#[test]
 fn an_event_whose_end_packets_are_lost_is_reported_when_audio_resumes() {
     let start = Instant::now();
     let mut receiver = Receiver::new(config(), start);

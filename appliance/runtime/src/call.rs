@@ -4,7 +4,12 @@
 //!
 //! Queue policy: each socket task forwards datagrams into the call's bounded packet queue and waits when it
 //! is full (recording never drops); the kernel socket buffer absorbs the wait, and what it cannot absorb is
-//! lost before we see it. Audio is written and checkpointed once a second, so a crash loses at most that.
+//! lost before we see it. Audio is written and checkpointed once a second, so a crash loses at most that
+//! plus the audio-redaction hold.
+//!
+//! Audio redaction: before audio is written (encrypted) it passes `audio_redaction`: DTMF (in-band tones
+//! found by a detector per stream, RFC 4733 events) and the spans of words the transcript redacted are
+//! silenced, and audio is held back until its words are decided (see `audio_redaction` for the limit).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -23,6 +28,9 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::audio_redaction::{
+    AudioRedactor, Decisions, DtmfFound, KeyedDigits, ToneWatch, decisions_of, dtmf_mask, dtmf_undecided,
+};
 use crate::control::ControlInput;
 use crate::manifest::{ChannelReport, Manifest, PauseInterval, SrtpReport, StreamReport};
 use crate::storage::{DataDir, write_json_atomically};
@@ -47,6 +55,8 @@ const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
 const MANIFEST_EVERY_CHECKPOINTS: u64 = 3;
 /// Commands queued toward a call task.
 const COMMAND_QUEUE: usize = 16;
+/// Without transcription, audio is held at most this long for a DTMF tone or event in progress.
+const DTMF_HOLD_MAX: Duration = Duration::from_secs(5);
 
 /// What the call task needs from the appliance.
 #[derive(Debug, Clone)]
@@ -136,6 +146,8 @@ struct StreamState {
     last_codec: Option<Codec>,
     /// SRTP streams: the keys (current, and the previous one for a grace period after a rekey).
     srtp: Option<StreamSrtp>,
+    /// In-band DTMF detection on the decoded audio.
+    tones: ToneWatch,
 }
 
 /// How long packets protected with the previous key are still accepted after a rekey.
@@ -187,28 +199,46 @@ pub(crate) struct Recording {
     pub(crate) channels: usize,
     /// Call-timeline position up to which audio has been written.
     written_until: u64,
+    /// What is silenced before it is written.
+    pub(crate) redactor: AudioRedactor,
+    /// The longest audio is held back for undecided words or tones, in samples.
+    hold_max: u64,
 }
 
 impl Recording {
-    /// Writes the interleaved audio before `until` that is not written yet, and checkpoints it.
-    pub(crate) async fn flush_until(&mut self, until: u64) -> std::io::Result<()> {
-        if until <= self.written_until {
+    /// Writes the interleaved audio before `until` that is not written yet — held back to where `decisions`
+    /// say audio is still undecided, for at most the hold — silences what must be, and checkpoints it.
+    pub(crate) async fn flush_until(&mut self, until: u64, decisions: Decisions) -> std::io::Result<()> {
+        let floor = until.saturating_sub(self.hold_max);
+        self.write(decisions, until, floor).await
+    }
+
+    /// Writes everything still buffered (the end of the call); what is still undecided is silenced.
+    pub(crate) async fn flush_all(&mut self, decisions: Decisions) -> std::io::Result<()> {
+        let end = self.interleaver.end_position().max(self.written_until);
+        self.write(decisions, end, end).await
+    }
+
+    async fn write(&mut self, decisions: Decisions, until: u64, floor: u64) -> std::io::Result<()> {
+        let release = self
+            .redactor
+            .release_point(decisions, until, floor, self.written_until);
+        if floor < until {
+            let held = until.saturating_sub(release) as f64 / f64::from(self.sample_rate.max(1));
+            self.redactor.observe_hold(held);
+        }
+        if release <= self.written_until {
             return Ok(());
         }
-        let frames = self.interleaver.drain_ready(until);
-        self.written_until = until;
+        let mut frames = self.interleaver.drain_ready(release);
+        self.redactor.apply(&mut frames, self.written_until);
+        self.written_until = release;
         let writer = &mut self.writer;
         tokio::task::block_in_place(|| {
             writer.write_interleaved(&frames)?;
             writer.checkpoint()
         })
         .map_err(std::io::Error::other)
-    }
-
-    /// Writes everything still buffered (the end of the call).
-    pub(crate) async fn flush_all(&mut self) -> std::io::Result<()> {
-        let end = self.interleaver.end_position().max(self.written_until);
-        self.flush_until(end).await
     }
 
     /// Closes the recording after the last flush (`flushed`), completes and saves `manifest`, and publishes
@@ -228,7 +258,7 @@ impl Recording {
         match tokio::task::block_in_place(|| self.writer.finish()) {
             Ok(finished) => {
                 environment.metrics.recorded_bytes.inc_by(finished.bytes);
-                manifest.finish(&finished, SystemTime::now(), outcome, &environment.recipients);
+                manifest.complete(&finished, SystemTime::now(), outcome);
             }
             Err(error) => tracing::error!(%error, "cannot finalise the recording"),
         }
@@ -249,6 +279,9 @@ struct CallTask {
     checkpoints: u64,
     /// The call's transcript, fed with each stream's decoded audio; `None` when transcription is off.
     transcript: Option<CallTranscript>,
+    /// Silences found since the last write (DTMF), and the digits keyed so far (in memory only).
+    dtmf: DtmfFound,
+    keyed: KeyedDigits,
 }
 
 async fn run(
@@ -332,8 +365,9 @@ impl CallTask {
             .unwrap_or(8000);
         // VoiceStream SIP reserves a channel per leg, so a leg that joins later is not mixed into another.
         let channels = audio_streams.len().max(plan.min_channels).max(1);
+        let hold_max = audio_hold_max(&environment);
         let opened = tokio::task::block_in_place(|| {
-            open_recording(&dir, &environment.recipients, sample_rate, channels)
+            open_recording(&dir, &environment, (sample_rate, channels), hold_max)
         });
         let recording = match opened {
             Ok(recording) => recording,
@@ -366,6 +400,8 @@ impl CallTask {
             manifest,
             checkpoints: 0,
             transcript,
+            dtmf: DtmfFound::default(),
+            keyed: KeyedDigits::default(),
         };
         for stream in &plan.streams {
             let Some(socket) = sockets.remove(&stream.local_port) else {
@@ -455,6 +491,7 @@ impl CallTask {
             scratch: Vec::with_capacity(1024),
             last_codec: None,
             srtp: planned.srtp.as_ref().map(StreamSrtp::new),
+            tones: ToneWatch::default(),
         });
     }
 
@@ -592,11 +629,16 @@ impl CallTask {
                         stream.origin_sample = wall_position.saturating_sub(stream_position);
                         call_position = stream.origin_sample.saturating_add(stream_position);
                     }
+                    // The leg's own PCM at its codec rate.
+                    let leg_position = call_position.saturating_mul(pcm_rate) / rate.max(1);
                     if let Some(transcript) = &self.transcript {
-                        // The leg's own PCM at its codec rate; the engine converts it for the models.
-                        let position = call_position.saturating_mul(pcm_rate) / rate.max(1);
-                        transcript.push(index, pcm_rate as u32, position, &stream.scratch);
+                        // The engine converts it for the models.
+                        transcript.push(index, pcm_rate as u32, leg_position, &stream.scratch);
                     }
+                    stream.tones.push(pcm_rate as u32, leg_position, &stream.scratch);
+                    stream
+                        .tones
+                        .take_masks(stream.channel, rate, &mut self.keyed, &mut self.dtmf);
                     let samples = airlock_media::resample(&stream.scratch, pcm_rate as u32, rate as u32);
                     if shared {
                         self.recording
@@ -614,11 +656,16 @@ impl CallTask {
                     duration,
                     ..
                 } => {
+                    // Only counted: the key is card or PIN material, kept in memory for `keyed` and never
+                    // written; its audio is silenced.
                     self.environment.metrics.rtp_telephone_events.inc();
-                    let at_ms = (stream.origin_sample * 1000 / rate.max(1))
-                        + position * 1000 / stream.pcm_per_clock.1.max(1);
-                    self.manifest
-                        .telephone_event(&stream.label, event, at_ms, duration);
+                    self.manifest.telephone_event_count += 1;
+                    let clock_rate = stream.pcm_per_clock.1.max(1);
+                    let start = stream.origin_sample + position.saturating_mul(rate) / clock_rate;
+                    let end = start + u64::from(duration).saturating_mul(rate) / clock_rate;
+                    let mask = dtmf_mask(stream.channel, start, end, rate);
+                    self.keyed
+                        .pressed(telephone_event_key(event), mask, rate, &mut self.dtmf);
                 }
                 // Inactivity is judged per call in `all_streams_inactive`, pauses included.
                 ReceiverOutput::Inactive | ReceiverOutput::SsrcChanged => {}
@@ -626,17 +673,45 @@ impl CallTask {
         }
     }
 
-    /// Writes the audio older than the write-behind window and makes it durable.
+    /// Writes the audio older than the write-behind window (and decided, see `audio_redaction`) and makes
+    /// it durable.
     async fn write_and_checkpoint(&mut self, now: Instant) -> std::io::Result<()> {
         let write_behind = self.environment.reorder_delay + WRITE_BEHIND_BEYOND_REORDER;
         let behind = self.call_sample_at(now.checked_sub(write_behind).unwrap_or(self.started));
-        self.recording.flush_until(behind).await?;
+        let decisions = self.decisions();
+        self.recording.flush_until(behind, decisions).await?;
         self.checkpoints += 1;
         if self.checkpoints.is_multiple_of(MANIFEST_EVERY_CHECKPOINTS) {
             self.manifest.streams = self.streams.iter().map(stream_report).collect();
+            self.manifest.note_audio_redaction(&self.recording.redactor);
             self.save_manifest();
         }
         Ok(())
+    }
+
+    /// What is known about the audio not yet written: spans to silence (redacted words, DTMF) and where each
+    /// channel's undecided audio begins (words not yet transcribed, a tone or event not yet ended).
+    fn decisions(&mut self) -> Decisions {
+        let mut decisions = decisions_of(
+            self.transcript.as_ref(),
+            self.recording.sample_rate,
+            &mut self.dtmf,
+        );
+        let rate = u64::from(self.recording.sample_rate);
+        for stream in &self.streams {
+            if let Some(since) = stream.tones.in_progress_since(rate) {
+                decisions
+                    .undecided
+                    .push(dtmf_undecided(stream.channel, since, rate));
+            }
+            if let Some(since) = stream.receiver.telephone_event_in_progress_since() {
+                let since = stream.origin_sample + since.saturating_mul(rate) / stream.pcm_per_clock.1.max(1);
+                decisions
+                    .undecided
+                    .push(dtmf_undecided(stream.channel, since, rate));
+            }
+        }
+        decisions
     }
 
     fn update(&mut self, plan: &RecordingPlan, mut sockets: MediaSockets) {
@@ -734,8 +809,14 @@ impl CallTask {
         }
         for index in 0..self.streams.len() {
             self.drain_stream(index, now);
+            let rate = u64::from(self.recording.sample_rate);
+            if let Some(stream) = self.streams.get_mut(index) {
+                stream.tones.flush();
+                stream
+                    .tones
+                    .take_masks(stream.channel, rate, &mut self.keyed, &mut self.dtmf);
+            }
         }
-        let flushed = self.recording.flush_all().await;
         let at = now.duration_since(self.started);
         for stream in &self.streams {
             if let Some(since) = stream.paused_since {
@@ -745,10 +826,18 @@ impl CallTask {
             }
         }
         self.manifest.streams = self.streams.iter().map(stream_report).collect();
+        // The transcript first: its last words decide what of the held audio is silenced.
+        let mut decisions = self.decisions();
         if let Some(transcript) = self.transcript.take() {
             let shutting_down = outcome == CallOutcome::Shutdown;
-            self.manifest.transcript = transcript.finish(&self.dir(), shutting_down).await;
+            let (report, release) = transcript.finish(&self.dir(), shutting_down).await;
+            self.manifest.transcript = report;
+            let last = Decisions::from_transcript(release, self.recording.sample_rate);
+            decisions.silence.extend(last.silence);
+            decisions.undecided = last.undecided;
         }
+        let flushed = self.recording.flush_all(decisions).await;
+        self.manifest.note_audio_redaction(&self.recording.redactor);
         for report in &self.manifest.streams {
             let metrics = &self.environment.metrics;
             metrics.rtp_packets_lost.inc_by(report.packets_lost);
@@ -782,16 +871,26 @@ pub(crate) fn call_sample_at(started: Instant, now: Instant, rate: u64) -> u64 {
         / 1_000_000
 }
 
+/// How long a call's recording may hold audio back for undecided words or tones.
+pub(crate) fn audio_hold_max(environment: &CallEnvironment) -> Duration {
+    environment
+        .transcription
+        .as_ref()
+        .map_or(DTMF_HOLD_MAX, |transcription| {
+            transcription.audio_hold_max.max(DTMF_HOLD_MAX)
+        })
+}
+
 pub(crate) fn open_recording(
     dir: &std::path::Path,
-    recipients: &[Recipient],
-    sample_rate: u32,
-    channels: usize,
+    environment: &CallEnvironment,
+    (sample_rate, channels): (u32, usize),
+    hold_max: Duration,
 ) -> std::io::Result<Recording> {
     std::fs::create_dir_all(dir)?;
     let writer = RecordingWriter::create(
         dir,
-        recipients,
+        &environment.recipients,
         WavFormat {
             sample_rate,
             channels: u16::try_from(channels).unwrap_or(u16::MAX),
@@ -804,7 +903,21 @@ pub(crate) fn open_recording(
         sample_rate,
         channels,
         written_until: 0,
+        redactor: AudioRedactor::new(sample_rate, channels, environment.metrics.audio_redaction.clone()),
+        hold_max: u64::try_from(hold_max.as_millis()).unwrap_or(u64::MAX) * u64::from(sample_rate) / 1000,
     })
+}
+
+/// The key of an RFC 4733 DTMF event code (0–9, 10 = `*`, 11 = `#`, 12–15 = A–D); other events (flash …)
+/// are silenced but never part of a keyed number.
+fn telephone_event_key(event: u8) -> char {
+    match event {
+        0..=9 => char::from(b'0' + event),
+        10 => '*',
+        11 => '#',
+        12..=15 => char::from(b'A' + event - 12),
+        _ => '?',
+    }
 }
 
 /// Applies a stream's SDES key from a re-INVITE/UPDATE: a new key is installed with a grace period for the

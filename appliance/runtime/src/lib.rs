@@ -4,6 +4,7 @@
 
 mod admission;
 mod alarm;
+mod audio_redaction;
 mod call;
 mod clock;
 mod control;

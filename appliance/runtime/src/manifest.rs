@@ -1,12 +1,15 @@
 //! `manifest.json`: what a recorded call produced and how it went — times, streams and channels, codecs,
-//! pause intervals, packet statistics, the SHA-256 of the recording. Personal data (the SIPREC metadata
-//! with participants' addresses and names, DTMF digits) is only stored sealed to the recording recipients
-//! as ASCII-armored age messages. Written when the call starts, on every change, and when it ends, so a
+//! pause intervals, packet statistics, what of the audio was silenced (kind and time, never a value), the
+//! SHA-256 of the recording. Personal data (the SIPREC metadata with participants' addresses and names) is
+//! only stored sealed to the recording recipients as ASCII-armored age messages; DTMF keys are not stored
+//! at all. Written when the call starts, on every change, and when it ends, so a
 //! call interrupted by a crash can still be described after restart.
 
 use std::time::{Duration, SystemTime};
 
 use airlock_recording::{FinishedRecording, Recipient, seal_text};
+
+use crate::audio_redaction::{AudioRedactor, SilencedAudio};
 use airlock_siprec::srs::{CallId, RecordingPlan};
 use airlock_telemetry::CallOutcome;
 use serde::{Deserialize, Serialize};
@@ -33,9 +36,15 @@ pub struct Manifest {
     pub channels: Vec<ChannelReport>,
     pub streams: Vec<StreamReport>,
     pub pauses: Vec<PauseInterval>,
-    /// Count of RFC 4733 telephone events; the events themselves are in `telephone_events_sealed`.
+    /// Count of RFC 4733 telephone events (their keys are never stored; their audio is silenced).
     pub telephone_event_count: u64,
-    pub telephone_events_sealed: Option<String>,
+    /// What was silenced in the recording before it was encrypted: redacted words (entity kind), `DTMF`,
+    /// keyed card numbers (`CARD_NUMBER`), `UNVERIFIED` audio no transcript covered. Complete once the call has ended.
+    #[serde(default)]
+    pub audio_redactions: Vec<SilencedAudio>,
+    /// Silencing spans that came after part of their audio was written (0 unless the hold was exceeded).
+    #[serde(default)]
+    pub audio_redactions_late: u64,
     /// The SIPREC metadata documents received, sealed to the recipients (absent when the policy keeps
     /// them in: a manifest rewritten at the hand-over must still read back for crash recovery).
     #[serde(default)]
@@ -46,8 +55,6 @@ pub struct Manifest {
     /// The transcript artifacts, when the call was transcribed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<TranscriptReport>,
-    #[serde(skip)]
-    telephone_events: Vec<TelephoneEvent>,
     #[serde(skip)]
     participant_timeline: Vec<ParticipantSpan>,
 }
@@ -149,14 +156,6 @@ impl PauseInterval {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
-struct TelephoneEvent {
-    label: String,
-    event: u8,
-    at_ms: u64,
-    duration: u16,
-}
-
 impl Manifest {
     pub fn new(
         _call: CallId,
@@ -202,11 +201,11 @@ impl Manifest {
             streams: Vec::new(),
             pauses: Vec::new(),
             telephone_event_count: 0,
-            telephone_events_sealed: None,
+            audio_redactions: Vec::new(),
+            audio_redactions_late: 0,
             metadata_sealed: Vec::new(),
             participants_sealed: None,
             transcript: None,
-            telephone_events: Vec::new(),
             participant_timeline: Vec::new(),
         }
     }
@@ -248,29 +247,10 @@ impl Manifest {
         }
     }
 
-    pub fn telephone_event(&mut self, label: &str, event: u8, at_ms: u64, duration: u16) {
-        self.telephone_event_count += 1;
-        self.telephone_events.push(TelephoneEvent {
-            label: label.to_string(),
-            event,
-            at_ms,
-            duration,
-        });
-    }
-
-    /// Completes the manifest once the recording is final.
-    pub fn finish(
-        &mut self,
-        recording: &FinishedRecording,
-        ended: SystemTime,
-        outcome: CallOutcome,
-        recipients: &[Recipient],
-    ) {
-        self.complete(recording, ended, outcome);
-        if !self.telephone_events.is_empty() {
-            let json = serde_json::to_string(&self.telephone_events).unwrap_or_default();
-            self.telephone_events_sealed = seal_text(recipients, &json).ok();
-        }
+    /// Takes the list of what the recording silenced so far.
+    pub(crate) fn note_audio_redaction(&mut self, redactor: &AudioRedactor) {
+        self.audio_redactions = redactor.silenced().to_vec();
+        self.audio_redactions_late = redactor.late();
     }
 
     /// Records the final recording and how the call ended (also used for calls recovered after a crash).

@@ -31,11 +31,7 @@ pub enum TranscriptRelease {
 }
 
 /// The sealed (age-encrypted) manifest fields a policy may release.
-pub const SEALED_MANIFEST_FIELDS: [&str; 3] = [
-    "metadata_sealed",
-    "participants_sealed",
-    "telephone_events_sealed",
-];
+pub const SEALED_MANIFEST_FIELDS: [&str; 2] = ["metadata_sealed", "participants_sealed"];
 
 /// The validated policy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -147,12 +143,10 @@ mod tests {
             "call": "c1",
             "metadata_sealed": ["x"],
             "participants_sealed": "y",
-            "telephone_events_sealed": "z",
         });
         policy.apply_to_manifest(&mut manifest);
         assert_eq!(manifest["metadata_sealed"], serde_json::json!(["x"]));
         assert!(manifest.get("participants_sealed").is_none());
-        assert!(manifest.get("telephone_events_sealed").is_none());
         assert_eq!(manifest["policy"]["retention_class"], "short");
         assert_eq!(manifest["policy"]["retention_days"], 90);
         assert_eq!(manifest["policy"]["legal_hold"], true);

@@ -6,6 +6,11 @@
 //! is logged. A segment the redactor holds back (digits that may continue in the speaker's next segment)
 //! is released when that speaker goes on, when a later segment of the call passes its hold window, or when
 //! the call ends.
+//!
+//! It also tells the recorder what to silence (audio redaction): the call-time spans of redacted words, and
+//! how far each leg's audio is decided — settled by the engine (transcribed or judged not speech) and not
+//! held by the redactor. Audio the engine never checked (refused input, dropped or failed segments) is
+//! reported as an `UNVERIFIED` span, so it is silenced too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,6 +47,9 @@ pub struct TranscriptionSettings {
     pub pool: PoolConfig,
     pub decoder: DecoderConfig,
     pub finish_timeout: Duration,
+    /// The longest the recorder holds audio back waiting for its words; audio still undecided then is
+    /// silenced as unverified.
+    pub audio_hold_max: Duration,
 }
 
 /// Why transcription could not start; the message names the config key.
@@ -79,6 +87,7 @@ pub fn start(
         engine,
         redaction: RedactorConfig::default(),
         finish_timeout: settings.finish_timeout,
+        audio_hold_max: settings.audio_hold_max,
         model_name,
     })
 }
@@ -90,6 +99,8 @@ pub struct Transcription {
     pub engine: Transcriber,
     pub redaction: RedactorConfig,
     pub finish_timeout: Duration,
+    /// See [`TranscriptionSettings::audio_hold_max`].
+    pub audio_hold_max: Duration,
     /// The model's file name, recorded in each transcript.
     pub model_name: String,
 }
@@ -118,7 +129,45 @@ struct Redaction {
     redactor: ConversationRedactor,
     /// Per segment handed to the redactor (by its arrival sequence): word probabilities and confidence.
     scores: BTreeMap<u64, (Vec<f32>, f32)>,
+    /// Per segment the redactor may still hold (by its arrival sequence): its leg and start.
+    held: BTreeMap<u64, (usize, u64)>,
     next_sequence: u64,
+    /// What the recorder needs for audio redaction.
+    audio: AudioVerdicts,
+}
+
+/// A call-time span of one leg's audio that must be silenced, and why (an entity kind, or `UNVERIFIED`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AudioSpan {
+    pub(crate) leg: usize,
+    pub(crate) kind: &'static str,
+    pub(crate) start_ms: u64,
+    pub(crate) end_ms: u64,
+}
+
+/// The audio-redaction side of a call's transcript: spans not yet collected by the recorder, and per leg
+/// how far its audio was pushed and how far the engine has settled it.
+#[derive(Debug, Default)]
+struct AudioVerdicts {
+    spans: Vec<AudioSpan>,
+    legs: BTreeMap<usize, LegProgress>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct LegProgress {
+    pushed_until_ms: u64,
+    settled_ms: u64,
+}
+
+/// The span kind of audio the engine never checked.
+pub(crate) const UNVERIFIED: &str = "UNVERIFIED";
+
+/// What the recorder may write of a call: the spans to silence, and per channel the call time (ms) from
+/// which its audio is still undecided.
+#[derive(Debug, Default)]
+pub(crate) struct AudioRelease {
+    pub(crate) spans: Vec<(usize, AudioSpan)>,
+    pub(crate) undecided: Vec<(usize, u64)>,
 }
 
 #[derive(Debug, Default)]
@@ -193,15 +242,13 @@ impl SegmentSink for TranscriptSink {
     fn segment(&self, segment: Segment) {
         let (words, probabilities) = locate_words(&segment);
         let released = {
-            let mut redaction = self
-                .redaction
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut redaction = self.lock_redaction();
             let sequence = redaction.next_sequence;
             redaction.next_sequence += 1;
             redaction
                 .scores
                 .insert(sequence, (probabilities, segment.confidence));
+            redaction.held.insert(sequence, (segment.leg, segment.start_ms));
             let end_ms = segment.end_ms;
             let mut released = redaction.redactor.push(airlock_compliance::Segment {
                 leg: LegId(u32::try_from(segment.leg).unwrap_or(u32::MAX)),
@@ -223,7 +270,36 @@ impl SegmentSink for TranscriptSink {
     }
 
     fn gap(&self, gap: Gap) {
+        self.lock_redaction().audio.spans.push(AudioSpan {
+            leg: gap.leg,
+            kind: UNVERIFIED,
+            start_ms: gap.start_ms,
+            end_ms: gap.end_ms,
+        });
         lock(&self.state).gaps.push(gap);
+    }
+
+    fn settled(&self, leg: usize, until_ms: u64) {
+        let released = {
+            let mut redaction = self.lock_redaction();
+            let pushed = redaction
+                .audio
+                .legs
+                .values()
+                .map(|progress| progress.pushed_until_ms)
+                .max()
+                .unwrap_or(0);
+            redaction.audio.legs.entry(leg).or_default().settled_ms = until_ms;
+            // Call time has reached at least this far: segments held past their window go now.
+            let released = redaction.redactor.poll(until_ms.min(pushed));
+            released
+                .into_iter()
+                .map(|released| redaction.take(released))
+                .collect::<Vec<_>>()
+        };
+        for released in released {
+            self.publish(released);
+        }
     }
 }
 
@@ -231,6 +307,16 @@ impl Redaction {
     /// The runtime's form of a segment the redactor released, with the scores kept for it.
     fn take(&mut self, released: Redacted) -> ReleasedSegment {
         let (probabilities, confidence) = self.scores.remove(&released.sequence).unwrap_or_default();
+        self.held.remove(&released.sequence);
+        let leg = released.leg.0 as usize;
+        self.audio
+            .spans
+            .extend(released.spans.iter().map(|span| AudioSpan {
+                leg,
+                kind: span.kind.label(),
+                start_ms: span.start_ms,
+                end_ms: span.end_ms,
+            }));
         ReleasedSegment {
             leg: released.leg.0 as usize,
             start_ms: released.start_ms,
@@ -262,6 +348,12 @@ impl Redaction {
 }
 
 impl TranscriptSink {
+    fn lock_redaction(&self) -> std::sync::MutexGuard<'_, Redaction> {
+        self.redaction
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Appends a released segment to the event log and keeps it for the transcript files.
     fn publish(&self, released: ReleasedSegment) {
         let speaker = lock(&self.state)
@@ -281,13 +373,40 @@ impl TranscriptSink {
         lock(&self.state).segments.push(released);
     }
 
+    /// See [`CallTranscript::audio_release`].
+    fn audio_release(&self) -> AudioRelease {
+        let channels: BTreeMap<usize, usize> = lock(&self.state)
+            .legs
+            .iter()
+            .map(|(leg, info)| (*leg, info.channel))
+            .collect();
+        let channel_of = |leg: usize| channels.get(&leg).copied().unwrap_or(leg);
+        let mut redaction = self.lock_redaction();
+        let mut undecided: BTreeMap<usize, u64> = BTreeMap::new();
+        for (leg, progress) in &redaction.audio.legs {
+            if progress.settled_ms < progress.pushed_until_ms {
+                let from = undecided.entry(channel_of(*leg)).or_insert(u64::MAX);
+                *from = (*from).min(progress.settled_ms);
+            }
+        }
+        for (leg, start_ms) in redaction.held.values() {
+            let from = undecided.entry(channel_of(*leg)).or_insert(u64::MAX);
+            *from = (*from).min(*start_ms);
+        }
+        let spans = std::mem::take(&mut redaction.audio.spans)
+            .into_iter()
+            .map(|span| (channel_of(span.leg), span))
+            .collect();
+        AudioRelease {
+            spans,
+            undecided: undecided.into_iter().collect(),
+        }
+    }
+
     /// Releases what the redactor still holds (the call has ended).
     fn release_held(&self) {
         let released: Vec<ReleasedSegment> = {
-            let mut redaction = self
-                .redaction
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut redaction = self.lock_redaction();
             let held = redaction.redactor.finish();
             held.into_iter()
                 .map(|released| redaction.take(released))
@@ -396,7 +515,9 @@ impl CallTranscript {
             redaction: Mutex::new(Redaction {
                 redactor: ConversationRedactor::new(transcription.redaction),
                 scores: BTreeMap::new(),
+                held: BTreeMap::new(),
                 next_sequence: 0,
+                audio: AudioVerdicts::default(),
             }),
             data_dir: data_dir.clone(),
             model_name: transcription.model_name.clone(),
@@ -422,15 +543,42 @@ impl CallTranscript {
     }
 
     /// Offers decoded PCM of `leg` at `rate`, starting at sample `position` of the call timeline at that
-    /// rate. Never blocks; audio the engine cannot take is dropped there and shows as a gap.
+    /// rate. Never blocks; audio the engine cannot take is dropped there, shows as a gap, and is silenced in
+    /// the recording as unverified.
     pub(crate) fn push(&self, leg: usize, rate: u32, position: u64, samples: &[i16]) {
-        self.handle.push(leg, rate, position, samples);
+        let to_ms = |position: u64| position * 1000 / u64::from(rate.max(1));
+        let start_ms = to_ms(position);
+        let end_ms = to_ms(position + samples.len() as u64);
+        let taken = self.handle.push(leg, rate, position, samples);
+        let mut redaction = self.sink.lock_redaction();
+        let audio = &mut redaction.audio;
+        if !taken {
+            audio.spans.push(AudioSpan {
+                leg,
+                kind: UNVERIFIED,
+                start_ms,
+                end_ms,
+            });
+        }
+        let progress = audio.legs.entry(leg).or_default();
+        progress.pushed_until_ms = progress.pushed_until_ms.max(end_ms);
+    }
+
+    /// Takes the spans to silence found since the last call, and per channel the call time from which its
+    /// audio is still undecided (pushed but not settled, or in a segment the redactor holds).
+    pub(crate) fn audio_release(&self) -> AudioRelease {
+        self.sink.audio_release()
     }
 
     /// Ends the call's transcription, waits (off the async workers) up to the finish timeout for its last
     /// segments — at most [`SHUTDOWN_WAIT`] when the appliance is shutting down — and writes the transcript
-    /// files into `dir`. Returns the manifest's report of them.
-    pub(crate) async fn finish(self, dir: &Path, shutting_down: bool) -> Option<TranscriptReport> {
+    /// files into `dir`. Returns the manifest's report of them, and the last audio release (what is still
+    /// undecided then — the transcript is incomplete — is silenced by the recorder).
+    pub(crate) async fn finish(
+        self,
+        dir: &Path,
+        shutting_down: bool,
+    ) -> (Option<TranscriptReport>, AudioRelease) {
         let finishing = self.handle.finish();
         let timeout = if shutting_down {
             self.finish_timeout.min(SHUTDOWN_WAIT)
@@ -443,12 +591,13 @@ impl CallTranscript {
         if !complete {
             tracing::warn!("transcription did not finish in time; the transcript is incomplete");
         }
-        let sink = self.sink;
-        tokio::task::block_in_place(|| sink.release_held());
+        tokio::task::block_in_place(|| self.sink.release_held());
+        let release = self.sink.audio_release();
         let dir = dir.to_path_buf();
-        tokio::task::block_in_place(|| write_files(&sink, &dir, complete))
+        let report = tokio::task::block_in_place(|| write_files(&self.sink, &dir, complete))
             .map_err(|error| tracing::error!(%error, "cannot write the transcript"))
-            .ok()
+            .ok();
+        (report, release)
     }
 }
 

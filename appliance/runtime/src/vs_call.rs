@@ -15,7 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 use airlock_telemetry::{CallOutcome, Pii};
 use tokio::sync::mpsc;
 
-use crate::call::{CallEnvironment, Recording, call_sample_at, open_recording, save_manifest};
+use crate::audio_redaction::{Decisions, DtmfFound, KeyedDigits, ToneWatch, decisions_of, dtmf_undecided};
+use crate::call::{
+    CallEnvironment, Recording, audio_hold_max, call_sample_at, open_recording, save_manifest,
+};
 use crate::manifest::{ChannelReport, Manifest, PauseInterval, StreamReport};
 use crate::transcript::CallTranscript;
 
@@ -88,6 +91,8 @@ struct LegState {
     chunks: u64,
     samples: u64,
     attached: bool,
+    /// In-band DTMF detection on the leg's audio.
+    tones: ToneWatch,
 }
 
 struct VsCall {
@@ -100,6 +105,9 @@ struct VsCall {
     lost: bool,
     /// The call's transcript, one leg per channel (role); `None` when transcription is off.
     transcript: Option<CallTranscript>,
+    /// DTMF silences found since the last write, and the digits keyed so far (in memory only).
+    dtmf: DtmfFound,
+    keyed: KeyedDigits,
 }
 
 /// Opens the recording of a VoiceStream call at `sample_rate` with `channels` channels and starts its task;
@@ -127,8 +135,9 @@ impl VsCall {
         let started_wall = SystemTime::now();
         let dir_name = format!("{}-vs{call_name}", crate::clock::compact(started_wall));
         let dir = environment.data_dir.active_call(&dir_name);
+        let hold_max = audio_hold_max(&environment);
         let opened = tokio::task::block_in_place(|| {
-            open_recording(&dir, &environment.recipients, sample_rate, channels)
+            open_recording(&dir, &environment, (sample_rate, channels), hold_max)
         });
         let recording = match opened {
             Ok(recording) => recording,
@@ -155,6 +164,8 @@ impl VsCall {
             legs: HashMap::new(),
             lost: false,
             transcript,
+            dtmf: DtmfFound::default(),
+            keyed: KeyedDigits::default(),
         };
         call.save_manifest();
         Some(call)
@@ -184,13 +195,28 @@ impl VsCall {
                 _ = tick.tick() => {
                     let now = Instant::now();
                     let until = self.sample_at(now.checked_sub(WRITE_BEHIND).unwrap_or(self.started));
-                    if let Err(error) = self.recording.flush_until(until).await {
+                    let decisions = self.decisions();
+                    if let Err(error) = self.recording.flush_until(until, decisions).await {
                         tracing::error!(%error, "VoiceStream recording write failed; ending the call");
                         return self.finish(CallOutcome::RecordingFailed).await;
                     }
                 }
             }
         }
+    }
+
+    /// What is known about the audio not yet written (see `call::CallTask::decisions`).
+    fn decisions(&mut self) -> Decisions {
+        let rate = self.recording.sample_rate;
+        let mut decisions = decisions_of(self.transcript.as_ref(), rate, &mut self.dtmf);
+        for state in self.legs.values() {
+            if let Some(since) = state.tones.in_progress_since(u64::from(rate)) {
+                decisions
+                    .undecided
+                    .push(dtmf_undecided(state.channel, since, u64::from(rate)));
+            }
+        }
+        decisions
     }
 
     fn sample_at(&self, now: Instant) -> u64 {
@@ -234,6 +260,7 @@ impl VsCall {
                         chunks: 0,
                         samples: 0,
                         attached: true,
+                        tones: ToneWatch::default(),
                     },
                 );
                 self.refresh_streams();
@@ -340,12 +367,16 @@ impl VsCall {
                 .interleaver
                 .push(state.channel, state.next_sample, &resampled);
         }
+        // The leg's own PCM at its own rate, positioned where the recording placed it.
+        let position =
+            state.next_sample.saturating_mul(u64::from(state.sample_rate)) / u64::from(rate.max(1));
         if let Some(transcript) = &self.transcript {
-            // The leg's own PCM at its own rate, positioned where the recording placed it.
-            let position =
-                state.next_sample.saturating_mul(u64::from(state.sample_rate)) / u64::from(rate.max(1));
             transcript.push(state.channel, state.sample_rate, position, samples);
         }
+        state.tones.push(state.sample_rate, position, samples);
+        state
+            .tones
+            .take_masks(state.channel, u64::from(rate), &mut self.keyed, &mut self.dtmf);
         state.next_sample = state.next_sample.saturating_add(length);
         state.chunks += 1;
         state.samples += samples.len() as u64;
@@ -379,7 +410,25 @@ impl VsCall {
     }
 
     async fn finish(mut self, outcome: CallOutcome) {
-        let flushed = self.recording.flush_all().await;
+        let rate = u64::from(self.recording.sample_rate);
+        for state in self.legs.values_mut() {
+            state.tones.flush();
+            state
+                .tones
+                .take_masks(state.channel, rate, &mut self.keyed, &mut self.dtmf);
+        }
+        // The transcript first: its last words decide what of the held audio is silenced.
+        let mut decisions = self.decisions();
+        if let Some(transcript) = self.transcript.take() {
+            let shutting_down = outcome == CallOutcome::Shutdown;
+            let (report, release) = transcript.finish(&self.dir(), shutting_down).await;
+            self.manifest.transcript = report;
+            let last = Decisions::from_transcript(release, self.recording.sample_rate);
+            decisions.silence.extend(last.silence);
+            decisions.undecided = last.undecided;
+        }
+        let flushed = self.recording.flush_all(decisions).await;
+        self.manifest.note_audio_redaction(&self.recording.redactor);
         let at = Instant::now().duration_since(self.started);
         for state in self.legs.values_mut() {
             if let Some(since) = state.paused_since.take() {
@@ -389,10 +438,6 @@ impl VsCall {
             }
         }
         self.refresh_streams();
-        if let Some(transcript) = self.transcript.take() {
-            let shutting_down = outcome == CallOutcome::Shutdown;
-            self.manifest.transcript = transcript.finish(&self.dir(), shutting_down).await;
-        }
         let outcome = self.recording.close_and_publish(
             flushed,
             outcome,

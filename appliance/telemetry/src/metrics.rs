@@ -10,6 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::outbox_metrics::OutboxMetrics;
+use crate::redaction_metrics::RedactionMetrics;
 use crate::security_metrics::SecurityMetrics;
 use crate::transcription_metrics::TranscriptionMetrics;
 use crate::voicestream_metrics::VoiceStreamMetrics;
@@ -249,6 +250,8 @@ pub struct Metrics {
     pub transcription: TranscriptionMetrics,
     /// The outbox spool and its sinks.
     pub outbox: OutboxMetrics,
+    /// Audio silenced in recordings, and how long audio was held for it.
+    pub audio_redaction: RedactionMetrics,
     sip_refused: Family<RefusalLabel, Counter>,
     sip_tcp_refused: Family<TcpRefusalLabel, Counter>,
 }
@@ -356,6 +359,7 @@ impl Metrics {
         self.voicestream.register(&mut registry);
         self.transcription.register(&mut registry);
         self.outbox.register(&mut registry);
+        self.audio_redaction.register(&mut registry);
         registry.register(
             "sip_messages_refused",
             "Inbound SIP messages refused before processing, by reason (source not allowed, rate limited)",

@@ -51,6 +51,7 @@ impl SegmentSink for Collector {
     fn gap(&self, gap: Gap) {
         self.0.lock().unwrap().gaps.push(gap);
     }
+    fn settled(&self, _leg: usize, _until_ms: u64) {}
 }
 
 struct Args {

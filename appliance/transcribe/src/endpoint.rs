@@ -183,6 +183,18 @@ impl Segmenter {
         self.close()
     }
 
+    /// The earliest position a future segment may still start at: the open segment's start, else the
+    /// oldest pre-roll sample kept; `None` when nothing is held (before the first frame, after `finish`).
+    /// Audio before it is settled: either in a segment already returned or judged not speech.
+    pub fn undecided_from(&self) -> Option<u64> {
+        match &self.active {
+            Some(active) => Some(active.start),
+            None => self
+                .next_position
+                .map(|next| next.saturating_sub(self.pre_roll.len() as u64)),
+        }
+    }
+
     /// Whether a segment is open (the speaker is talking or within the hang-over).
     pub fn in_speech(&self) -> bool {
         self.active.is_some()
@@ -218,6 +230,32 @@ mod tests {
         }
         out.extend(segmenter.finish());
         out
+    }
+
+    #[test]
+    fn undecided_audio_starts_at_the_pre_roll_or_the_open_segment() {
+        let mut segmenter = Segmenter::new(EndpointConfig::default());
+        assert_eq!(segmenter.undecided_from(), None);
+        let frame = [0.1f32; FRAME_SAMPLES];
+        let quiet_frames = frames(1_000);
+        for i in 0..quiet_frames {
+            assert!(
+                segmenter
+                    .push_frame((i * FRAME_SAMPLES) as u64, &frame, 0.0)
+                    .is_none()
+            );
+        }
+        let reached = (quiet_frames * FRAME_SAMPLES) as u64;
+        // Only the pre-roll (200 ms) of the quiet second may still join a segment.
+        assert_eq!(segmenter.undecided_from(), Some(reached - 200 * 16));
+        let speech_at = reached;
+        for i in 0..frames(500) {
+            let position = speech_at + (i * FRAME_SAMPLES) as u64;
+            assert!(segmenter.push_frame(position, &frame, 0.9).is_none());
+        }
+        assert_eq!(segmenter.undecided_from(), Some(speech_at - 200 * 16));
+        assert!(segmenter.finish().is_some());
+        assert_eq!(segmenter.undecided_from(), None);
     }
 
     fn frames(duration_ms: u64) -> usize {

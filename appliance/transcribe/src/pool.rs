@@ -124,6 +124,10 @@ pub struct Gap {
 pub trait SegmentSink: Send + Sync + 'static {
     fn segment(&self, segment: Segment);
     fn gap(&self, gap: Gap);
+    /// Every sample of `leg` before `until_ms` (call time) is settled: its segments (or gaps) have been
+    /// delivered, or it was judged not speech. Called with increasing values, after the segments it covers;
+    /// the recorder holds audio back until its words are known (audio redaction).
+    fn settled(&self, leg: usize, until_ms: u64);
 }
 
 /// The running engine; cheap to clone.
@@ -184,6 +188,17 @@ struct CallShared {
     previous_text: Mutex<HashMap<usize, PreviousText>>,
     progress: Mutex<CallProgress>,
     settled: Condvar,
+    /// Per leg, what is still undecided (see `LegSettling`).
+    settling: Mutex<HashMap<usize, LegSettling>>,
+}
+
+/// What of a leg the engine has not settled yet: the front-end's undecided frontier (16 kHz position) and
+/// the start positions of its segments queued or being decoded; the leg is settled before the smallest.
+#[derive(Default)]
+struct LegSettling {
+    frontier: u64,
+    pending_starts: std::collections::BTreeMap<u64, usize>,
+    reported_ms: u64,
 }
 
 /// A leg's last decoded text and where (16 kHz position) its segment ended.
@@ -274,6 +289,7 @@ impl Transcriber {
             previous_text: Mutex::new(HashMap::new()),
             progress: Mutex::new(CallProgress::default()),
             settled: Condvar::new(),
+            settling: Mutex::new(HashMap::new()),
         });
         CallTranscription {
             shared: self.shared.clone(),
@@ -341,7 +357,7 @@ impl Shared {
                 end_ms: ms(old.segment.start + old.segment.audio.len() as u64),
                 reason: GapReason::SegmentDropped,
             });
-            old.call.job_done();
+            old.call.job_done(old.leg, old.segment.start);
         }
     }
 }
@@ -366,11 +382,54 @@ impl CallShared {
         );
     }
 
-    fn job_added(&self) {
+    fn job_added(&self, leg: usize, start: u64) {
         lock(&self.progress).pending_jobs += 1;
+        *lock(&self.settling)
+            .entry(leg)
+            .or_default()
+            .pending_starts
+            .entry(start)
+            .or_default() += 1;
     }
 
-    fn job_done(&self) {
+    /// The front-end has judged the leg up to `frontier` (16 kHz position; `u64::MAX` once the leg ended).
+    fn advance_frontier(&self, leg: usize, frontier: u64) {
+        let mut settling = lock(&self.settling);
+        let state = settling.entry(leg).or_default();
+        state.frontier = state.frontier.max(frontier);
+        self.report_settled(leg, state);
+    }
+
+    /// Tells the sink how far `leg` is settled, if that moved on.
+    fn report_settled(&self, leg: usize, state: &mut LegSettling) {
+        let settled = state
+            .pending_starts
+            .keys()
+            .next()
+            .map_or(state.frontier, |&start| start.min(state.frontier));
+        let settled_ms = if settled == u64::MAX {
+            u64::MAX
+        } else {
+            ms(settled)
+        };
+        if settled_ms > state.reported_ms {
+            state.reported_ms = settled_ms;
+            self.sink.settled(leg, settled_ms);
+        }
+    }
+
+    fn job_done(&self, leg: usize, start: u64) {
+        {
+            let mut settling = lock(&self.settling);
+            let state = settling.entry(leg).or_default();
+            if let Some(count) = state.pending_starts.get_mut(&start) {
+                *count -= 1;
+                if *count == 0 {
+                    state.pending_starts.remove(&start);
+                }
+            }
+            self.report_settled(leg, state);
+        }
         let mut progress = lock(&self.progress);
         progress.pending_jobs = progress.pending_jobs.saturating_sub(1);
         if progress.input_closed && progress.pending_jobs == 0 {
@@ -538,6 +597,7 @@ fn front_end<V: VoiceActivity>(shared: &Shared, mut vad: V) {
                         if let Some(segment) = leg.segmenter.finish() {
                             queue_segment(shared, &call, key.1, segment, &leg);
                         }
+                        call.advance_frontier(key.1, u64::MAX);
                         shared.metrics.legs_active.dec();
                     }
                 }
@@ -550,6 +610,11 @@ fn front_end<V: VoiceActivity>(shared: &Shared, mut vad: V) {
                     new_leg(&vad, &shared.config, chunk.rate, chunk.position)
                 });
                 feed(shared, &mut vad, leg, &chunk, &mut resampled);
+                let frontier = leg
+                    .segmenter
+                    .undecided_from()
+                    .map_or(leg.pending_start, |from| from.min(leg.pending_start));
+                chunk.call.advance_frontier(chunk.leg, frontier);
             }
         }
         shared.refresh_gauges();
@@ -651,7 +716,7 @@ fn queue_segment<L>(
         leg.reached.saturating_sub(segment.speech_end) * 1_000_000 / u64::from(MODEL_RATE),
     );
     let speech_ended = leg.reached_at.checked_sub(behind).unwrap_or(leg.reached_at);
-    call.job_added();
+    call.job_added(leg_index, segment.start);
     shared.enqueue(Job {
         call: call.clone(),
         leg: leg_index,
@@ -748,7 +813,7 @@ fn worker(shared: &Shared, mut decoder: Decoder) {
                 });
             }
         }
-        job.call.job_done();
+        job.call.job_done(job.leg, start);
     }
 }
 

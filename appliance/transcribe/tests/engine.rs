@@ -18,14 +18,54 @@ const LIBRIVOX: &str = "/usr/share/pocketsphinx/test/data/librivox";
 struct Collected {
     segments: Mutex<Vec<Segment>>,
     gaps: Mutex<Vec<Gap>>,
+    /// Every delivery in order: a segment or gap `(leg, start_ms, None)`, or a settled mark
+    /// `(leg, until_ms, Some(()))`.
+    order: Mutex<Vec<(usize, u64, Option<()>)>>,
 }
 
 impl SegmentSink for Collected {
     fn segment(&self, segment: Segment) {
+        self.order
+            .lock()
+            .unwrap()
+            .push((segment.leg, segment.start_ms, None));
         self.segments.lock().unwrap().push(segment);
     }
     fn gap(&self, gap: Gap) {
+        self.order.lock().unwrap().push((gap.leg, gap.start_ms, None));
         self.gaps.lock().unwrap().push(gap);
+    }
+    fn settled(&self, leg: usize, until_ms: u64) {
+        self.order.lock().unwrap().push((leg, until_ms, Some(())));
+    }
+}
+
+impl Collected {
+    /// Checks that no leg was reported settled past a segment or gap delivered after the report, that the
+    /// reports only grow, and that every leg in `legs` ended settled to the end.
+    fn assert_settled_in_order(&self, legs: &[usize]) {
+        let order = self.order.lock().unwrap();
+        for (index, &(leg, until, mark)) in order.iter().enumerate() {
+            if mark.is_none() {
+                continue;
+            }
+            for &(later_leg, start, later_mark) in &order[index + 1..] {
+                if later_leg == leg {
+                    match later_mark {
+                        None => assert!(start >= until, "leg {leg} settled to {until} before its {start}"),
+                        Some(()) => assert!(start > until, "leg {leg} settled twice to {until}"),
+                    }
+                }
+            }
+        }
+        for leg in legs {
+            let last = order.iter().rev().find(|(l, _, mark)| l == leg && mark.is_some());
+            assert_eq!(
+                last.map(|(_, until, _)| *until),
+                Some(u64::MAX),
+                "leg {leg} not settled"
+            );
+        }
     }
 }
 
@@ -87,6 +127,7 @@ fn speech_becomes_timed_text_per_leg_and_silence_and_noise_give_none() {
     push_all(&call, 2, 16_000, 0, &leg2);
     assert!(call.finish().wait(Duration::from_secs(60)), "call did not finish");
 
+    sink.assert_settled_in_order(&[0, 1, 2]);
     let segments = sink.segments.lock().unwrap();
     assert!(sink.gaps.lock().unwrap().is_empty());
     for leg in [0, 1] {

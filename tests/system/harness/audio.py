@@ -210,6 +210,40 @@ def assert_exact_run(channel: array, expected: array, what: str) -> int:
     return offset
 
 
+def locate_run(channel: array, expected: array) -> int:
+    """Where `expected` starts in `channel`, anchored on the first voiced stretch of 800 samples found there
+    sample-exact (earlier ones may have been silenced); -1 when none is."""
+    probe = next((i for i, s in enumerate(expected) if abs(s) > 500), len(expected))
+    while probe + 800 <= len(expected):
+        chunk = expected[probe:probe + 800]
+        anchor = find_run(channel, chunk) if max(abs(s) for s in chunk) > 500 else -1
+        if anchor >= 0:
+            return anchor - probe
+        probe += 4000
+    return -1
+
+
+def assert_exact_but_silenced(channel: array, expected: array, silenced: list[dict], rate: int, what: str) -> int:
+    """Asserts that `channel` holds `expected` sample-exact (found by its first voiced samples) with silence
+    around it, except inside the manifest's silenced spans (`[{start_ms, end_ms}]`, call time = channel
+    index), which must be silence. Returns the run's offset in the channel."""
+    offset = locate_run(channel, expected)
+    assert offset >= 0, f"{what}: no voiced stretch of the sent audio is in the channel as sent"
+    assert offset >= 0 and offset + len(expected) <= len(channel), f"{what}: the run does not fit (at {offset})"
+    outer = bytearray(len(channel))  # 1 where a span may have silenced (its ms edges rounded outwards)
+    for span in silenced:
+        inner = range((span["start_ms"] + 1) * rate // 1000, min(len(channel), (span["end_ms"] - 1) * rate // 1000))
+        kept = [i for i in inner if channel[i] != 0]
+        assert not kept, f"{what}: samples kept inside the silenced span {span} at {kept[:5]}"
+        for i in range(span["start_ms"] * rate // 1000, min(len(channel), -(-span["end_ms"] * rate // 1000))):
+            outer[i] = 1
+    changed = [i for i in range(len(expected)) if not outer[offset + i] and channel[offset + i] != expected[i]]
+    assert not changed, f"{what}: samples outside the silenced spans differ at {changed[:10]} (run at {offset})"
+    bad = [i for i in nonzero_outside(channel, [(offset, offset + len(expected))]) if not outer[i]]
+    assert not bad, f"{what}: non-silent samples outside the sent audio at {bad} (run at {offset})"
+    return offset
+
+
 def longest_prefix_run(channel: array, expected: array, probe: int = 160) -> tuple[int, int]:
     """Where `expected`'s beginning sits in `channel` and how many samples of it match contiguously from there.
 
