@@ -19,7 +19,9 @@
 //! - `detect`: what one segment holds, given its context;
 //! - `leak`: the last-gate scanner for what is about to leave (card numbers, SSNs, unmasked digit runs);
 //! - `conversation`: the per-call streaming redactor, its hold policy for card numbers split across
-//!   segments, and the released form.
+//!   segments, and the released form;
+//! - `dialogue`: redacting a whole transcript offline through the same redactor, with the time model that
+//!   plays it as a call ([`redact_dialogue`]).
 //!
 //! ## Design decisions
 //! - A Luhn-valid run of 13–19 digits is a card number anywhere. In payment context (a card, expiry or
@@ -44,6 +46,7 @@ use airlock_telemetry::Pii;
 mod context;
 mod conversation;
 mod detect;
+mod dialogue;
 mod entity;
 mod leak;
 mod lexer;
@@ -54,6 +57,7 @@ pub use conversation::{
     ConversationRedactor, LegId, RedactedSpan, RedactorConfig, ReleasedSegment, ReleasedWord, Segment,
     WordTiming,
 };
+pub use dialogue::{DIALOGUE_MIN_SEGMENT_MS, DIALOGUE_MS_PER_WORD, DIALOGUE_TURN_GAP_MS, redact_dialogue};
 pub use entity::EntityKind;
 pub use leak::{Leak, LeakKind, MAX_UNMASKED_DIGITS, scan_json, scan_webvtt};
 
