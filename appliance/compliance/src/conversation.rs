@@ -173,6 +173,8 @@ pub struct ConversationRedactor {
     context: ContextTracker,
     held: BTreeMap<LegId, HeldChain>,
     next_sequence: u64,
+    /// Digits of an SSN given in pieces so far, while the rest is awaited.
+    ssn_fragment_digits: usize,
 }
 
 impl ConversationRedactor {
@@ -183,6 +185,7 @@ impl ConversationRedactor {
             context: ContextTracker::default(),
             held: BTreeMap::new(),
             next_sequence: 0,
+            ssn_fragment_digits: 0,
         }
     }
 
@@ -195,6 +198,7 @@ impl ConversationRedactor {
         let context = self.context.observe(sequence, &tokens);
         let findings = detect::analyse(segment.text.expose(), &tokens, &context);
         self.mark_answered(&findings.detections, sequence);
+        self.note_ssn_fragment(findings.ssn_fragment_digits, sequence);
 
         let mut pending = PendingSegment {
             sequence,
@@ -285,6 +289,20 @@ impl ConversationRedactor {
             .collect();
         released.sort_by_key(|segment| segment.sequence);
         released
+    }
+
+    /// An SSN read in pieces: the question stays open until nine digits have been given.
+    fn note_ssn_fragment(&mut self, digits: usize, sequence: u64) {
+        if digits == 0 {
+            return;
+        }
+        self.ssn_fragment_digits += digits;
+        if self.ssn_fragment_digits >= detect::SSN_DIGITS {
+            self.ssn_fragment_digits = 0;
+            self.context.answered(Cue::Ssn, sequence);
+        } else {
+            self.context.renew(Cue::Ssn, sequence);
+        }
     }
 
     fn mark_answered(&mut self, detections: &[Detection], sequence: u64) {

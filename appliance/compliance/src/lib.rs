@@ -33,7 +33,12 @@
 //! - Security codes and expiry dates are only looked for in payment context, and only while the question
 //!   for them is open (asked within the last three segments and not yet answered); SSNs, bank and routing
 //!   numbers, dates of birth and bare phone numbers likewise need their cue, except for unmistakable shapes
-//!   (`123-45-6789`, `(555) 010-0199`, `+44 …`, written email addresses).
+//!   (`123-45-6789`, `(555) 010-0199`, `+44 …`, written email addresses). While the SSN is asked for, a
+//!   shorter run of two or more digits is taken as part of it (read in more than one go: "123 45" …
+//!   "6789") and the question stays open until nine digits have been given. Once a routing number has been
+//!   given, nine digits that happen to pass the ABA checksum are the account number.
+//! - Digit groups may be separated by spaces, `-`, `,`, `/`, a full stop followed by a space or an ellipsis
+//!   (`...`, `…`), the way ASR writes pauses; a decimal point (`159.74`) ends a run.
 //! - Hold policy: a segment in payment context that ends in digits (before filler words such as "okay")
 //!   which may go on — fewer than 19, not already an expiry date, security code or other answer — is held until its leg speaks again, until [`ConversationRedactor::poll`] passes the hold window
 //!   ([`RedactorConfig::hold_window_ms`], 8 s of call time by default) or until
@@ -79,4 +84,4 @@ impl Released {
 
 /// The redaction policy the transcript artifacts record (`redaction_policy`): this crate's detectors and
 /// hold policy, versioned so a change of behaviour is visible in what was written.
-pub const REDACTION_POLICY: &str = "airlock-pii-1";
+pub const REDACTION_POLICY: &str = "airlock-pii-2";
