@@ -356,6 +356,11 @@ fn redact_tail_as_card(pending: &mut PendingSegment) {
     }
 }
 
+/// In payment context, pieces joined across segments are redacted as one card number from this many digits
+/// on: one fewer than the shortest card, because spoken numbers lose digits in transcription ("twenty",
+/// "two" is written "twenty two", read as 22) and the digits left must not leak.
+const MIN_JOINED_CARD_DIGITS: usize = *CARD_DIGITS.start() - 1;
+
 /// Decides the held chain of one leg, joined with the head run of the segment that continues it (if any),
 /// and releases the held segments. A card number found across the joined digits is redacted in every
 /// segment that holds part of it.
@@ -384,7 +389,7 @@ fn resolve(chain: HeldChain, continuation: Option<(&mut PendingSegment, Run)>) -
     }
     let digit_count: usize = pieces.iter().map(|(_, _, digits)| digits.len()).sum();
     let mut is_card =
-        vec![chain.overflowed || (payment_context && digit_count >= *CARD_DIGITS.start()); pieces.len()];
+        vec![chain.overflowed || (payment_context && digit_count >= MIN_JOINED_CARD_DIGITS); pieces.len()];
     for window in runs::card_windows(pieces.iter().map(|(_, _, digits)| digits.as_str())) {
         is_card[window].iter_mut().for_each(|flag| *flag = true);
     }

@@ -320,3 +320,25 @@ fn timed_words_are_released_with_each_redacted_span_as_one_token() {
         (3_800, 5_350)
     );
 }
+
+/// Joined pieces in payment context are a card number from twelve digits on: a spoken number can lose a
+/// digit in transcription ("forty six ninety", "two two …" written "forty six ninety two two").
+#[test]
+fn twelve_digits_read_in_small_pieces_in_payment_context_are_redacted_but_eleven_are_not() {
+    let read = |pieces: &[&str]| {
+        let mut redactor = ConversationRedactor::new(RedactorConfig::default());
+        asked_for_card(&mut redactor);
+        let mut released = Vec::new();
+        for (index, piece) in pieces.iter().enumerate() {
+            let start = 2_500 + 2_000 * index as u64;
+            released.extend(redactor.push(segment(CALLER, piece, start, start + 1_500)));
+        }
+        released.extend(redactor.finish());
+        texts(&released)
+    };
+    assert_eq!(
+        read(&["4692", "2937", "9189"]),
+        ["[CARD_NUMBER]", "[CARD_NUMBER]", "[CARD_NUMBER]"]
+    );
+    assert_eq!(read(&["555", "0123", "4567"]), ["555", "0123", "4567"]);
+}
