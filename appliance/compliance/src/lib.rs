@@ -29,7 +29,9 @@
 //!   redacted as a card number even when it fails Luhn: a misrecognised digit must not leak the other
 //!   fifteen. In payment context a run of 7 or more digits that is nothing else (not an account number, SSN
 //!   or date of birth asked for) is taken as a fragment of a card number read in two goes; order numbers of
-//!   up to seven digits, amounts and times survive.
+//!   up to seven digits, amounts and times survive. Pieces joined over consecutive segments of one speaker
+//!   in payment context are a card number from 12 digits on (a digit can be lost in transcription:
+//!   "ninety", "two" written "ninety two").
 //! - Security codes and expiry dates are only looked for in payment context, and only while the question
 //!   for them is open (asked within the last three segments and not yet answered); SSNs, bank and routing
 //!   numbers, dates of birth and bare phone numbers likewise need their cue, except for unmistakable shapes
