@@ -200,7 +200,8 @@ fn redact() -> ExitCode {
             for line in &bad {
                 eprintln!("stdin: line {}: {}", line.line, line.problem);
             }
-            eprintln!("{} malformed lines not redacted", bad.len());
+            let plural = if bad.len() == 1 { "" } else { "s" };
+            eprintln!("{} malformed line{plural} not redacted", bad.len());
             ExitCode::FAILURE
         }
         Err(error) => {
