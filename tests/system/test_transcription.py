@@ -146,7 +146,7 @@ def published_transcript(airlock: Airlock, call: Path) -> dict:
     assert report["sha256"] == hashlib.sha256(raw).hexdigest(), report
     assert (report["segments"], report["gaps"], report["complete"]) == \
         (len(transcript["segments"]), len(transcript["gaps"]), transcript["complete"]), report
-    assert report["redaction_policy"] == transcript["redaction_policy"] == "airlock-pii-1", report
+    assert report["redaction_policy"] == transcript["redaction_policy"] == "airlock-pii-2", report
     vtt = (call / "transcript.vtt").read_bytes()
     assert report["vtt_sha256"] == hashlib.sha256(vtt).hexdigest(), report
     cues = re.findall(r"^<v ([^>]+)>", vtt.decode(), re.M)

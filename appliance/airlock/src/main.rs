@@ -1,8 +1,10 @@
 //! The `airlock` command: `run` loads the configuration (or the embedded defaults) and runs the appliance
 //! until SIGTERM/SIGINT; `check-config` validates a file and names the first bad key; `audit verify` checks an
-//! audit log (and the checkpoints published from it) and names the first bad line.
+//! audit log (and the checkpoints published from it) and names the first bad line; `redact` runs labelled
+//! dialogues (JSON Lines) through the transcript gate offline.
 
 mod config;
+mod redact;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -38,6 +40,9 @@ enum Command {
         /// TOML configuration file.
         file: PathBuf,
     },
+    /// Redact dialogues (JSON Lines, the development set's format) from stdin to stdout, as the appliance's
+    /// transcript gate would, adding the spans found (0 = all lines redacted, 1 = a line was malformed).
+    Redact,
     /// The tamper-evident audit log.
     Audit {
         #[command(subcommand)]
@@ -94,6 +99,7 @@ fn main() -> ExitCode {
                     checkpoints,
                 },
         } => audit_verify(&log, &public_key, checkpoints.as_deref()),
+        Command::Redact => redact(),
         Command::Run { config } => {
             // Before any thread starts: the process may replace itself once (airlock_transcribe::blas).
             let blas_restart = airlock_transcribe::blas::restart_with_fitting_kernels();
@@ -180,6 +186,26 @@ fn audit_verify(log: &Path, public_keys: &[PathBuf], checkpoints: Option<&Path>)
         }
         Err(error) => {
             eprintln!("{error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `airlock redact`: stdin to stdout; each malformed line named on stderr, exit 1 if there was any.
+fn redact() -> ExitCode {
+    let mut output = std::io::BufWriter::new(std::io::stdout().lock());
+    match redact::redact_lines(&mut std::io::stdin().lock(), &mut output) {
+        Ok(bad) if bad.is_empty() => ExitCode::SUCCESS,
+        Ok(bad) => {
+            for line in &bad {
+                eprintln!("stdin: line {}: {}", line.line, line.problem);
+            }
+            let plural = if bad.len() == 1 { "" } else { "s" };
+            eprintln!("{} malformed line{plural} not redacted", bad.len());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("cannot redact: {error}");
             ExitCode::FAILURE
         }
     }

@@ -154,6 +154,8 @@ pub(crate) struct ActiveContext {
     pub ssn: Option<u64>,
     pub bank: Option<u64>,
     pub routing: Option<u64>,
+    /// A routing number asked for earlier in the call has been given.
+    pub routing_given: bool,
     pub date_of_birth: bool,
     pub phone: bool,
 }
@@ -179,14 +181,7 @@ impl ContextTracker {
     pub fn observe(&mut self, sequence: u64, tokens: &[Token]) -> ActiveContext {
         let payment_active = self.age(Cue::Payment, sequence).is_some();
         for cue in cues_in(tokens, payment_active) {
-            if self.cues.len() == MAX_REMEMBERED_CUES {
-                self.cues.pop_front();
-            }
-            self.cues.push_back(CueSeen {
-                cue,
-                sequence,
-                answered: false,
-            });
+            self.renew(cue, sequence);
         }
         ActiveContext {
             payment: self.age(Cue::Payment, sequence).is_some(),
@@ -195,9 +190,26 @@ impl ContextTracker {
             ssn: self.age(Cue::Ssn, sequence),
             bank: self.age(Cue::Bank, sequence),
             routing: self.age(Cue::Routing, sequence),
+            routing_given: self
+                .cues
+                .iter()
+                .any(|seen| seen.cue == Cue::Routing && seen.answered),
             date_of_birth: self.age(Cue::DateOfBirth, sequence).is_some(),
             phone: self.age(Cue::Phone, sequence).is_some(),
         }
+    }
+
+    /// Opens (or keeps open) a context as if its cue were said in segment `sequence`: part of the answer
+    /// was given there and the rest may follow.
+    pub fn renew(&mut self, cue: Cue, sequence: u64) {
+        if self.cues.len() == MAX_REMEMBERED_CUES {
+            self.cues.pop_front();
+        }
+        self.cues.push_back(CueSeen {
+            cue,
+            sequence,
+            answered: false,
+        });
     }
 
     /// Closes the open cues of this kind: the entity they asked for has been given.

@@ -173,6 +173,8 @@ pub struct ConversationRedactor {
     context: ContextTracker,
     held: BTreeMap<LegId, HeldChain>,
     next_sequence: u64,
+    /// Digits of an SSN given in pieces so far, while the rest is awaited.
+    ssn_fragment_digits: usize,
 }
 
 impl ConversationRedactor {
@@ -183,6 +185,7 @@ impl ConversationRedactor {
             context: ContextTracker::default(),
             held: BTreeMap::new(),
             next_sequence: 0,
+            ssn_fragment_digits: 0,
         }
     }
 
@@ -195,6 +198,7 @@ impl ConversationRedactor {
         let context = self.context.observe(sequence, &tokens);
         let findings = detect::analyse(segment.text.expose(), &tokens, &context);
         self.mark_answered(&findings.detections, sequence);
+        self.note_ssn_fragment(findings.ssn_fragment_digits, sequence);
 
         let mut pending = PendingSegment {
             sequence,
@@ -287,6 +291,20 @@ impl ConversationRedactor {
         released
     }
 
+    /// An SSN read in pieces: the question stays open until nine digits have been given.
+    fn note_ssn_fragment(&mut self, digits: usize, sequence: u64) {
+        if digits == 0 {
+            return;
+        }
+        self.ssn_fragment_digits += digits;
+        if self.ssn_fragment_digits >= detect::SSN_DIGITS {
+            self.ssn_fragment_digits = 0;
+            self.context.answered(Cue::Ssn, sequence);
+        } else {
+            self.context.renew(Cue::Ssn, sequence);
+        }
+    }
+
     fn mark_answered(&mut self, detections: &[Detection], sequence: u64) {
         for detection in detections {
             let cue = match detection.kind {
@@ -338,6 +356,11 @@ fn redact_tail_as_card(pending: &mut PendingSegment) {
     }
 }
 
+/// In payment context, pieces joined across segments are redacted as one card number from this many digits
+/// on: one fewer than the shortest card, because spoken numbers lose digits in transcription ("twenty",
+/// "two" is written "twenty two", read as 22) and the digits left must not leak.
+const MIN_JOINED_CARD_DIGITS: usize = *CARD_DIGITS.start() - 1;
+
 /// Decides the held chain of one leg, joined with the head run of the segment that continues it (if any),
 /// and releases the held segments. A card number found across the joined digits is redacted in every
 /// segment that holds part of it.
@@ -366,7 +389,7 @@ fn resolve(chain: HeldChain, continuation: Option<(&mut PendingSegment, Run)>) -
     }
     let digit_count: usize = pieces.iter().map(|(_, _, digits)| digits.len()).sum();
     let mut is_card =
-        vec![chain.overflowed || (payment_context && digit_count >= *CARD_DIGITS.start()); pieces.len()];
+        vec![chain.overflowed || (payment_context && digit_count >= MIN_JOINED_CARD_DIGITS); pieces.len()];
     for window in runs::card_windows(pieces.iter().map(|(_, _, digits)| digits.as_str())) {
         is_card[window].iter_mut().for_each(|flag| *flag = true);
     }

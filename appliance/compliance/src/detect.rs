@@ -45,6 +45,9 @@ pub(crate) struct SegmentFindings {
     pub tail_run: Option<Run>,
     /// The segment is nothing but one digit run and filler words.
     pub only_digits: bool,
+    /// Digits redacted as part of an SSN read in more than one go (fewer than nine in one run): the
+    /// question stays open for the rest.
+    pub ssn_fragment_digits: usize,
 }
 
 /// Words that may come before the rest of a dictated number at the start of a segment ("and then 4111 …").
@@ -162,11 +165,25 @@ pub(crate) fn analyse(text: &str, tokens: &[Token], context: &ActiveContext) -> 
         .filter(|run| only_fillers(&tokens[run.tokens().end..], is_trailing_filler))
         .cloned();
     let only_digits = edge_runs.len() == 1 && head_run.is_some() && tail_run.is_some();
+    let ssn_fragment_digits = all_runs
+        .iter()
+        .filter(|run| run.digit_count() < SSN_DIGITS)
+        .filter(|run| {
+            let range = run.range();
+            detections.iter().any(|found| {
+                found.kind == EntityKind::Ssn
+                    && found.range.start <= range.start
+                    && range.end <= found.range.end
+            })
+        })
+        .map(Run::digit_count)
+        .sum();
     SegmentFindings {
         detections,
         head_run,
         tail_run,
         only_digits,
+        ssn_fragment_digits,
     }
 }
 
@@ -316,6 +333,13 @@ pub(crate) const MIN_CARD_FRAGMENT_DIGITS: usize = 7;
 /// Beside card data in the same segment, a digit group this long is taken as another piece of the card.
 const MIN_PIECE_BESIDE_CARD_DIGITS: usize = 3;
 
+/// The digits of an SSN.
+pub(crate) const SSN_DIGITS: usize = 9;
+
+/// While an SSN is asked for, a shorter run this long is taken as part of it, read in more than one go
+/// ("123 45" … "6789").
+const MIN_SSN_PIECE_DIGITS: usize = 2;
+
 /// Classifies a digit run that holds no whole card number.
 fn classify_run(run: &Run, tokens: &[Token], context: &ActiveContext) -> Option<EntityKind> {
     if is_amount(run, tokens) || (run.pieces.len() == 1 && run.pieces[0].glued_to_letters) {
@@ -331,7 +355,7 @@ fn classify_run(run: &Run, tokens: &[Token], context: &ActiveContext) -> Option<
     if ssn_shaped && (!context.payment || context.ssn.is_some()) {
         return Some(EntityKind::Ssn);
     }
-    if count == 9 {
+    if count == SSN_DIGITS {
         let ssn_first = match (context.ssn, context.bank) {
             (Some(ssn_age), Some(bank_age)) => {
                 ssn_age < bank_age || (ssn_age == bank_age && !runs::aba_valid(&digits))
@@ -343,15 +367,18 @@ fn classify_run(run: &Run, tokens: &[Token], context: &ActiveContext) -> Option<
         }
         if context.bank.is_some() {
             // A routing number passes the ABA checksum; one asked for by name is taken as said even when a
-            // digit was misheard.
+            // digit was misheard. Once the routing number has been given, nine digits that pass ABA by chance
+            // (one account number in ten) are the account number.
             let asked_for_routing = context
                 .routing
                 .is_some_and(|routing_age| context.bank.is_none_or(|bank_age| routing_age <= bank_age));
-            return Some(if runs::aba_valid(&digits) || asked_for_routing {
-                EntityKind::RoutingNumber
-            } else {
-                EntityKind::BankAccount
-            });
+            return Some(
+                if (runs::aba_valid(&digits) && !context.routing_given) || asked_for_routing {
+                    EntityKind::RoutingNumber
+                } else {
+                    EntityKind::BankAccount
+                },
+            );
         }
     }
     if context.bank.is_some() && (5..=17).contains(&count) {
@@ -359,6 +386,13 @@ fn classify_run(run: &Run, tokens: &[Token], context: &ActiveContext) -> Option<
     }
     if context.date_of_birth && (numeric_date_shaped(run) || (6..=8).contains(&count)) {
         return Some(EntityKind::DateOfBirth);
+    }
+    if context.ssn.is_some()
+        && !context.security_code
+        && !context.expiry
+        && (MIN_SSN_PIECE_DIGITS..SSN_DIGITS).contains(&count)
+    {
+        return Some(EntityKind::Ssn);
     }
     if context.payment {
         let slashed = run.separators.iter().any(|separator| separator.contains('/'));
@@ -780,6 +814,24 @@ mod tests {
     }
 
     #[test]
+    fn an_ssn_read_in_pieces_is_redacted_piece_by_piece_while_asked_for() {
+        let asked = ActiveContext {
+            ssn: Some(1),
+            ..ActiveContext::default()
+        };
+        let tokens = tokenize("sure, 123 45...");
+        let findings = analyse("sure, 123 45...", &tokens, &asked);
+        assert_eq!(findings.detections[0].kind, EntityKind::Ssn);
+        assert_eq!(findings.ssn_fragment_digits, 5);
+        assert_eq!(
+            found("six seven eight nine", asked),
+            [("six seven eight nine".to_string(), EntityKind::Ssn)]
+        );
+        assert!(found("six seven eight nine", no_context()).is_empty());
+        assert!(found("give me 1 second", asked).is_empty());
+    }
+
+    #[test]
     fn bank_numbers_in_bank_context() {
         let asked = ActiveContext {
             bank: Some(0),
@@ -797,6 +849,15 @@ mod tests {
             EntityKind::RoutingNumber
         );
         assert_eq!(found("account 00123456789", asked)[0].1, EntityKind::BankAccount);
+        let routing_given = ActiveContext {
+            bank: Some(0),
+            routing_given: true,
+            ..ActiveContext::default()
+        };
+        assert_eq!(
+            found("it's 011000015", routing_given)[0].1,
+            EntityKind::BankAccount
+        );
         assert!(found("routing is 011000015", no_context()).is_empty());
     }
 

@@ -19,7 +19,9 @@
 //! - `detect`: what one segment holds, given its context;
 //! - `leak`: the last-gate scanner for what is about to leave (card numbers, SSNs, unmasked digit runs);
 //! - `conversation`: the per-call streaming redactor, its hold policy for card numbers split across
-//!   segments, and the released form.
+//!   segments, and the released form;
+//! - `dialogue`: redacting a whole transcript offline through the same redactor, with the time model that
+//!   plays it as a call ([`redact_dialogue`]).
 //!
 //! ## Design decisions
 //! - A Luhn-valid run of 13–19 digits is a card number anywhere. In payment context (a card, expiry or
@@ -27,11 +29,18 @@
 //!   redacted as a card number even when it fails Luhn: a misrecognised digit must not leak the other
 //!   fifteen. In payment context a run of 7 or more digits that is nothing else (not an account number, SSN
 //!   or date of birth asked for) is taken as a fragment of a card number read in two goes; order numbers of
-//!   up to seven digits, amounts and times survive.
+//!   up to seven digits, amounts and times survive. Pieces joined over consecutive segments of one speaker
+//!   in payment context are a card number from 12 digits on (a digit can be lost in transcription:
+//!   "ninety", "two" written "ninety two").
 //! - Security codes and expiry dates are only looked for in payment context, and only while the question
 //!   for them is open (asked within the last three segments and not yet answered); SSNs, bank and routing
 //!   numbers, dates of birth and bare phone numbers likewise need their cue, except for unmistakable shapes
-//!   (`123-45-6789`, `(555) 010-0199`, `+44 …`, written email addresses).
+//!   (`123-45-6789`, `(555) 010-0199`, `+44 …`, written email addresses). While the SSN is asked for, a
+//!   shorter run of two or more digits is taken as part of it (read in more than one go: "123 45" …
+//!   "6789") and the question stays open until nine digits have been given. Once a routing number has been
+//!   given, nine digits that happen to pass the ABA checksum are the account number.
+//! - Digit groups may be separated by spaces, `-`, `,`, `/`, a full stop followed by a space or an ellipsis
+//!   (`...`, `…`), the way ASR writes pauses; a decimal point (`159.74`) ends a run.
 //! - Hold policy: a segment in payment context that ends in digits (before filler words such as "okay")
 //!   which may go on — fewer than 19, not already an expiry date, security code or other answer — is held until its leg speaks again, until [`ConversationRedactor::poll`] passes the hold window
 //!   ([`RedactorConfig::hold_window_ms`], 8 s of call time by default) or until
@@ -44,6 +53,7 @@ use airlock_telemetry::Pii;
 mod context;
 mod conversation;
 mod detect;
+mod dialogue;
 mod entity;
 mod leak;
 mod lexer;
@@ -54,6 +64,7 @@ pub use conversation::{
     ConversationRedactor, LegId, RedactedSpan, RedactorConfig, ReleasedSegment, ReleasedWord, Segment,
     WordTiming,
 };
+pub use dialogue::{DIALOGUE_MIN_SEGMENT_MS, DIALOGUE_MS_PER_WORD, DIALOGUE_TURN_GAP_MS, redact_dialogue};
 pub use entity::EntityKind;
 pub use leak::{Leak, LeakKind, MAX_UNMASKED_DIGITS, scan_json, scan_webvtt};
 pub use runs::luhn_valid;
@@ -76,4 +87,4 @@ impl Released {
 
 /// The redaction policy the transcript artifacts record (`redaction_policy`): this crate's detectors and
 /// hold policy, versioned so a change of behaviour is visible in what was written.
-pub const REDACTION_POLICY: &str = "airlock-pii-1";
+pub const REDACTION_POLICY: &str = "airlock-pii-2";

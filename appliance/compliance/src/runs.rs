@@ -1,6 +1,6 @@
 //! Digit runs: the digits a stretch of transcript spells out, written ("4111 1111"), spoken ("four one one
 //! one", "double five", "twenty nine") or mixed, with the separators ASR puts between groups (spaces, `-`,
-//! `,`, `/`, brackets, `+`, a full stop followed by a space, the words "dash" and "slash"). Also the
+//! `,`, `/`, brackets, `+`, a full stop followed by a space, an ellipsis, the words "dash" and "slash"). Also the
 //! checksums that tell card and routing numbers from other numbers (Luhn, ABA).
 
 use std::ops::Range;
@@ -79,7 +79,7 @@ impl Run {
     }
 }
 
-const SEPARATOR_CHARS: &[char] = &['-', ',', '/', '(', ')', '+', '\u{2013}', '\u{2014}'];
+const SEPARATOR_CHARS: &[char] = &['-', ',', '/', '(', ')', '+', '\u{2013}', '\u{2014}', '\u{2026}'];
 
 fn word_at(tokens: &[Token], index: usize) -> Option<&str> {
     tokens.get(index).and_then(Token::word)
@@ -197,11 +197,14 @@ pub(crate) fn find_runs(tokens: &[Token], blocked: &[bool], leading_oh: LeadingO
                     true
                 }
                 TokenKind::Punct('.') => {
-                    let followed_by_space = tokens.get(index + 1).is_some_and(|next| !next.glued_to_previous);
-                    if followed_by_space {
+                    // A full stop or an ellipsis ("4111... 1111") between groups, not a decimal point.
+                    let pause = tokens
+                        .get(index + 1)
+                        .is_some_and(|next| !next.glued_to_previous || next.is_punct('.'));
+                    if pause {
                         separator.push('.');
                     }
-                    followed_by_space
+                    pause
                 }
                 TokenKind::Word(word) if word == "dash" || word == "hyphen" => {
                     separator.push('-');
@@ -329,6 +332,7 @@ mod tests {
         assert_eq!(runs_of("seven hundred and twelve"), ["712"]);
         assert_eq!(runs_of("five hundred, one hundred forty-two"), ["500142"]);
         assert_eq!(runs_of("(354) 604-0791."), ["3546040791"]);
+        assert_eq!(runs_of("4111... 1111… one one"), ["4111111111"]);
     }
 
     #[test]

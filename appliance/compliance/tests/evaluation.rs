@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use airlock_compliance::{ConversationRedactor, EntityKind, LegId, RedactorConfig, ReleasedSegment, Segment};
+use airlock_compliance::{EntityKind, RedactorConfig, ReleasedSegment, redact_dialogue};
 use airlock_telemetry::Pii;
 use serde::Deserialize;
 
@@ -125,31 +125,15 @@ fn load(path: &Path) -> Option<Vec<Dialogue>> {
     )
 }
 
-/// Runs one dialogue through a fresh redactor as a call: each segment 4 s long, 1 s apart.
-fn redact_dialogue(dialogue: &Dialogue) -> Vec<ReleasedSegment> {
-    let mut legs: Vec<&str> = Vec::new();
-    let mut redactor = ConversationRedactor::new(RedactorConfig::default());
-    let mut released = Vec::new();
-    for (index, segment) in dialogue.segments.iter().enumerate() {
-        let leg = legs
+/// Runs one dialogue through a fresh redactor as a call, as `airlock redact` does.
+fn redact(dialogue: &Dialogue) -> Vec<ReleasedSegment> {
+    let released = redact_dialogue(
+        RedactorConfig::default(),
+        dialogue
+            .segments
             .iter()
-            .position(|speaker| *speaker == segment.speaker)
-            .unwrap_or_else(|| {
-                legs.push(&segment.speaker);
-                legs.len() - 1
-            });
-        let start_ms = index as u64 * 5_000;
-        released.extend(redactor.poll(start_ms));
-        released.extend(redactor.push(Segment {
-            leg: LegId(leg as u32),
-            text: Pii::new(segment.text.clone()),
-            words: Vec::new(),
-            start_ms,
-            end_ms: start_ms + 4_000,
-        }));
-    }
-    released.extend(redactor.finish());
-    released.sort_by_key(|segment| segment.sequence);
+            .map(|segment| (segment.speaker.as_str(), Pii::new(segment.text.clone()))),
+    );
     assert_eq!(
         released.len(),
         dialogue.segments.len(),
@@ -165,7 +149,7 @@ fn evaluate(dialogues: &[Dialogue]) -> Evaluation {
         evaluation.by_type.insert(kind, TypeScore::default());
     }
     for dialogue in dialogues {
-        let released = redact_dialogue(dialogue);
+        let released = redact(dialogue);
         if dialogue.scenario == "negative" {
             evaluation.negative_dialogues += 1;
             if released.iter().any(|segment| !segment.spans.is_empty()) {

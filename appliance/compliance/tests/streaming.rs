@@ -320,3 +320,57 @@ fn timed_words_are_released_with_each_redacted_span_as_one_token() {
         (3_800, 5_350)
     );
 }
+
+/// Joined pieces in payment context are a card number from twelve digits on: a spoken number can lose a
+/// digit in transcription ("forty six ninety", "two two …" written "forty six ninety two two").
+#[test]
+fn twelve_digits_read_in_small_pieces_in_payment_context_are_redacted_but_eleven_are_not() {
+    let read = |pieces: &[&str]| {
+        let mut redactor = ConversationRedactor::new(RedactorConfig::default());
+        asked_for_card(&mut redactor);
+        let mut released = Vec::new();
+        for (index, piece) in pieces.iter().enumerate() {
+            let start = 2_500 + 2_000 * index as u64;
+            released.extend(redactor.push(segment(CALLER, piece, start, start + 1_500)));
+        }
+        released.extend(redactor.finish());
+        texts(&released)
+    };
+    assert_eq!(
+        read(&["4692", "2937", "9189"]),
+        ["[CARD_NUMBER]", "[CARD_NUMBER]", "[CARD_NUMBER]"]
+    );
+    assert_eq!(read(&["555", "0123", "4567"]), ["555", "0123", "4567"]);
+}
+
+/// An SSN read in two goes with the agent in between: both pieces are redacted, and once nine digits were
+/// given the question is closed, so a later everyday number is kept.
+#[test]
+fn an_ssn_read_in_two_goes_is_redacted_and_then_the_question_closes() {
+    let mut redactor = ConversationRedactor::new(RedactorConfig::default());
+    let mut released = Vec::new();
+    for (index, (leg, text)) in [
+        (AGENT, "Can you confirm your social security number?"),
+        (CALLER, "Sure, 123 45..."),
+        (AGENT, "Mm-hmm."),
+        (CALLER, "6789."),
+        (AGENT, "Thanks, give me 10 seconds."),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let start = 3_000 * index as u64;
+        released.extend(redactor.push(segment(leg, text, start, start + 2_500)));
+    }
+    released.extend(redactor.finish());
+    assert_eq!(
+        texts(&released),
+        [
+            "Can you confirm your social security number?",
+            "Sure, [SSN]...",
+            "Mm-hmm.",
+            "[SSN].",
+            "Thanks, give me 10 seconds."
+        ]
+    );
+}
