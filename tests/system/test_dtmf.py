@@ -104,8 +104,14 @@ def test_keyed_card_numbers_are_silenced_and_never_stored(airlock, speech_a, spe
     assert len(event_dtmf) == len(EVENT_CARD), silenced
     assert all(80 <= s["end_ms"] - s["start_ms"] <= 80 + 60 for s in event_dtmf), event_dtmf
     assert any(s["channel"] == agent and s["kind"] == "CARD_NUMBER" for s in silenced), silenced
-    audio.assert_exact_but_silenced(wav.channel(agent), reports["agent"].expected_samples("PCMU"), event_dtmf, RATE,
-                                    "agent")
+    offset = audio.assert_exact_but_silenced(wav.channel(agent), reports["agent"].expected_samples("PCMU"),
+                                             event_dtmf, RATE, "agent")
+    # Each event is listed where it was sent (its slots from the sender's schedule), with its ± 20 ms guard.
+    for index, event in enumerate(events):
+        start, end = offset + event.at * 160, offset + (event.at + event.packets) * 160
+        [span] = [s for s in event_dtmf if s["start_ms"] * 8 < end and start < s["end_ms"] * 8]
+        assert span["start_ms"] * 8 <= start - GUARD + 8 and span["end_ms"] * 8 >= end + GUARD - 8, (index, span)
+        assert (span["end_ms"] - span["start_ms"]) * 8 <= end - start + 2 * GUARD + 24, (index, span)
 
     metrics = airlock.metrics_text()
     dtmf_seconds = float(re.search(r'^airlock_audio_silenced_seconds_total\{reason="dtmf"\} (\S+)$', metrics,

@@ -460,8 +460,8 @@ pub struct TranscriptionSection {
     /// How long a finished call waits for its last segments before its transcript is written incomplete.
     pub finish_timeout_secs: u64,
     /// The longest the recorder holds a call's audio back until its words are transcribed and checked
-    /// (audio redaction); audio still undecided then is silenced and listed as `unverified`. Costs memory:
-    /// sample rate × channels × 2 bytes per second held, per call.
+    /// (audio redaction); audio still undecided then is silenced and listed as `UNVERIFIED`. Costs memory:
+    /// sample rate × channels × 3 bytes per second held, per call.
     pub audio_hold_max_secs: u64,
     /// Speech probability (0–1) at which the VAD starts a segment.
     pub vad_threshold: f32,
@@ -579,10 +579,10 @@ impl TranscriptionSection {
             return Err(invalid("transcription.lag_alarm_secs", "must be at least 1"));
         }
         // The hold must cover the longest segment, its decoding and the redactor's hold.
-        if !(self.max_segment_secs + 5..=600).contains(&self.audio_hold_max_secs) {
+        if !(self.max_segment_secs + 5..=120).contains(&self.audio_hold_max_secs) {
             return Err(invalid(
                 "transcription.audio_hold_max_secs",
-                "must be at least transcription.max_segment_secs + 5 and at most 600",
+                "must be at least transcription.max_segment_secs + 5 and at most 120",
             ));
         }
         let workers = if self.workers == 0 {

@@ -399,6 +399,12 @@ impl DtmfMasker {
         })
     }
 
+    /// Where the tone being followed began (input position), confirmed or not yet; see
+    /// [`DtmfDetector::tone_in_progress_since`].
+    pub fn tone_in_progress_since(&self) -> Option<u64> {
+        self.detector.tone_in_progress_since()
+    }
+
     /// The delay of the output behind the input, in samples ([`MASK_DELAY_MS`] at this rate).
     pub fn delay_samples(&self) -> usize {
         self.delay_line.len()

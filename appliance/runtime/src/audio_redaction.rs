@@ -8,6 +8,7 @@
 //! configured maximum (`transcription.audio_hold_max_secs`): audio still undecided then is silenced and
 //! listed as `UNVERIFIED` — the recording loses it rather than keep words nobody checked.
 
+use airlock_recording::Interleaver;
 use airlock_telemetry::{RedactionMetrics, SilenceReason};
 use serde::{Deserialize, Serialize};
 
@@ -55,6 +56,7 @@ impl Decisions {
     pub(crate) fn from_transcript(release: AudioRelease, rate: u32) -> Decisions {
         let rate = u64::from(rate);
         let sample = |ms: u64| ms.saturating_mul(rate) / 1000;
+        let sample_after = |ms: u64| ms.saturating_mul(rate).div_ceil(1000);
         let silence = release
             .spans
             .into_iter()
@@ -64,7 +66,7 @@ impl Decisions {
                     channel,
                     kind: span.kind,
                     start: sample(span.start_ms.saturating_sub(pad)),
-                    end: sample(span.end_ms.saturating_add(pad)),
+                    end: sample_after(span.end_ms.saturating_add(pad)),
                 }
             })
             .collect();
@@ -115,8 +117,16 @@ pub(crate) struct AudioRedactor {
     silenced: Vec<SilencedAudio>,
     /// Masks that came after some of their audio was already written (that part could not be silenced).
     late: u64,
+    /// Per channel and kind, the index of the latest stretch in `silenced`.
+    latest: std::collections::HashMap<(usize, &'static str), usize>,
+    /// Stretches silenced but not listed (the list was full).
+    unlisted: u64,
     metrics: RedactionMetrics,
 }
+
+/// At most this many silenced stretches are listed per call (a keypad flood must not grow the manifest
+/// without bound); more are silenced and counted.
+const MAX_LISTED: usize = 4096;
 
 impl AudioRedactor {
     pub(crate) fn new(rate: u32, channels: usize, metrics: RedactionMetrics) -> AudioRedactor {
@@ -126,6 +136,8 @@ impl AudioRedactor {
             pending: Vec::new(),
             silenced: Vec::new(),
             late: 0,
+            latest: std::collections::HashMap::new(),
+            unlisted: 0,
             metrics,
         }
     }
@@ -226,20 +238,31 @@ impl AudioRedactor {
         self.late
     }
 
+    /// How many silenced stretches are not listed (beyond [`MAX_LISTED`]).
+    pub(crate) fn unlisted(&self) -> u64 {
+        self.unlisted
+    }
+
     /// Records a silenced stretch, merging it into an overlapping or touching one of the same kind.
-    fn note(&mut self, channel: usize, kind: &str, start: u64, end: u64) {
+    /// Only the latest stretch of each channel and kind is merged into (spans come nearly in time order);
+    /// past [`MAX_LISTED`] stretches, further ones are still silenced but only counted.
+    fn note(&mut self, channel: usize, kind: &'static str, start: u64, end: u64) {
         let start_ms = start * 1000 / self.rate;
         let end_ms = end.saturating_mul(1000).div_ceil(self.rate);
-        if let Some(existing) = self.silenced.iter_mut().find(|existing| {
-            existing.channel == channel
-                && existing.kind == kind
-                && start_ms <= existing.end_ms
-                && existing.start_ms <= end_ms
-        }) {
+        if let Some(&index) = self.latest.get(&(channel, kind))
+            && let Some(existing) = self.silenced.get_mut(index)
+            && start_ms <= existing.end_ms
+            && existing.start_ms <= end_ms
+        {
             existing.start_ms = existing.start_ms.min(start_ms);
             existing.end_ms = existing.end_ms.max(end_ms);
             return;
         }
+        if self.silenced.len() >= MAX_LISTED {
+            self.unlisted += 1;
+            return;
+        }
+        self.latest.insert((channel, kind), self.silenced.len());
         self.silenced.push(SilencedAudio {
             channel,
             kind: kind.to_string(),
@@ -273,40 +296,117 @@ pub(crate) fn dtmf_undecided(channel: usize, since: u64, rate: u64) -> (usize, u
     (channel, since.saturating_sub(dtmf_guard(rate)))
 }
 
-/// In-band DTMF detection on one leg's decoded audio (8 and 16 kHz; other rates are not analysed). Found
-/// tones become masks at the recording's rate; a position that goes back (a re-anchored stream) or a new
-/// codec rate restarts the detector.
+/// In-band DTMF on one leg's decoded audio (8 and 16 kHz as they are, other rates resampled to 16 kHz): a
+/// masker (airlock-media) finds the tones, which become masks for the recording at its own rate, and hands
+/// the audio on to transcription 60 ms later with the tones silenced, so the recogniser never hears them.
+/// A jump in positions (loss, a re-anchored stream) or a new codec rate flushes the masker and starts anew.
 #[derive(Debug, Default)]
 pub(crate) struct ToneWatch {
-    detector: Option<(u32, airlock_media::DtmfDetector)>,
-    tones: Vec<airlock_media::DtmfTone>,
+    masking: Option<Masking>,
+    /// Tones found and not yet taken, at leg positions, with the rate they count in.
+    tones: Vec<(u32, airlock_media::DtmfTone)>,
+    /// Masker output and tones, reused.
+    masked: Vec<i16>,
+    found: Vec<airlock_media::DtmfTone>,
+}
+
+#[derive(Debug)]
+struct Masking {
+    /// The rate the masker runs at (8 or 16 kHz), and the leg's own rate and next position at it.
+    rate: u32,
+    input_rate: u32,
+    input_next: u64,
+    masker: airlock_media::DtmfMasker,
+    /// Position (at `rate`) of the masker's first input sample, and of the next one.
+    origin: u64,
+    next: u64,
+}
+
+/// The rate DTMF is analysed at for a leg at `rate`: its own when the masker supports it, else 16 kHz.
+fn analysis_rate(rate: u32) -> u32 {
+    if matches!(rate, 8000 | 16000) { rate } else { 16000 }
 }
 
 impl ToneWatch {
-    /// Analyses `samples` of the leg at `pcm_rate`, the first at leg position `position`.
-    pub(crate) fn push(&mut self, pcm_rate: u32, position: u64, samples: &[i16]) {
-        if self.detector.as_ref().is_none_or(|(rate, _)| *rate != pcm_rate) {
-            self.flush();
-            self.detector = airlock_media::DtmfDetector::new(pcm_rate)
-                .ok()
-                .map(|detector| (pcm_rate, detector));
+    /// Analyses `samples` of the leg at `pcm_rate`, the first at leg position `position`, and hands the
+    /// audio on to `deliver(rate, position, samples)`: tones silenced, 60 ms late, at the leg's rate or — a
+    /// rate other than 8 or 16 kHz — resampled to 16 kHz (a rate change first hands on the rest at the old
+    /// one).
+    pub(crate) fn push(
+        &mut self,
+        pcm_rate: u32,
+        position: u64,
+        samples: &[i16],
+        mut deliver: impl FnMut(u32, u64, &[i16]),
+    ) {
+        let continues = self
+            .masking
+            .as_ref()
+            .is_some_and(|masking| masking.input_rate == pcm_rate && masking.input_next == position);
+        if !continues {
+            self.flush(&mut deliver);
+            let rate = analysis_rate(pcm_rate);
+            let origin = position.saturating_mul(u64::from(rate)) / u64::from(pcm_rate.max(1));
+            self.masking = airlock_media::DtmfMasker::new(rate).ok().map(|masker| Masking {
+                rate,
+                input_rate: pcm_rate,
+                input_next: position,
+                masker,
+                origin,
+                next: origin,
+            });
         }
-        let Some((_, detector)) = &mut self.detector else {
+        let Some(masking) = &mut self.masking else {
+            deliver(pcm_rate, position, samples);
             return;
         };
-        if detector.push(position, samples, &mut self.tones).is_err() {
-            detector.flush(&mut self.tones);
-            if let Ok(mut fresh) = airlock_media::DtmfDetector::new(pcm_rate) {
-                let _ = fresh.push(position, samples, &mut self.tones);
-                *detector = fresh;
-            }
-        }
+        // Other rates are analysed (and handed on) at 16 kHz.
+        let converted;
+        let analysed = if masking.rate == pcm_rate {
+            samples
+        } else {
+            converted = airlock_media::resample(samples, pcm_rate, masking.rate);
+            &converted
+        };
+        self.masked.clear();
+        masking.masker.push(analysed, &mut self.masked, &mut self.found);
+        let first = masking.next;
+        masking.next += analysed.len() as u64;
+        masking.input_next = position + samples.len() as u64;
+        self.hand_on(first, &mut deliver);
     }
 
-    /// Ends the tone in progress (the end of the stream).
-    pub(crate) fn flush(&mut self) {
-        if let Some((_, detector)) = &mut self.detector {
-            detector.flush(&mut self.tones);
+    /// Ends the stream: the tone in progress is reported and the delayed audio handed on.
+    pub(crate) fn flush(&mut self, mut deliver: impl FnMut(u32, u64, &[i16])) {
+        let Some(masking) = &mut self.masking else {
+            return;
+        };
+        self.masked.clear();
+        masking.masker.flush(&mut self.masked, &mut self.found);
+        let first = masking.next;
+        self.hand_on(first, &mut deliver);
+        self.masking = None;
+    }
+
+    /// Hands on the masker's output for input from leg position `first` (it lags by the masker's delay;
+    /// what would lie before the masker's origin is its initial silence and is dropped), and keeps the
+    /// tones found, at leg positions.
+    fn hand_on(&mut self, first: u64, deliver: &mut impl FnMut(u32, u64, &[i16])) {
+        let Some(masking) = &self.masking else {
+            return;
+        };
+        // The output for input from `first` covers positions from `first - delay`.
+        let delay = masking.masker.delay_samples() as u64;
+        let skip = (masking.origin + delay).saturating_sub(first);
+        if let Some(audio) = self.masked.get(usize::try_from(skip).unwrap_or(usize::MAX)..)
+            && !audio.is_empty()
+        {
+            deliver(masking.rate, first + skip - delay, audio);
+        }
+        for mut tone in self.found.drain(..) {
+            tone.start_sample += masking.origin;
+            tone.end_sample += masking.origin;
+            self.tones.push((masking.rate, tone));
         }
     }
 
@@ -318,12 +418,8 @@ impl ToneWatch {
         keyed: &mut KeyedDigits,
         found: &mut DtmfFound,
     ) {
-        let Some((pcm_rate, _)) = &self.detector else {
-            return;
-        };
-        let pcm_rate = u64::from(*pcm_rate).max(1);
-        for tone in self.tones.drain(..) {
-            let to_call = |position: u64| position.saturating_mul(rate) / pcm_rate;
+        for (pcm_rate, tone) in self.tones.drain(..) {
+            let to_call = |position: u64| position.saturating_mul(rate) / u64::from(pcm_rate).max(1);
             let mask = dtmf_mask(
                 channel,
                 to_call(tone.start_sample),
@@ -336,10 +432,37 @@ impl ToneWatch {
 
     /// Where the tone in progress began, in samples at the recording's `rate`.
     pub(crate) fn in_progress_since(&self, rate: u64) -> Option<u64> {
-        let (pcm_rate, detector) = self.detector.as_ref()?;
-        let since = detector.tone_in_progress_since()?;
-        Some(since.saturating_mul(rate) / u64::from(*pcm_rate).max(1))
+        let masking = self.masking.as_ref()?;
+        let since = masking.origin + masking.masker.tone_in_progress_since()?;
+        Some(since.saturating_mul(rate) / u64::from(masking.rate).max(1))
     }
+}
+
+/// Takes the frames from `written` up to `release` out of `interleaver` and silences them as `redactor`
+/// says. Frames the interleaver forced out beyond `release` (its buffer bound was reached) were never
+/// decided: they are silenced whole as UNVERIFIED. Returns the frames and the position they end at.
+pub(crate) fn take_frames(
+    interleaver: &mut Interleaver,
+    redactor: &mut AudioRedactor,
+    release: u64,
+    written: u64,
+) -> (Vec<i16>, u64) {
+    let mut frames = interleaver.drain_ready(release);
+    let end = written + (frames.len() / redactor.channels) as u64;
+    if end > release {
+        for channel in 0..redactor.channels {
+            let mask = Mask {
+                channel,
+                kind: UNVERIFIED,
+                start: release,
+                end,
+            };
+            redactor.silence(mask, written);
+        }
+    }
+    redactor.apply(&mut frames, written);
+    // Fewer frames than asked for: the interleaver skipped silence up to `release`.
+    (frames, end.max(release))
 }
 
 /// A pause this long between key presses ends a keyed sequence.
@@ -522,6 +645,130 @@ mod tests {
             ]
         );
         assert_eq!(decisions.undecided, [(0, 24_000)]);
+    }
+
+    /// 8 kHz audio: a low hum with the DTMF pair of `5` (770 + 1336 Hz) from `tone.start` to `tone.end`.
+    fn hum_with_tone(len: usize, tone: std::ops::Range<usize>) -> Vec<i16> {
+        (0..len)
+            .map(|n| {
+                let t = n as f64 / 8000.0;
+                let hum = 300.0 * (2.0 * std::f64::consts::PI * 150.0 * t).sin();
+                let key = if tone.contains(&n) {
+                    4000.0
+                        * ((2.0 * std::f64::consts::PI * 770.0 * t).sin()
+                            + (2.0 * std::f64::consts::PI * 1336.0 * t).sin())
+                } else {
+                    0.0
+                };
+                (hum + key) as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn tone_watch_hands_on_all_audio_in_place_with_tones_silenced() {
+        let audio = hum_with_tone(16_000, 4_000..4_800);
+        let origin = 80_000;
+        let mut watch = ToneWatch::default();
+        let mut delivered: Vec<(u32, u64, Vec<i16>)> = Vec::new();
+        for (index, chunk) in audio.chunks(160).enumerate() {
+            let position = origin + index as u64 * 160;
+            watch.push(8000, position, chunk, |rate, at, samples| {
+                delivered.push((rate, at, samples.to_vec()));
+            });
+            // While the tone sounds, audio from its start on is undecided.
+            if position > origin + 4_200 && position < origin + 4_700 {
+                let since = watch.in_progress_since(8000).expect("tone in progress");
+                assert!((origin + 3_900..origin + 4_100).contains(&since), "{since}");
+            }
+        }
+        watch.flush(|rate, at, samples| delivered.push((rate, at, samples.to_vec())));
+        // Contiguous from the origin, as long as the input.
+        let mut next = origin;
+        let mut joined = Vec::new();
+        for (rate, at, samples) in &delivered {
+            assert_eq!((*rate, *at), (8000, next));
+            next += samples.len() as u64;
+            joined.extend_from_slice(samples);
+        }
+        assert_eq!(joined.len(), audio.len());
+        assert!(
+            joined[3_900..4_900].iter().all(|&s| s == 0),
+            "the tone reached transcription"
+        );
+        assert_eq!(joined[..3_800], audio[..3_800]);
+        assert_eq!(joined[5_000..], audio[5_000..]);
+        // The tone becomes a guarded DTMF mask at the recording's rate (16 kHz here).
+        let mut keyed = KeyedDigits::default();
+        let mut found = DtmfFound::default();
+        watch.take_masks(1, 16_000, &mut keyed, &mut found);
+        let [press] = found.presses.as_slice() else {
+            panic!("one press expected: {:?}", found.presses);
+        };
+        assert_eq!((press.channel, press.kind), (1, DTMF));
+        assert!(
+            press.start <= (origin + 4_000) * 2 && press.start >= (origin + 4_000) * 2 - 700,
+            "{press:?}"
+        );
+        assert!(
+            press.end >= (origin + 4_800) * 2 && press.end <= (origin + 4_800) * 2 + 700,
+            "{press:?}"
+        );
+    }
+
+    #[test]
+    fn a_jump_or_a_new_rate_hands_on_the_rest_first() {
+        let mut watch = ToneWatch::default();
+        let mut delivered: Vec<(u32, u64, usize)> = Vec::new();
+        let quiet = vec![100i16; 160];
+        watch.push(8000, 0, &quiet, |rate, at, samples| {
+            delivered.push((rate, at, samples.len()))
+        });
+        watch.push(8000, 1_000, &quiet, |rate, at, samples| {
+            delivered.push((rate, at, samples.len()))
+        });
+        watch.push(16_000, 5_000, &[100i16; 320], |rate, at, samples| {
+            delivered.push((rate, at, samples.len()))
+        });
+        watch.flush(|rate, at, samples| delivered.push((rate, at, samples.len())));
+        let total_8k: usize = delivered.iter().filter(|d| d.0 == 8000).map(|d| d.2).sum();
+        let total_16k: usize = delivered.iter().filter(|d| d.0 == 16_000).map(|d| d.2).sum();
+        assert_eq!((total_8k, total_16k), (320, 320));
+        assert!(
+            delivered
+                .iter()
+                .filter(|d| d.0 == 8000)
+                .all(|d| d.1 < 160 || (1_000..1_160).contains(&d.1))
+        );
+        // Other rates are analysed and handed on at 16 kHz: 48 kHz in, a third as many samples out.
+        let mut delivered = Vec::new();
+        watch.push(48_000, 48_000, &[100i16; 960], |rate, at, samples| {
+            delivered.push((rate, at, samples.len()))
+        });
+        watch.flush(|rate, at, samples| delivered.push((rate, at, samples.len())));
+        assert!(delivered.iter().all(|d| d.0 == 16_000), "{delivered:?}");
+        assert_eq!(delivered[0].1, 16_000);
+        assert_eq!(delivered.iter().map(|d| d.2).sum::<usize>(), 320);
+    }
+
+    #[test]
+    fn frames_forced_out_past_the_release_are_silenced_as_unverified() {
+        let mut interleaver = Interleaver::with_max_pending_frames(1, 100);
+        let mut redactor = AudioRedactor::new(1000, 1, RedactionMetrics::default());
+        // 250 frames buffered against a bound of 100: the oldest 150 are forced out.
+        interleaver.push(0, 0, &[7i16; 250]);
+        let (frames, end) = take_frames(&mut interleaver, &mut redactor, 50, 0);
+        assert_eq!((frames.len(), end), (150, 150));
+        assert!(frames[..50].iter().all(|&s| s == 7));
+        assert!(
+            frames[50..].iter().all(|&s| s == 0),
+            "undecided audio was written"
+        );
+        assert_eq!(redactor.silenced()[0].kind, UNVERIFIED);
+        // Asked past what is buffered: silence up to the release, written point there.
+        let (frames, end) = take_frames(&mut interleaver, &mut redactor, 300, 150);
+        assert_eq!((frames.len(), end), (150, 300));
+        assert!(frames[..100].iter().all(|&s| s == 7));
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use airlock_media::{Codec, Decoder};
-use airlock_recording::{Interleaver, Recipient, RecordingWriter, WavFormat};
+use airlock_recording::{DEFAULT_MAX_PENDING_FRAMES, Interleaver, Recipient, RecordingWriter, WavFormat};
 use airlock_rtp::{Receiver, ReceiverConfig, ReceiverOutput, SrtpConfig, SrtpError, SrtpInbound};
 use airlock_siprec::sdes::SdesKey;
 use airlock_siprec::srs::{CallId, MediaEvent, PlannedStream, RecordingPlan};
@@ -30,6 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::audio_redaction::{
     AudioRedactor, Decisions, DtmfFound, KeyedDigits, ToneWatch, decisions_of, dtmf_mask, dtmf_undecided,
+    take_frames,
 };
 use crate::control::ControlInput;
 use crate::manifest::{ChannelReport, Manifest, PauseInterval, SrtpReport, StreamReport};
@@ -55,6 +56,8 @@ const MAX_CLOCK_DRIFT: Duration = Duration::from_secs(5);
 const MANIFEST_EVERY_CHECKPOINTS: u64 = 3;
 /// Commands queued toward a call task.
 const COMMAND_QUEUE: usize = 16;
+/// The interleaver buffers this much more than the audio-redaction hold (write-behind, late packets).
+const INTERLEAVER_MARGIN: Duration = Duration::from_secs(10);
 /// Without transcription, audio is held at most this long for a DTMF tone or event in progress.
 const DTMF_HOLD_MAX: Duration = Duration::from_secs(5);
 
@@ -230,9 +233,13 @@ impl Recording {
         if release <= self.written_until {
             return Ok(());
         }
-        let mut frames = self.interleaver.drain_ready(release);
-        self.redactor.apply(&mut frames, self.written_until);
-        self.written_until = release;
+        let (frames, end) = take_frames(
+            &mut self.interleaver,
+            &mut self.redactor,
+            release,
+            self.written_until,
+        );
+        self.written_until = end;
         let writer = &mut self.writer;
         tokio::task::block_in_place(|| {
             writer.write_interleaved(&frames)?;
@@ -631,11 +638,18 @@ impl CallTask {
                     }
                     // The leg's own PCM at its codec rate.
                     let leg_position = call_position.saturating_mul(pcm_rate) / rate.max(1);
-                    if let Some(transcript) = &self.transcript {
-                        // The engine converts it for the models.
-                        transcript.push(index, pcm_rate as u32, leg_position, &stream.scratch);
-                    }
-                    stream.tones.push(pcm_rate as u32, leg_position, &stream.scratch);
+                    // Transcription gets it with DTMF silenced (the engine converts it for the models).
+                    let transcript = &self.transcript;
+                    stream.tones.push(
+                        pcm_rate as u32,
+                        leg_position,
+                        &stream.scratch,
+                        |rate, position, masked| {
+                            if let Some(transcript) = transcript {
+                                transcript.push(index, rate, position, masked);
+                            }
+                        },
+                    );
                     stream
                         .tones
                         .take_masks(stream.channel, rate, &mut self.keyed, &mut self.dtmf);
@@ -663,6 +677,12 @@ impl CallTask {
                     let clock_rate = stream.pcm_per_clock.1.max(1);
                     let start = stream.origin_sample + position.saturating_mul(rate) / clock_rate;
                     let end = start + u64::from(duration).saturating_mul(rate) / clock_rate;
+                    // An event timestamped beyond the clock drift media is allowed is not placed (its
+                    // mask would wait for audio that never comes).
+                    if start > call_sample_at(started, now, rate) + MAX_CLOCK_DRIFT.as_secs() * rate {
+                        self.environment.metrics.rtp_packets_malformed.inc();
+                        continue;
+                    }
                     let mask = dtmf_mask(stream.channel, start, end, rate);
                     self.keyed
                         .pressed(telephone_event_key(event), mask, rate, &mut self.dtmf);
@@ -811,7 +831,12 @@ impl CallTask {
             self.drain_stream(index, now);
             let rate = u64::from(self.recording.sample_rate);
             if let Some(stream) = self.streams.get_mut(index) {
-                stream.tones.flush();
+                let transcript = &self.transcript;
+                stream.tones.flush(|rate, position, masked| {
+                    if let Some(transcript) = transcript {
+                        transcript.push(index, rate, position, masked);
+                    }
+                });
                 stream
                     .tones
                     .take_masks(stream.channel, rate, &mut self.keyed, &mut self.dtmf);
@@ -826,15 +851,17 @@ impl CallTask {
             }
         }
         self.manifest.streams = self.streams.iter().map(stream_report).collect();
-        // The transcript first: its last words decide what of the held audio is silenced.
+        // The transcript first: its last words decide what of the held audio is silenced (taken out before
+        // the DTMF decisions, so its stale in-call verdicts are not among them).
+        let transcript = self.transcript.take();
         let mut decisions = self.decisions();
-        if let Some(transcript) = self.transcript.take() {
+        if let Some(transcript) = transcript {
             let shutting_down = outcome == CallOutcome::Shutdown;
             let (report, release) = transcript.finish(&self.dir(), shutting_down).await;
             self.manifest.transcript = report;
             let last = Decisions::from_transcript(release, self.recording.sample_rate);
             decisions.silence.extend(last.silence);
-            decisions.undecided = last.undecided;
+            decisions.undecided.extend(last.undecided);
         }
         let flushed = self.recording.flush_all(decisions).await;
         self.manifest.note_audio_redaction(&self.recording.redactor);
@@ -899,13 +926,25 @@ pub(crate) fn open_recording(
     .map_err(std::io::Error::other)?;
     Ok(Recording {
         writer,
-        interleaver: Interleaver::new(channels),
+        // The buffer must hold the audio-redaction hold (and some), or held audio would be forced out.
+        interleaver: Interleaver::with_max_pending_frames(
+            channels,
+            DEFAULT_MAX_PENDING_FRAMES.max(hold_frames(hold_max + INTERLEAVER_MARGIN, sample_rate)),
+        ),
         sample_rate,
         channels,
         written_until: 0,
         redactor: AudioRedactor::new(sample_rate, channels, environment.metrics.audio_redaction.clone()),
-        hold_max: u64::try_from(hold_max.as_millis()).unwrap_or(u64::MAX) * u64::from(sample_rate) / 1000,
+        hold_max: hold_frames(hold_max, sample_rate),
     })
+}
+
+/// `duration` in frames at `rate`.
+fn hold_frames(duration: Duration, rate: u32) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(u64::from(rate))
+        / 1000
 }
 
 /// The key of an RFC 4733 DTMF event code (0–9, 10 = `*`, 11 = `#`, 12–15 = A–D); other events (flash …)

@@ -45,6 +45,9 @@ pub struct Manifest {
     /// Silencing spans that came after part of their audio was written (0 unless the hold was exceeded).
     #[serde(default)]
     pub audio_redactions_late: u64,
+    /// Silenced stretches beyond the listing limit (4096 per call): silenced, but not in `audio_redactions`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub audio_redactions_unlisted: u64,
     /// The SIPREC metadata documents received, sealed to the recipients (absent when the policy keeps
     /// them in: a manifest rewritten at the hand-over must still read back for crash recovery).
     #[serde(default)]
@@ -203,6 +206,7 @@ impl Manifest {
             telephone_event_count: 0,
             audio_redactions: Vec::new(),
             audio_redactions_late: 0,
+            audio_redactions_unlisted: 0,
             metadata_sealed: Vec::new(),
             participants_sealed: None,
             transcript: None,
@@ -251,6 +255,7 @@ impl Manifest {
     pub(crate) fn note_audio_redaction(&mut self, redactor: &AudioRedactor) {
         self.audio_redactions = redactor.silenced().to_vec();
         self.audio_redactions_late = redactor.late();
+        self.audio_redactions_unlisted = redactor.unlisted();
     }
 
     /// Records the final recording and how the call ended (also used for calls recovered after a crash).
@@ -266,6 +271,10 @@ impl Manifest {
             frames: recording.frames,
         });
     }
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 fn siprec_source() -> String {

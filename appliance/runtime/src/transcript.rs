@@ -289,7 +289,8 @@ impl SegmentSink for TranscriptSink {
                 .map(|progress| progress.pushed_until_ms)
                 .max()
                 .unwrap_or(0);
-            redaction.audio.legs.entry(leg).or_default().settled_ms = until_ms;
+            let progress = redaction.audio.legs.entry(leg).or_default();
+            progress.settled_ms = progress.settled_ms.max(until_ms);
             // Call time has reached at least this far: segments held past their window go now.
             let released = redaction.redactor.poll(until_ms.min(pushed));
             released
@@ -546,9 +547,11 @@ impl CallTranscript {
     /// rate. Never blocks; audio the engine cannot take is dropped there, shows as a gap, and is silenced in
     /// the recording as unverified.
     pub(crate) fn push(&self, leg: usize, rate: u32, position: u64, samples: &[i16]) {
-        let to_ms = |position: u64| position * 1000 / u64::from(rate.max(1));
-        let start_ms = to_ms(position);
-        let end_ms = to_ms(position + samples.len() as u64);
+        let rate_hz = u64::from(rate.max(1));
+        let start_ms = position * 1000 / rate_hz;
+        let end_ms = (position + samples.len() as u64)
+            .saturating_mul(1000)
+            .div_ceil(rate_hz);
         let taken = self.handle.push(leg, rate, position, samples);
         let mut redaction = self.sink.lock_redaction();
         let audio = &mut redaction.audio;

@@ -91,6 +91,8 @@ struct LegState {
     chunks: u64,
     samples: u64,
     attached: bool,
+    /// The leg's index in the call's transcript.
+    transcript_leg: usize,
     /// In-band DTMF detection on the leg's audio.
     tones: ToneWatch,
 }
@@ -103,8 +105,10 @@ struct VsCall {
     manifest: Manifest,
     legs: HashMap<LegId, LegState>,
     lost: bool,
-    /// The call's transcript, one leg per channel (role); `None` when transcription is off.
+    /// The call's transcript, one transcript leg per VoiceStream leg; `None` when transcription is off.
     transcript: Option<CallTranscript>,
+    /// Transcript legs handed out so far (the next one's index).
+    transcript_legs: usize,
     /// DTMF silences found since the last write, and the digits keyed so far (in memory only).
     dtmf: DtmfFound,
     keyed: KeyedDigits,
@@ -164,6 +168,7 @@ impl VsCall {
             legs: HashMap::new(),
             lost: false,
             transcript,
+            transcript_legs: 0,
             dtmf: DtmfFound::default(),
             keyed: KeyedDigits::default(),
         };
@@ -244,8 +249,11 @@ impl VsCall {
                     .unwrap_or(0);
                 let next_sample = self.sample_at(now).max(previous_end);
                 self.manifest.channels.push(ChannelReport::new(channel, role, at));
+                // Each leg is a leg of its own in the transcript (legs may share a channel).
+                let transcript_leg = self.transcript_legs;
+                self.transcript_legs += 1;
                 if let Some(transcript) = &self.transcript {
-                    transcript.name_leg(channel, role, channel);
+                    transcript.name_leg(transcript_leg, role, channel);
                 }
                 self.manifest
                     .seal_metadata(metadata_json.expose(), &self.environment.recipients);
@@ -260,6 +268,7 @@ impl VsCall {
                         chunks: 0,
                         samples: 0,
                         attached: true,
+                        transcript_leg,
                         tones: ToneWatch::default(),
                     },
                 );
@@ -370,10 +379,16 @@ impl VsCall {
         // The leg's own PCM at its own rate, positioned where the recording placed it.
         let position =
             state.next_sample.saturating_mul(u64::from(state.sample_rate)) / u64::from(rate.max(1));
-        if let Some(transcript) = &self.transcript {
-            transcript.push(state.channel, state.sample_rate, position, samples);
-        }
-        state.tones.push(state.sample_rate, position, samples);
+        // Transcription gets it with DTMF silenced.
+        let transcript = &self.transcript;
+        let transcript_leg = state.transcript_leg;
+        state
+            .tones
+            .push(state.sample_rate, position, samples, |rate, position, masked| {
+                if let Some(transcript) = transcript {
+                    transcript.push(transcript_leg, rate, position, masked);
+                }
+            });
         state
             .tones
             .take_masks(state.channel, u64::from(rate), &mut self.keyed, &mut self.dtmf);
@@ -412,20 +427,28 @@ impl VsCall {
     async fn finish(mut self, outcome: CallOutcome) {
         let rate = u64::from(self.recording.sample_rate);
         for state in self.legs.values_mut() {
-            state.tones.flush();
+            let transcript = &self.transcript;
+            let transcript_leg = state.transcript_leg;
+            state.tones.flush(|rate, position, masked| {
+                if let Some(transcript) = transcript {
+                    transcript.push(transcript_leg, rate, position, masked);
+                }
+            });
             state
                 .tones
                 .take_masks(state.channel, rate, &mut self.keyed, &mut self.dtmf);
         }
-        // The transcript first: its last words decide what of the held audio is silenced.
+        // The transcript first: its last words decide what of the held audio is silenced (taken out before
+        // the DTMF decisions, so its stale in-call verdicts are not among them).
+        let transcript = self.transcript.take();
         let mut decisions = self.decisions();
-        if let Some(transcript) = self.transcript.take() {
+        if let Some(transcript) = transcript {
             let shutting_down = outcome == CallOutcome::Shutdown;
             let (report, release) = transcript.finish(&self.dir(), shutting_down).await;
             self.manifest.transcript = report;
             let last = Decisions::from_transcript(release, self.recording.sample_rate);
             decisions.silence.extend(last.silence);
-            decisions.undecided = last.undecided;
+            decisions.undecided.extend(last.undecided);
         }
         let flushed = self.recording.flush_all(decisions).await;
         self.manifest.note_audio_redaction(&self.recording.redactor);

@@ -7,7 +7,9 @@
 //! - `load --legs N --seconds S --input LIST.json`: N legs fed in real time (20 ms pieces paced by the
 //!   clock), each cycling through the utterances with as much silence after each as it lasted, so every leg
 //!   talks half of the time, like one side of a conversation. Prints the end-of-utterance → segment latency
-//!   percentiles, the largest lag, drops, CPU seconds per leg-second and peak RSS.
+//!   percentiles, the largest lag, drops, CPU seconds per leg-second and peak RSS; and the audio hold a
+//!   recorder needs for audio redaction: how far behind real time a leg's settled point was just before
+//!   each advance over an utterance (`hold_p50/p95/max`, seconds, with `holds` counted).
 //!
 //! - `accuracy --no-vad`: every utterance is resampled and decoded whole as one segment, with no silence, VAD
 //!   or endpointing (as the faster-whisper reference gets it), to tell segmentation errors from decoding ones.
@@ -39,6 +41,8 @@ use airlock_transcribe::{
 struct Collected {
     segments: Vec<Segment>,
     gaps: Vec<Gap>,
+    /// When each settled report came, and how far it settled the leg (ms).
+    settled: Vec<(Instant, u64)>,
 }
 
 #[derive(Default)]
@@ -51,7 +55,11 @@ impl SegmentSink for Collector {
     fn gap(&self, gap: Gap) {
         self.0.lock().unwrap().gaps.push(gap);
     }
-    fn settled(&self, _leg: usize, _until_ms: u64) {}
+    fn settled(&self, _leg: usize, until_ms: u64) {
+        if until_ms != u64::MAX {
+            self.0.lock().unwrap().settled.push((Instant::now(), until_ms));
+        }
+    }
 }
 
 struct Args {
@@ -382,6 +390,25 @@ fn load(
         .map(|t| t.0)
         .collect();
     let gaps: usize = collectors.iter().map(|c| c.0.lock().unwrap().gaps.len()).sum();
+    // Leg audio at position p ms was pushed at `started + p`: just before a report at t, the leg was
+    // settled only to the previous report's point, so the recorder had to hold t − previous of its audio.
+    // Advances by more than a second pass over an utterance (in silence the point follows the audio in
+    // 20 ms steps): those holds are the ones audio redaction costs.
+    let mut holds: Vec<f64> = collectors
+        .iter()
+        .flat_map(|c| {
+            let settled = c.0.lock().unwrap().settled.clone();
+            settled
+                .windows(2)
+                .filter(|pair| pair[1].1 - pair[0].1 > 1_000)
+                .map(|pair| {
+                    let at_ms = pair[1].0.duration_since(started).as_millis() as f64;
+                    (at_ms - pair[0].1 as f64) / 1000.0
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    holds.sort_by(f64::total_cmp);
     let summary = serde_json::json!({
         "legs": args.legs,
         "workers": args.workers.unwrap_or(2),
@@ -394,6 +421,10 @@ fn load(
         "latency_p95_segments_upto_10s": percentile(&short, 0.95),
         "latency_p50_segments_over_10s": percentile(&long, 0.5),
         "max_lag_seconds": max_lag,
+        "holds": holds.len(),
+        "hold_p50": percentile(&holds, 0.5),
+        "hold_p95": percentile(&holds, 0.95),
+        "hold_max": percentile(&holds, 1.0),
         "pieces_refused": refused,
         "segments_dropped": metrics.segments_with(SegmentResult::Dropped),
         "gaps": gaps,

@@ -35,6 +35,12 @@ const MAX_FILLED_HOLE_SECONDS: u64 = 1;
 const SHEDDING_HOLD: Duration = Duration::from_secs(30);
 /// How often the front-end refreshes the lag and state gauges when idle.
 const GAUGE_REFRESH: Duration = Duration::from_millis(500);
+/// A leg without new audio for this long (paused, removed, silence-suppressed, detached) has its open
+/// segment ended and is settled up to its last audio, so a recorder holding audio for its words is not
+/// held up by it. More audio continues the leg.
+const IDLE_LEG: Duration = Duration::from_secs(2);
+/// How often the front-end looks for idle legs.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 
 /// The VAD as the front-end uses it: one shared model, a state per leg.
 pub trait VoiceActivity: Send + 'static {
@@ -394,32 +400,20 @@ impl CallShared {
 
     /// The front-end has judged the leg up to `frontier` (16 kHz position; `u64::MAX` once the leg ended).
     fn advance_frontier(&self, leg: usize, frontier: u64) {
-        let mut settling = lock(&self.settling);
-        let state = settling.entry(leg).or_default();
-        state.frontier = state.frontier.max(frontier);
-        self.report_settled(leg, state);
-    }
-
-    /// Tells the sink how far `leg` is settled, if that moved on.
-    fn report_settled(&self, leg: usize, state: &mut LegSettling) {
-        let settled = state
-            .pending_starts
-            .keys()
-            .next()
-            .map_or(state.frontier, |&start| start.min(state.frontier));
-        let settled_ms = if settled == u64::MAX {
-            u64::MAX
-        } else {
-            ms(settled)
+        let report = {
+            let mut settling = lock(&self.settling);
+            let state = settling.entry(leg).or_default();
+            state.frontier = state.frontier.max(frontier);
+            settled_report(state)
         };
-        if settled_ms > state.reported_ms {
-            state.reported_ms = settled_ms;
-            self.sink.settled(leg, settled_ms);
+        // Outside the lock: the sink may take its time (it publishes what the redactor releases).
+        if let Some(until_ms) = report {
+            self.sink.settled(leg, until_ms);
         }
     }
 
     fn job_done(&self, leg: usize, start: u64) {
-        {
+        let report = {
             let mut settling = lock(&self.settling);
             let state = settling.entry(leg).or_default();
             if let Some(count) = state.pending_starts.get_mut(&start) {
@@ -428,7 +422,11 @@ impl CallShared {
                     state.pending_starts.remove(&start);
                 }
             }
-            self.report_settled(leg, state);
+            settled_report(state)
+        };
+        // Before the job counts as done, so a finished call's sink has had every report.
+        if let Some(until_ms) = report {
+            self.sink.settled(leg, until_ms);
         }
         let mut progress = lock(&self.progress);
         progress.pending_jobs = progress.pending_jobs.saturating_sub(1);
@@ -464,6 +462,26 @@ impl CallShared {
             self.settled.notify_all();
         }
     }
+}
+
+/// How far a leg is settled (ms), when that moved on since the last report: before its oldest segment still
+/// queued or decoding, and before what the front-end has not judged yet. Reports grow (they may reach the
+/// sink out of order across threads; each is true when made, and the sink keeps the largest).
+fn settled_report(state: &mut LegSettling) -> Option<u64> {
+    let settled = state
+        .pending_starts
+        .keys()
+        .next()
+        .map_or(state.frontier, |&start| start.min(state.frontier));
+    let settled_ms = if settled == u64::MAX {
+        u64::MAX
+    } else {
+        ms(settled)
+    };
+    (settled_ms > state.reported_ms).then(|| {
+        state.reported_ms = settled_ms;
+        settled_ms
+    })
 }
 
 /// A call's handle into the engine.
@@ -554,6 +572,9 @@ impl Finishing {
 
 /// One leg as the front-end tracks it.
 struct LegState<L> {
+    call: Arc<CallShared>,
+    /// Settled up to its last audio for being idle (see `IDLE_LEG`); cleared by new audio.
+    idle: bool,
     rate: u32,
     resampler: Resampler,
     vad: L,
@@ -571,7 +592,16 @@ struct LegState<L> {
 fn front_end<V: VoiceActivity>(shared: &Shared, mut vad: V) {
     let mut legs: HashMap<(u64, usize), LegState<V::Leg>> = HashMap::new();
     let mut resampled = Vec::new();
+    let mut idle_checked = Instant::now();
     loop {
+        if idle_checked.elapsed() >= IDLE_CHECK {
+            idle_checked = Instant::now();
+            for (&(_, index), leg) in &mut legs {
+                if !leg.idle && leg.reached_at.elapsed() >= IDLE_LEG {
+                    settle_idle_leg(shared, index, leg);
+                }
+            }
+        }
         let next = {
             let mut input = lock(&shared.input);
             loop {
@@ -607,8 +637,9 @@ fn front_end<V: VoiceActivity>(shared: &Shared, mut vad: V) {
                 let key = (chunk.call.id, chunk.leg);
                 let leg = legs.entry(key).or_insert_with(|| {
                     shared.metrics.legs_active.inc();
-                    new_leg(&vad, &shared.config, chunk.rate, chunk.position)
+                    new_leg(&vad, &shared.config, &chunk)
                 });
+                leg.idle = false;
                 feed(shared, &mut vad, leg, &chunk, &mut resampled);
                 let frontier = leg
                     .segmenter
@@ -621,9 +652,25 @@ fn front_end<V: VoiceActivity>(shared: &Shared, mut vad: V) {
     }
 }
 
-fn new_leg<V: VoiceActivity>(vad: &V, config: &PoolConfig, rate: u32, position: u64) -> LegState<V::Leg> {
+/// Ends an idle leg's open segment and settles it up to its last audio; the partial frame not yet given to
+/// the VAD (< 32 ms) is dropped, so more audio continues at the right position.
+fn settle_idle_leg<L>(shared: &Shared, index: usize, leg: &mut LegState<L>) {
+    leg.idle = true;
+    let call = leg.call.clone();
+    if let Some(segment) = leg.segmenter.finish() {
+        queue_segment(shared, &call, index, segment, leg);
+    }
+    leg.pending.clear();
+    leg.pending_start = leg.reached;
+    call.advance_frontier(index, leg.reached);
+}
+
+fn new_leg<V: VoiceActivity>(vad: &V, config: &PoolConfig, chunk: &AudioChunk) -> LegState<V::Leg> {
+    let (rate, position) = (chunk.rate, chunk.position);
     let start = position * u64::from(MODEL_RATE) / u64::from(rate.max(1));
     LegState {
+        call: chunk.call.clone(),
+        idle: false,
         rate,
         resampler: Resampler::new(rate),
         vad: vad.new_leg(),
