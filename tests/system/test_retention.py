@@ -1,6 +1,7 @@
 """Retention per call and on the device: a SIPREC call from SIPp whose metadata matches a `policy.retention_rules`
 entry gets that rule's class (in the manifest's policy stamp and as Object Lock retain-until on every object, in
-moto), a call that matches nothing gets the default; and a class with `keep_on_device` keeps the delivered
+moto), a call that matches nothing gets the default; a VoiceStream call's campaign and skill choose its class the
+same way (seen in the spooled records' retention through the on-device copies); and a class with `keep_on_device` keeps the delivered
 artifacts under `<data>/retained/` (the encrypted bytes that left), counted on a gauge, purged (audited with the
 class) once due — across a restart — and not while the class is under legal hold."""
 
@@ -11,11 +12,12 @@ import json
 import time
 from pathlib import Path
 
-from harness import g711, metrics
+from harness import audio, g711, metrics, procs
 from harness.rtp import RtpSender
 from harness.s3 import MotoServer
 from harness.sipp import SCENARIO, SippSiprecSrc
 from harness.uplink import record_burst, wait_metric
+from harness.voicestream import LegClient, LegConfig
 from test_s3 import BUCKET, SITE, s3_section
 
 QUEUE = "billing-en"
@@ -161,4 +163,39 @@ def test_a_class_keeps_delivered_artifacts_on_the_device_until_due_unless_held(a
     purged = [e["subject"] for e in audit_entries(inst) if e["kind"] == "artifact_purged"
               and e["subject"].startswith(second_prefix)]
     assert len(purged) == 2, purged
+    assert inst.terminate() == 0
+
+
+def test_a_voicestream_campaign_and_skill_choose_the_class(airlock_factory, vs_stubs, speech_dir):
+    pcm = audio.speech_pcm16("Thank you for calling, let me look that up for you.", speech_dir, "pcm-retention")
+    port = procs.free_port(tcp_and_udp=False)
+    inst = airlock_factory(overrides={
+        "voicestream": {"listen": f"127.0.0.1:{port}", "insecure_plaintext": True, "idle_timeout_secs": 30,
+                        "leg_linger_secs": 1},
+        "voicestream.trust_tokens": {"sub-1": ["token-1"]},
+        "policy": {"retention_rules": [
+            {"campaign": "Collections", "skill": "billing-en", "class": "collections"},
+            {"campaign": "Collections", "class": "other-collections"},
+        ]},
+        "policy.retention_classes": {"standard": 30, "other-collections": 60,
+                                     "collections": {"days": 365, "keep_on_device": "1h"}},
+    }).start()
+    procs.wait_tcp(port, 10, inst.proc)
+    for number, skill in enumerate(["billing-en", "support-en"]):
+        config = LegConfig(vcc_call_id=f"30000000000000{number}", call_leg="customer", campaign_id="Collections",
+                           skill_id=skill)
+        client = LegClient(f"127.0.0.1:{port}", config, pcm, end="ended")
+        client.start()
+        report = client.join(30)
+        assert report.error is None, report.describe()
+    calls = inst.wait_calls(2, timeout=20)
+    stamps = sorted((inst.manifest(c)["policy"]["retention_class"], inst.manifest(c)["policy"]["retention_rule"])
+                    for c in calls)
+    assert stamps == [("collections", 0), ("other-collections", 1)], stamps
+    # The first call's spooled records carried its class (and its time on the device) to the sink.
+    wait_metric(inst, "airlock_retained_objects", lambda v: v == 2)
+    retained = [e for e in audit_entries(inst) if e["kind"] == "artifact_retained"]
+    assert {e["detail"]["retention_class"] for e in retained} == {"collections"}, retained
+    log = inst.log.read_text(errors="replace")
+    assert "Collections" not in log and "billing-en" not in log
     assert inst.terminate() == 0
