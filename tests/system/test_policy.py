@@ -28,7 +28,6 @@ def test_policy_decides_what_leaves_and_is_stamped_and_audited(airlock_factory, 
         ("never", "short", 90, True), stamp
     assert len(stamp["hash"]) == 64
     assert "metadata_sealed" in manifest and "participants_sealed" not in manifest
-    assert "telephone_events_sealed" not in manifest
     assert not list((inst.data_dir / "active").iterdir()), "nothing of the call is left behind"
     entries = audit_entries(inst)
     prefix = str(call.relative_to(inst.uplink))

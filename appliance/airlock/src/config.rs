@@ -33,15 +33,64 @@ pub struct PolicySection {
     pub recording: String,
     /// `redacted` (redacted transcripts and segment events leave) or `never`.
     pub transcript: String,
-    /// The sealed manifest fields that leave: any of `metadata_sealed`, `participants_sealed`,
-    /// `telephone_events_sealed`.
+    /// The sealed manifest fields that leave: any of `metadata_sealed`, `participants_sealed`.
     pub manifest_sealed: Vec<String>,
-    /// Retention classes: name → days a call's objects are kept where they are delivered (1–36500).
-    pub retention_classes: std::collections::BTreeMap<String, u32>,
-    /// The class of every call (rules that place calls in other classes come with call metadata).
+    /// Retention classes: name → days a call's objects are kept where they are delivered (1–36500), or a
+    /// table `{ days, keep_on_device, legal_hold }`.
+    pub retention_classes: std::collections::BTreeMap<String, ClassSection>,
+    /// The class of calls no rule places elsewhere.
     pub default_retention_class: String,
+    /// Rules placing a call in a class by its metadata; the first that matches wins.
+    pub retention_rules: Vec<RuleSection>,
     /// Every call under legal hold.
     pub legal_hold: bool,
+}
+
+/// One retention class: its days alone, or a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ClassSection {
+    Days(u32),
+    Table(ClassTable),
+}
+
+/// `[policy.retention_classes.<name>]` as a table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassTable {
+    /// Days a call's objects are kept where they are delivered (1–36500).
+    pub days: u32,
+    /// How long delivered artifacts stay on the device: a number and a unit (`s`, `m`, `h`, `d`), e.g.
+    /// "30d"; "0" (the default): purged as soon as the sink has them.
+    #[serde(default)]
+    pub keep_on_device: Option<String>,
+    /// The class's calls are under legal hold (as `policy.legal_hold` puts every call).
+    #[serde(default)]
+    pub legal_hold: bool,
+}
+
+/// `[[policy.retention_rules]]`: conditions on a call's metadata (all given must hold) and its class.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuleSection {
+    /// `{ name, value }`: a SIPREC extension element with this local name and exact text.
+    pub siprec_extension: Option<ExtensionSection>,
+    /// A SIPREC participant's AoR domain.
+    pub participant_domain: Option<String>,
+    /// A VoiceStream campaign.
+    pub campaign: Option<String>,
+    /// A VoiceStream skill.
+    pub skill: Option<String>,
+    /// The class (a name in `policy.retention_classes`).
+    pub class: String,
+}
+
+/// `siprec_extension = { name = "...", value = "..." }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtensionSection {
+    pub name: String,
+    pub value: String,
 }
 
 impl Default for PolicySection {
@@ -51,11 +100,39 @@ impl Default for PolicySection {
             recording: "encrypted".into(),
             transcript: "redacted".into(),
             manifest_sealed: policy.manifest_sealed,
-            retention_classes: policy.retention_classes,
+            retention_classes: policy
+                .retention_classes
+                .into_iter()
+                .map(|(class, days)| (class, ClassSection::Days(days)))
+                .collect(),
             default_retention_class: policy.default_retention_class,
+            retention_rules: Vec::new(),
             legal_hold: policy.legal_hold,
         }
     }
+}
+
+/// Longest `keep_on_device`: 36500 days.
+const MAX_KEEP_ON_DEVICE_SECS: u64 = 36_500 * 86_400;
+
+/// A duration written as a whole number and a unit (`s`, `m`, `h`, `d`), or "0", in seconds.
+fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text == "0" {
+        return Some(0);
+    }
+    let unit = match text.chars().last()? {
+        's' => 1,
+        'm' => 60,
+        'h' => 3_600,
+        'd' => 86_400,
+        _ => return None,
+    };
+    let number = &text[..text.len() - 1];
+    if number.is_empty() || !number.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    number.parse::<u64>().ok()?.checked_mul(unit)
 }
 
 impl PolicySection {
@@ -83,21 +160,55 @@ impl PolicySection {
                 ),
             ));
         }
-        for (class, days) in &self.retention_classes {
+        let mut policy = airlock_runtime::Policy {
+            recording,
+            transcript,
+            manifest_sealed: self.manifest_sealed.clone(),
+            retention_classes: Default::default(),
+            default_retention_class: self.default_retention_class.clone(),
+            legal_hold: self.legal_hold,
+            keep_on_device_secs: Default::default(),
+            held_classes: Default::default(),
+            retention_rules: Vec::new(),
+        };
+        for (class, section) in &self.retention_classes {
             if !is_key_part(class) {
                 return Err(invalid(
                     "policy.retention_classes",
                     format!("class {class:?} must be 1–64 letters, digits, '-', '_' or '.'"),
                 ));
             }
-            if !(1..=36_500).contains(days) {
+            let (days, keep, hold) = match section {
+                ClassSection::Days(days) => (*days, None, false),
+                ClassSection::Table(table) => (table.days, table.keep_on_device.as_deref(), table.legal_hold),
+            };
+            if !(1..=36_500).contains(&days) {
                 return Err(invalid(
                     "policy.retention_classes",
                     format!("class {class:?}: days must be between 1 and 36500"),
                 ));
             }
+            let keep = keep
+                .map(|text| parse_duration(text).filter(|secs| *secs <= MAX_KEEP_ON_DEVICE_SECS))
+                .unwrap_or(Some(0))
+                .ok_or_else(|| {
+                    invalid(
+                        format!("policy.retention_classes.{class}.keep_on_device"),
+                        "must be a whole number with a unit s, m, h or d (e.g. \"30d\"), at most 36500 days, or \"0\"",
+                    )
+                })?;
+            policy.retention_classes.insert(class.clone(), days);
+            if keep > 0 {
+                policy.keep_on_device_secs.insert(class.clone(), keep);
+            }
+            if hold {
+                policy.held_classes.insert(class.clone());
+            }
         }
-        if !self.retention_classes.contains_key(&self.default_retention_class) {
+        if !policy
+            .retention_classes
+            .contains_key(&self.default_retention_class)
+        {
             return Err(invalid(
                 "policy.default_retention_class",
                 format!(
@@ -106,14 +217,46 @@ impl PolicySection {
                 ),
             ));
         }
-        Ok(airlock_runtime::Policy {
-            recording,
-            transcript,
-            manifest_sealed: self.manifest_sealed.clone(),
-            retention_classes: self.retention_classes.clone(),
-            default_retention_class: self.default_retention_class.clone(),
-            legal_hold: self.legal_hold,
-        })
+        for (index, rule) in self.retention_rules.iter().enumerate() {
+            let key = |field: &str| format!("policy.retention_rules[{index}]{field}");
+            let text = |field: &str, value: &Option<String>| match value {
+                Some(value) if value.trim().is_empty() => {
+                    Err(invalid(key(&format!(".{field}")), "must not be empty"))
+                }
+                _ => Ok(value.clone()),
+            };
+            let siprec_extension = match &rule.siprec_extension {
+                Some(extension) if extension.name.trim().is_empty() => {
+                    return Err(invalid(key(".siprec_extension.name"), "must not be empty"));
+                }
+                Some(extension) => Some(airlock_runtime::ExtensionMatch {
+                    name: extension.name.clone(),
+                    value: extension.value.trim().to_owned(),
+                }),
+                None => None,
+            };
+            let rule = airlock_runtime::RetentionRule {
+                siprec_extension,
+                participant_domain: text("participant_domain", &rule.participant_domain)?,
+                campaign: text("campaign", &rule.campaign)?,
+                skill: text("skill", &rule.skill)?,
+                class: rule.class.clone(),
+            };
+            if rule.is_empty() {
+                return Err(invalid(
+                    key(""),
+                    "needs at least one of siprec_extension, participant_domain, campaign, skill",
+                ));
+            }
+            if !policy.retention_classes.contains_key(&rule.class) {
+                return Err(invalid(
+                    key(".class"),
+                    format!("{:?} is not a class in policy.retention_classes", rule.class),
+                ));
+            }
+            policy.retention_rules.push(rule);
+        }
+        Ok(policy)
     }
 }
 
@@ -1154,7 +1297,10 @@ pub enum ConfigError {
     #[error("config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config key `{key}`: {problem}")]
-    Invalid { key: &'static str, problem: String },
+    Invalid {
+        key: std::borrow::Cow<'static, str>,
+        problem: String,
+    },
 }
 
 /// Listen addresses and limits after validation.
@@ -1322,9 +1468,9 @@ impl ShutdownSection {
     }
 }
 
-fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
+fn invalid(key: impl Into<std::borrow::Cow<'static, str>>, problem: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
-        key,
+        key: key.into(),
         problem: problem.into(),
     }
 }
@@ -1393,7 +1539,7 @@ mod tests {
         .policy;
         assert_eq!(policy.recording, airlock_runtime::RecordingRelease::Never);
         assert_eq!(
-            (policy.retention().class.as_str(), policy.retention().days),
+            (policy.retention(None).class.as_str(), policy.retention(None).days),
             ("short", 90)
         );
         for (text, key) in [
@@ -1419,6 +1565,90 @@ mod tests {
                 .expect_err(text)
                 .to_string();
             assert!(error.contains(key), "{text}: {error}");
+        }
+    }
+
+    #[test]
+    fn retention_rules_and_on_device_keeping_are_checked_and_named() {
+        let classes = "[policy.retention_classes]\nstandard = 2557\nlong = { days = 3650, keep_on_device = \"30d\" }\nheld = { days = 10, keep_on_device = \"2s\", legal_hold = true }\n";
+        let rules = "[[policy.retention_rules]]\nsiprec_extension = { name = \"queue\", value = \"billing-en\" }\nparticipant_domain = \"vip.example.com\"\nclass = \"long\"\n[[policy.retention_rules]]\ncampaign = \"Collections\"\nclass = \"held\"\n";
+        let policy = Config::parse(&format!("{classes}{rules}"))
+            .expect("parse")
+            .validate()
+            .expect("valid")
+            .outbox
+            .policy;
+        assert_eq!(policy.retention_classes["long"], 3650);
+        assert_eq!(policy.keep_on_device_secs["long"], 30 * 86_400);
+        assert_eq!(policy.keep_on_device_secs["held"], 2);
+        assert!(
+            !policy.keep_on_device_secs.contains_key("standard"),
+            "days alone keep nothing on the device"
+        );
+        assert!(policy.held("held") && !policy.held("long"));
+        assert_eq!(policy.retention_rules.len(), 2);
+        assert_eq!(
+            policy.retention_rules[0].siprec_extension,
+            Some(airlock_runtime::ExtensionMatch {
+                name: "queue".into(),
+                value: "billing-en".into()
+            })
+        );
+        assert_eq!(
+            policy.retention_rules[0].participant_domain.as_deref(),
+            Some("vip.example.com")
+        );
+        assert_eq!(policy.retention_rules[1].campaign.as_deref(), Some("Collections"));
+        // A config without rules or class tables keeps the policy (and its hash) it had before them.
+        assert_eq!(
+            Config::parse("").unwrap().validate().unwrap().outbox.policy,
+            airlock_runtime::Policy::default()
+        );
+        for (text, key) in [
+            (
+                "[[policy.retention_rules]]\ncampaign = \"c\"\nclass = \"gold\"",
+                "policy.retention_rules[0].class",
+            ),
+            (
+                "[[policy.retention_rules]]\ncampaign = \"c\"\nclass = \"long\"\n[[policy.retention_rules]]\nclass = \"long\"",
+                "policy.retention_rules[1]`",
+            ),
+            (
+                "[[policy.retention_rules]]\nskill = \" \"\nclass = \"long\"",
+                "policy.retention_rules[0].skill",
+            ),
+            (
+                "[[policy.retention_rules]]\nsiprec_extension = { name = \"\", value = \"x\" }\nclass = \"long\"",
+                "policy.retention_rules[0].siprec_extension.name",
+            ),
+            (
+                "[policy.retention_classes.long]\ndays = 5\nkeep_on_device = \"30 days\"",
+                "policy.retention_classes.long.keep_on_device",
+            ),
+            (
+                "[policy.retention_classes.long]\ndays = 5\nkeep_on_device = \"36501d\"",
+                "policy.retention_classes.long.keep_on_device",
+            ),
+            (
+                "[policy.retention_classes.long]\ndays = 0\nkeep_on_device = \"1d\"",
+                "policy.retention_classes",
+            ),
+        ] {
+            let text = format!("[policy.retention_classes]\nstandard = 9\nlong = 90\n{text}\n").replace(
+                "long = 90\n[policy.retention_classes.long]",
+                "[policy.retention_classes.long]",
+            );
+            let error = Config::parse(&text)
+                .expect(&text)
+                .validate()
+                .expect_err(&text)
+                .to_string();
+            assert!(error.contains(key), "{text}: {error}");
+        }
+        assert_eq!(parse_duration("90m"), Some(5_400));
+        assert_eq!(parse_duration("0"), Some(0));
+        for bad in ["", "d", "5", "-1d", "1.5d", "5w"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
         }
     }
 

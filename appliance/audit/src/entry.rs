@@ -40,6 +40,8 @@ pub enum Kind {
     ArtifactBlocked,
     ArtifactUploaded,
     ArtifactPurged,
+    /// A delivered artifact kept on the device by its retention class (purged later, audited then).
+    ArtifactRetained,
     PolicyChanged,
     Checkpoint,
 }
@@ -52,6 +54,7 @@ pub enum EventKind {
     ArtifactBlocked,
     ArtifactUploaded,
     ArtifactPurged,
+    ArtifactRetained,
     PolicyChanged,
 }
 
@@ -62,6 +65,7 @@ impl From<EventKind> for Kind {
             EventKind::ArtifactBlocked => Kind::ArtifactBlocked,
             EventKind::ArtifactUploaded => Kind::ArtifactUploaded,
             EventKind::ArtifactPurged => Kind::ArtifactPurged,
+            EventKind::ArtifactRetained => Kind::ArtifactRetained,
             EventKind::PolicyChanged => Kind::PolicyChanged,
         }
     }

@@ -99,6 +99,16 @@ pub struct Retention {
     pub days: u32,
     /// Whether the call is under legal hold.
     pub legal_hold: bool,
+    /// Index of the `policy.retention_rules` entry that chose the class; None: the default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<usize>,
+    /// Seconds a delivered copy stays on the device (under `<data>/retained/`); 0: purged once delivered.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub keep_on_device_secs: u64,
+}
+
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// What the spool keeps in memory about a record.

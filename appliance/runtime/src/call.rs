@@ -386,7 +386,7 @@ impl CallTask {
         tokio::task::block_in_place(|| {
             crate::call_started(&environment.data_dir, &dir_name, "siprec", started_wall)
         });
-        let manifest = Manifest::new(
+        let mut manifest = Manifest::new(
             call,
             &dir_name,
             started_wall,
@@ -394,6 +394,7 @@ impl CallTask {
             plan,
             &environment.recipients,
         );
+        manifest.choose_retention_by_plan(environment.data_dir.outbox().policy(), plan);
         let transcript = environment.transcription.as_ref().map(|transcription| {
             CallTranscript::open(transcription, &dir_name, started_wall, &environment.data_dir)
         });
@@ -771,6 +772,8 @@ impl CallTask {
             }
         }
         self.manifest.apply_plan(plan, at, &self.environment.recipients);
+        self.manifest
+            .choose_retention_by_plan(self.environment.data_dir.outbox().policy(), plan);
         self.save_manifest();
     }
 

@@ -13,6 +13,7 @@ mod metrics_http;
 mod mqtt;
 mod outbox;
 mod policy;
+mod retained;
 mod s3;
 mod sip_io;
 mod storage;
@@ -37,7 +38,9 @@ use tokio::sync::mpsc;
 pub use airlock_sip::{Cidr, GuardConfig};
 pub use mqtt::{MqttSettings, tls_config as mqtt_tls_config};
 pub use outbox::OutboxSettings;
-pub use policy::{Policy, RecordingRelease, SEALED_MANIFEST_FIELDS, TranscriptRelease};
+pub use policy::{
+    ExtensionMatch, Policy, RecordingRelease, RetentionRule, SEALED_MANIFEST_FIELDS, TranscriptRelease,
+};
 pub use s3::{LockMode, ObjectLockSettings, S3Settings, check_ca_bundle as check_s3_ca_bundle};
 pub use storage::DataDir;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};

@@ -14,6 +14,8 @@ use airlock_siprec::srs::{CallId, RecordingPlan};
 use airlock_telemetry::CallOutcome;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{CallFacts, Policy, RuleChoice};
+
 /// The manifest format identifier.
 pub const FORMAT: &str = "airlock.call-manifest.v1";
 
@@ -58,6 +60,10 @@ pub struct Manifest {
     /// The transcript artifacts, when the call was transcribed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub transcript: Option<TranscriptReport>,
+    /// The retention rule the call's metadata matched so far (index and class, never the matched value);
+    /// replaced by the policy stamp at the hand-over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_rule: Option<RuleChoice>,
     #[serde(skip)]
     participant_timeline: Vec<ParticipantSpan>,
 }
@@ -189,6 +195,28 @@ impl Manifest {
         }
     }
 
+    /// Matches the SIPREC metadata document a plan carries against the policy's retention rules.
+    pub fn choose_retention_by_plan(&mut self, policy: &Policy, plan: &RecordingPlan) {
+        if let Some(xml) = &plan.metadata_xml
+            && !policy.retention_rules.is_empty()
+        {
+            self.choose_retention(policy, &CallFacts::from_siprec_xml(xml.expose()));
+        }
+    }
+
+    /// Matches a VoiceStream metadata document (leg config or webhook note, JSON) against the rules.
+    pub fn choose_retention_by_json(&mut self, policy: &Policy, json: &str) {
+        if !policy.retention_rules.is_empty() {
+            self.choose_retention(policy, &CallFacts::from_voicestream_json(json));
+        }
+    }
+
+    /// Matches one metadata document's `facts` against the policy's retention rules; an earlier rule than
+    /// the call's choice so far replaces it.
+    fn choose_retention(&mut self, policy: &Policy, facts: &CallFacts) {
+        self.retention_rule = policy.choose(facts, self.retention_rule.as_ref());
+    }
+
     fn empty(dir_name: &str, started: SystemTime, (sample_rate, channel_count): (u32, usize)) -> Manifest {
         Manifest {
             format: FORMAT.to_string(),
@@ -210,6 +238,7 @@ impl Manifest {
             metadata_sealed: Vec::new(),
             participants_sealed: None,
             transcript: None,
+            retention_rule: None,
             participant_timeline: Vec::new(),
         }
     }

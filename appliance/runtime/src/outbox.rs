@@ -28,6 +28,7 @@ use airlock_telemetry::{Alarm, Metrics, OutboxSink};
 use crate::alarm::Alarms;
 use crate::mqtt::MqttSettings;
 use crate::policy::Policy;
+use crate::retained::Retained;
 use crate::s3::{S3Failure, S3Settings, S3Sink};
 use airlock_audit::{AuditLog, EventKind as AuditKind};
 use serde::Serialize;
@@ -82,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     data_root: PathBuf,
     uplink_root: PathBuf,
+    /// Delivered artifacts kept on the device by their retention class (`<data>/retained/`).
+    retained: Mutex<Retained>,
 }
 
 fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
@@ -259,6 +262,74 @@ fn lock_audit(audit: &Mutex<AuditLog>) -> MutexGuard<'_, AuditLog> {
     audit.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// How often the sweeper looks for kept copies that are due.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+fn lock_retained(retained: &Mutex<Retained>) -> MutexGuard<'_, Retained> {
+    retained.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Shows the kept copies on their gauges.
+fn refresh_retained_gauges(shared: &Shared, retained: &Retained) {
+    let (bytes, objects) = retained.totals();
+    let outbox = &shared.metrics.outbox;
+    outbox
+        .retained_bytes
+        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    outbox
+        .retained_objects
+        .set(i64::try_from(objects).unwrap_or(i64::MAX));
+}
+
+/// Purges the kept copies that are due (a bounded batch per sweep), unless their class is under legal hold,
+/// and audits each purge with its class.
+fn sweep_retained(shared: &Shared) {
+    let policy = &shared.settings.policy;
+    loop {
+        let swept = {
+            let mut retained = lock_retained(&shared.retained);
+            let swept = retained.sweep(unix_ms(SystemTime::now()), &|class| policy.held(class));
+            refresh_retained_gauges(shared, &retained);
+            swept
+        };
+        let (purged, error) = swept;
+        for copy in purged {
+            shared.audit(
+                AuditKind::ArtifactPurged,
+                &copy.key,
+                serde_json::json!({
+                    "reason": "retention: kept on the device for its class's time",
+                    "retention_class": copy.class,
+                    "bytes": copy.bytes,
+                }),
+            );
+        }
+        if let Some(error) = error {
+            tracing::error!(%error, "cannot purge a retained copy; tried again at the next sweep");
+        }
+        std::thread::sleep(SWEEP_EVERY);
+    }
+}
+
+/// Keeps a delivered object on the device when its class says so; Some(the audit detail) when kept.
+fn keep_delivered(shared: &Shared, record: &Record) -> std::io::Result<Option<serde_json::Value>> {
+    let Some(retention) = record
+        .retention
+        .as_ref()
+        .filter(|retention| retention.keep_on_device_secs > 0)
+    else {
+        return Ok(None);
+    };
+    let until = unix_ms(SystemTime::now()).saturating_add(retention.keep_on_device_secs.saturating_mul(1000));
+    let mut retained = lock_retained(&shared.retained);
+    retained.keep(&record.meta.key, &record.body, &retention.class, until)?;
+    refresh_retained_gauges(shared, &retained);
+    Ok(Some(serde_json::json!({
+        "retention_class": retention.class,
+        "until": crate::clock::rfc3339(UNIX_EPOCH + Duration::from_millis(until)),
+    })))
+}
+
 /// How often the spool-full alarm follows the admission state.
 const ALARM_WATCH: Duration = Duration::from_millis(500);
 
@@ -361,6 +432,11 @@ impl Outbox {
                 "audit log: an append cut short by a crash was removed"
             );
         }
+        let retained = Retained::open(&data_root.join("retained")).map_err(|source| SpoolError::Io {
+            op: "open the retained copies in",
+            path: data_root.join("retained"),
+            source,
+        })?;
         let outbox = Outbox {
             shared: Arc::new(Shared {
                 spool: Mutex::new(spool),
@@ -373,6 +449,7 @@ impl Outbox {
                 metrics,
                 data_root: data_root.to_path_buf(),
                 uplink_root: data_root.join("uplink"),
+                retained: Mutex::new(retained),
             }),
         };
         std::fs::create_dir_all(&outbox.shared.uplink_root).map_err(|source| SpoolError::Io {
@@ -381,6 +458,7 @@ impl Outbox {
             source,
         })?;
         outbox.refresh_gauges(&lock(&outbox.shared.spool));
+        refresh_retained_gauges(&outbox.shared, &lock_retained(&outbox.shared.retained));
         let raised = outbox.shared.alarms.raised();
         for alarm in Alarm::ALL {
             outbox
@@ -423,6 +501,15 @@ impl Outbox {
         if shared.settings.mqtt.is_none() {
             shared.set_alarm(Alarm::MqttRefused, false, "no MQTT broker is configured any more");
         }
+        let swept = outbox.shared.clone();
+        std::thread::Builder::new()
+            .name("outbox-retained".into())
+            .spawn(move || sweep_retained(&swept))
+            .map_err(|source| SpoolError::Io {
+                op: "start the retention sweeper for",
+                path: data_root.join("retained"),
+                source,
+            })?;
         let watched = outbox.shared.clone();
         std::thread::Builder::new()
             .name("outbox-alarms".into())
@@ -468,6 +555,11 @@ impl Outbox {
         Ok(outbox)
     }
 
+    /// The policy in force.
+    pub fn policy(&self) -> &Policy {
+        &self.shared.settings.policy
+    }
+
     /// Whether new calls may be accepted (the spool is below its limit less the reserve). Never waits.
     pub fn admission_open(&self) -> bool {
         self.shared.admission_open.load(Ordering::Relaxed)
@@ -501,6 +593,7 @@ impl Outbox {
         let policy = &self.shared.settings.policy;
         let mut hashed = Vec::with_capacity(files.len());
         let mut stopped = Vec::new();
+        let mut retention = policy.retention(None);
         for (name, path) in files {
             if !policy.releases(&name) {
                 std::fs::remove_file(&path).map_err(io("remove", &path))?;
@@ -518,7 +611,7 @@ impl Outbox {
                         serde_json::from_slice(&bytes)
                             .map_err(|error| io("parse", &path)(std::io::Error::other(error)))
                     })?;
-                policy.apply_to_manifest(&mut manifest);
+                retention = policy.apply_to_manifest(&mut manifest);
                 let bytes = serde_json::to_vec_pretty(&manifest)
                     .map_err(|error| io("encode", &path)(std::io::Error::other(error)))?;
                 crate::storage::write_atomically(&path, &bytes).map_err(io("write", &path))?;
@@ -567,7 +660,7 @@ impl Outbox {
                             sha256: *sha256,
                             size: *size,
                         },
-                        retention: Some(policy.retention()),
+                        retention: Some(retention.clone()),
                     },
                     now,
                 )?;
@@ -788,14 +881,32 @@ fn deliver(shared: &Shared, sink: Sink, target: &mut Target) {
                     std::thread::sleep(backoff.delay(0, random()));
                     continue;
                 }
-                match shared.ack(record.meta.seq) {
-                    Ok(()) if sink == Sink::Objects => {
-                        shared.audit(
-                            AuditKind::ArtifactPurged,
-                            &record.meta.key,
-                            serde_json::json!({ "retention": "until_delivered" }),
-                        );
+                let kept = if sink == Sink::Objects {
+                    match keep_delivered(shared, &record) {
+                        Ok(kept) => kept,
+                        Err(error) => {
+                            // Not acknowledged: kept at the next attempt (the delivery repeats as a no-op).
+                            tracing::error!(%error, "cannot keep a delivered artifact on the device; it stays in the spool");
+                            std::thread::sleep(backoff.delay(0, random()));
+                            continue;
+                        }
                     }
+                } else {
+                    None
+                };
+                match shared.ack(record.meta.seq) {
+                    Ok(()) if sink == Sink::Objects => match kept {
+                        Some(detail) => {
+                            shared.audit(AuditKind::ArtifactRetained, &record.meta.key, detail);
+                        }
+                        None => {
+                            shared.audit(
+                                AuditKind::ArtifactPurged,
+                                &record.meta.key,
+                                serde_json::json!({ "retention": "until_delivered" }),
+                            );
+                        }
+                    },
                     Ok(()) => {}
                     Err(error) => {
                         tracing::error!(%error, sink = label.as_str(), "cannot remove a delivered outbox record; it may be delivered again");
@@ -902,7 +1013,7 @@ fn content_type(name: &str) -> &'static str {
 }
 
 /// The local path of an object key; None when the key could leave the uplink directory.
-fn object_path(root: &Path, key: &str) -> Option<PathBuf> {
+pub(crate) fn object_path(root: &Path, key: &str) -> Option<PathBuf> {
     let relative = Path::new(key);
     (!key.is_empty()
         && relative
@@ -980,7 +1091,7 @@ fn sync_directory(dir: &Path) -> std::io::Result<()> {
 }
 
 /// Creates `dir` and any missing parents, syncing each new directory's parent so they survive a power loss.
-fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_dirs_durably(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }

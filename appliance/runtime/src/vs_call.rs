@@ -257,6 +257,10 @@ impl VsCall {
                 }
                 self.manifest
                     .seal_metadata(metadata_json.expose(), &self.environment.recipients);
+                self.manifest.choose_retention_by_json(
+                    self.environment.data_dir.outbox().policy(),
+                    metadata_json.expose(),
+                );
                 self.legs.insert(
                     leg,
                     LegState {
@@ -315,6 +319,10 @@ impl VsCall {
             VsCallInput::Annotate { metadata_json } => {
                 self.manifest
                     .seal_metadata(metadata_json.expose(), &self.environment.recipients);
+                self.manifest.choose_retention_by_json(
+                    self.environment.data_dir.outbox().policy(),
+                    metadata_json.expose(),
+                );
                 self.save_manifest();
             }
             VsCallInput::Finish { .. } => {}

@@ -142,6 +142,9 @@ pub struct Extension {
     pub name: String,
     /// The element's XML text exactly as received (vendor data often carries numbers and URIs).
     pub xml: Pii<String>,
+    /// Every element of it (itself and its descendants) that holds text: (local name, trimmed text), in
+    /// document order — what retention rules match on without parsing `xml` again.
+    pub values: Vec<(String, Pii<String>)>,
 }
 
 /// A Communication Session Group (`<group>`).
@@ -400,6 +403,15 @@ fn extension(xml: &str, node: Node<'_, '_>) -> Extension {
         namespace: node.tag_name().namespace().map(str::to_owned),
         name: node.tag_name().name().to_owned(),
         xml: Pii::new(xml.get(range).unwrap_or_default().to_owned()),
+        values: node
+            .descendants()
+            .filter(Node::is_element)
+            .filter_map(|element| {
+                let text = text_of(element);
+                (!text.is_empty()).then(|| (element.tag_name().name().to_owned(), Pii::new(text)))
+            })
+            .take(MAX_OBJECTS_PER_KIND)
+            .collect(),
     }
 }
 
@@ -677,6 +689,21 @@ impl RecordingMetadata {
             }
         }
         senders
+    }
+
+    /// Every extension of the document (at the root and on groups, sessions, participants and streams), for
+    /// matching on their [`Extension::values`].
+    pub fn all_extensions(&self) -> impl Iterator<Item = &Extension> {
+        self.extensions
+            .iter()
+            .chain(self.groups.iter().flat_map(|group| &group.extensions))
+            .chain(self.sessions.iter().flat_map(|session| &session.extensions))
+            .chain(
+                self.participants
+                    .iter()
+                    .flat_map(|participant| &participant.extensions),
+            )
+            .chain(self.streams.iter().flat_map(|stream| &stream.extensions))
     }
 
     /// True when the participant has session associations and all of them carry a `disassociate-time`.
@@ -970,6 +997,12 @@ mod tests {
             metadata.groups[0].extensions[0].xml.expose(),
             r#"<q:skill xmlns:q="urn:test:queue">sales</q:skill>"#
         );
+        let values: Vec<(&str, &str)> = metadata
+            .all_extensions()
+            .flat_map(|extension| &extension.values)
+            .map(|(name, text)| (name.as_str(), text.expose().as_str()))
+            .collect();
+        assert!(values.contains(&("skill", "sales")), "{values:?}");
         assert_eq!(metadata.sessions[0].sip_session_ids, ["ab12cd34;remote=ef56ab78"]);
         assert_eq!(metadata.sessions[0].group_ref.as_deref(), Some("grp-A1"));
         assert_eq!(metadata.session_recording_assocs.len(), 1);
@@ -1048,6 +1081,13 @@ mod tests {
                 .xml
                 .expose()
                 .contains("<vx:ucid>00FA0801</vx:ucid>")
+        );
+        // Inside a draft-era wrapper, the vendor elements are found by their local name.
+        let values = &metadata.sessions[0].extensions[0].values;
+        assert_eq!(values.len(), 1);
+        assert_eq!(
+            (values[0].0.as_str(), values[0].1.expose().as_str()),
+            ("ucid", "00FA0801")
         );
         assert_eq!(
             metadata.session_recording_assocs[0].associate_time.as_deref(),

@@ -140,6 +140,9 @@ pub struct OutboxMetrics {
     pub spool_limit_bytes: Gauge,
     /// Damaged records set aside at start-up.
     pub quarantined_records: Gauge,
+    /// Delivered artifacts a retention class keeps on the device (`<data>/retained/`), and their bytes.
+    pub retained_objects: Gauge,
+    pub retained_bytes: Gauge,
     /// Free and total bytes of the filesystem holding the data directory.
     pub data_disk_free_bytes: Gauge,
     pub data_disk_size_bytes: Gauge,
@@ -161,6 +164,8 @@ impl Default for OutboxMetrics {
             spool_bytes: Gauge::default(),
             spool_limit_bytes: Gauge::default(),
             quarantined_records: Gauge::default(),
+            retained_objects: Gauge::default(),
+            retained_bytes: Gauge::default(),
             data_disk_free_bytes: Gauge::default(),
             data_disk_size_bytes: Gauge::default(),
         }
@@ -256,6 +261,16 @@ impl OutboxMetrics {
             "outbox_quarantined_records",
             "Damaged spool records set aside at start-up (kept in quarantine/, never delivered)",
             self.quarantined_records.clone(),
+        );
+        registry.register(
+            "retained_objects",
+            "Delivered artifacts kept on the device by their retention class (in retained/)",
+            self.retained_objects.clone(),
+        );
+        registry.register(
+            "retained_bytes",
+            "Bytes of the delivered artifacts kept on the device by their retention class",
+            self.retained_bytes.clone(),
         );
         registry.register(
             "data_disk_free_bytes",

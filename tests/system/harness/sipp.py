@@ -14,12 +14,13 @@ SCENARIO = Path(__file__).resolve().parents[2] / "sipp" / "siprec_src_two_stream
 
 
 class SippSiprecSrc:
-    def __init__(self, registry: procs.ProcessRegistry, sip_port: int, workdir: Path, call_ms: int) -> None:
+    def __init__(self, registry: procs.ProcessRegistry, sip_port: int, workdir: Path, call_ms: int,
+                 scenario: Path = SCENARIO) -> None:
         self.workdir = workdir
         self.call_ms = call_ms
         workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen = registry.start("sipp", [
-            audio.require_tool("sipp"), f"127.0.0.1:{sip_port}", "-sf", str(SCENARIO),
+            audio.require_tool("sipp"), f"127.0.0.1:{sip_port}", "-sf", str(scenario),
             "-i", "127.0.0.1", "-p", str(procs.free_port()), "-mi", "127.0.0.1", "-mp", str(procs.free_udp_pair()),
             "-t", "u1", "-m", "1", "-d", str(call_ms),
             "-timeout", "30", "-timeout_error", "-nostdin", "-trace_msg", "-trace_logs", "-trace_err",
