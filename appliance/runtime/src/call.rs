@@ -18,13 +18,14 @@ use airlock_rtp::{Receiver, ReceiverConfig, ReceiverOutput, SrtpConfig, SrtpErro
 use airlock_siprec::sdes::SdesKey;
 use airlock_siprec::srs::{CallId, MediaEvent, PlannedStream, RecordingPlan};
 use airlock_telemetry::SrtpDropReason;
-use airlock_telemetry::{CallOutcome, Metrics};
+use airlock_telemetry::{CallOutcome, Metrics, RequestSource};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::control::ControlInput;
 use crate::manifest::{ChannelReport, Manifest, PauseInterval, SrtpReport, StreamReport};
+use crate::requests::{CallHandle, PauseReply, Registration, RequestedPause, siprec_call_ids};
 use crate::storage::{DataDir, write_json_atomically};
 use crate::transcript::CallTranscript;
 
@@ -60,6 +61,8 @@ pub struct CallEnvironment {
     pub control: mpsc::Sender<ControlInput>,
     /// On-device transcription; `None` when disabled.
     pub transcription: Option<crate::Transcription>,
+    /// Live calls by id, for pause/resume requests.
+    pub registry: crate::requests::Registry,
 }
 
 /// RTP sockets bound by the control loop before it answers, keyed by local port, so the SRC's first
@@ -92,6 +95,10 @@ pub enum CallCommand {
     Update(RecordingPlan, MediaSockets),
     /// The call is over: finalise with this outcome.
     End(CallOutcome),
+    /// Pause the whole call on request (`requests`); answers whether it is paused.
+    Pause { by: RequestSource, reply: PauseReply },
+    /// Resume a call paused on request.
+    Resume { reply: PauseReply },
 }
 
 /// Starts the task recording `call` according to `plan`; returns its command queue.
@@ -102,9 +109,10 @@ pub fn spawn(
     environment: CallEnvironment,
 ) -> mpsc::Sender<CallCommand> {
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let handle = CallHandle::Siprec(commands.downgrade());
     tokio::spawn(async move {
         let control = environment.control.clone();
-        let outcome = run(call, plan, sockets, environment, command_rx).await;
+        let outcome = run(call, plan, sockets, environment, command_rx, handle).await;
         let _ = control.send(ControlInput::CallFinished { call, outcome }).await;
     });
     commands
@@ -249,6 +257,9 @@ struct CallTask {
     checkpoints: u64,
     /// The call's transcript, fed with each stream's decoded audio; `None` when transcription is off.
     transcript: Option<CallTranscript>,
+    /// The call's place in the registry of pausable calls.
+    registration: Registration,
+    requested_pause: RequestedPause,
 }
 
 async fn run(
@@ -257,9 +268,11 @@ async fn run(
     sockets: MediaSockets,
     environment: CallEnvironment,
     mut commands: mpsc::Receiver<CallCommand>,
+    handle: CallHandle,
 ) -> CallOutcome {
     let (packets, mut packet_rx) = mpsc::channel(PACKET_QUEUE);
-    let mut task = match CallTask::start(call, &plan, sockets, environment, packets).await {
+    let started = CallTask::start(call, &plan, sockets, environment, packets, handle).await;
+    let mut task = match started {
         Ok(task) => task,
         Err((environment, outcome)) => {
             let _ = environment
@@ -282,6 +295,12 @@ async fn run(
             command = commands.recv() => match command {
                 Some(CallCommand::Update(plan, sockets)) => task.update(&plan, sockets),
                 Some(CallCommand::End(outcome)) => return task.finish(outcome, &mut packet_rx).await,
+                Some(CallCommand::Pause { by, reply }) => {
+                    let _ = reply.send(task.pause_on_request(by));
+                }
+                Some(CallCommand::Resume { reply }) => {
+                    let _ = reply.send(Some(task.resume_on_request()));
+                }
                 None => return task.finish(CallOutcome::Shutdown, &mut packet_rx).await,
             },
             _ = tick.tick() => {
@@ -319,10 +338,15 @@ impl CallTask {
         mut sockets: MediaSockets,
         environment: CallEnvironment,
         packets: mpsc::Sender<Datagram>,
+        handle: CallHandle,
     ) -> Result<CallTask, (CallEnvironment, CallOutcome)> {
         let started = Instant::now();
         let started_wall = SystemTime::now();
         let dir_name = format!("{}-{call}", crate::clock::compact(started_wall));
+        let registration = environment.registry.register(&dir_name, handle);
+        if let Some(xml) = &plan.metadata_xml {
+            registration.add_ids(siprec_call_ids(xml.expose()).iter().map(String::as_str));
+        }
         let dir = environment.data_dir.active_call(&dir_name);
         let audio_streams: Vec<&PlannedStream> = plan.streams.iter().collect();
         let sample_rate = audio_streams
@@ -366,6 +390,8 @@ impl CallTask {
             manifest,
             checkpoints: 0,
             transcript,
+            registration,
+            requested_pause: RequestedPause::default(),
         };
         for stream in &plan.streams {
             let Some(socket) = sockets.remove(&stream.local_port) else {
@@ -592,6 +618,15 @@ impl CallTask {
                         stream.origin_sample = wall_position.saturating_sub(stream_position);
                         call_position = stream.origin_sample.saturating_add(stream_position);
                     }
+                    // Paused on request: nothing of the pause reaches the recording or the transcript.
+                    if !self.requested_pause.mute(
+                        call_position,
+                        rate as u32,
+                        pcm_rate as u32,
+                        &mut stream.scratch,
+                    ) {
+                        continue;
+                    }
                     if let Some(transcript) = &self.transcript {
                         // The leg's own PCM at its codec rate; the engine converts it for the models.
                         let position = call_position.saturating_mul(pcm_rate) / rate.max(1);
@@ -617,8 +652,11 @@ impl CallTask {
                     self.environment.metrics.rtp_telephone_events.inc();
                     let at_ms = (stream.origin_sample * 1000 / rate.max(1))
                         + position * 1000 / stream.pcm_per_clock.1.max(1);
-                    self.manifest
-                        .telephone_event(&stream.label, event, at_ms, duration);
+                    // Digits keyed while paused on request (a card number, say) are not kept either.
+                    if !self.requested_pause.covers(at_ms.saturating_mul(rate) / 1000) {
+                        self.manifest
+                            .telephone_event(&stream.label, event, at_ms, duration);
+                    }
                 }
                 // Inactivity is judged per call in `all_streams_inactive`, pauses included.
                 ReceiverOutput::Inactive | ReceiverOutput::SsrcChanged => {}
@@ -675,8 +713,41 @@ impl CallTask {
                 stream.socket = None;
             }
         }
+        if let Some(xml) = &plan.metadata_xml {
+            let ids = siprec_call_ids(xml.expose());
+            self.registration.add_ids(ids.iter().map(String::as_str));
+        }
         self.manifest.apply_plan(plan, at, &self.environment.recipients);
         self.save_manifest();
+    }
+
+    /// Pauses the whole call on request from `by`; `None` when it was paused too often already.
+    fn pause_on_request(&mut self, by: RequestSource) -> Option<bool> {
+        let now = Instant::now();
+        let sample = self.call_sample_at(now);
+        let paused = self
+            .requested_pause
+            .pause(sample, now.duration_since(self.started), by);
+        if paused.is_some() {
+            tracing::info!(by = by.as_str(), "call paused on request");
+        }
+        paused
+    }
+
+    /// Resumes a call paused on request and notes the pause in the manifest; answers false (not paused).
+    fn resume_on_request(&mut self) -> bool {
+        let now = Instant::now();
+        let sample = self.call_sample_at(now);
+        let at = now.duration_since(self.started);
+        if let Some(interval) = self
+            .requested_pause
+            .resume(sample, at, self.recording.sample_rate)
+        {
+            tracing::info!("call resumed on request");
+            self.manifest.pauses.push(interval);
+            self.save_manifest();
+        }
+        self.requested_pause.is_paused()
     }
 
     /// Stops the socket tasks and takes in what had arrived by then: the datagrams they had queued, then
@@ -726,6 +797,7 @@ impl CallTask {
     }
 
     async fn finish(mut self, outcome: CallOutcome, packet_rx: &mut mpsc::Receiver<Datagram>) -> CallOutcome {
+        self.registration.close();
         self.stop_sockets(packet_rx).await;
         let now = Instant::now();
         let far = now + self.environment.reorder_delay + Duration::from_millis(1);
@@ -743,6 +815,11 @@ impl CallTask {
                     .pauses
                     .push(PauseInterval::new(&stream.label, since, at));
             }
+        }
+        let end = self.recording.interleaver.end_position();
+        let rate = self.recording.sample_rate;
+        if let Some(interval) = self.requested_pause.resume(end, at, rate) {
+            self.manifest.pauses.push(interval);
         }
         self.manifest.streams = self.streams.iter().map(stream_report).collect();
         if let Some(transcript) = self.transcript.take() {

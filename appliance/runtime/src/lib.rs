@@ -7,11 +7,14 @@ mod alarm;
 mod call;
 mod clock;
 mod control;
+mod control_api;
 mod manifest;
 mod metrics_http;
 mod mqtt;
+mod mqtt_commands;
 mod outbox;
 mod policy;
+mod requests;
 mod s3;
 mod sip_io;
 mod storage;
@@ -34,6 +37,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use airlock_sip::{Cidr, GuardConfig};
+pub use control_api::{ControlApiError, ControlApiSettings, validate as validate_control_api};
 pub use mqtt::{MqttSettings, tls_config as mqtt_tls_config};
 pub use outbox::OutboxSettings;
 pub use policy::{Policy, RecordingRelease, SEALED_MANIFEST_FIELDS, TranscriptRelease};
@@ -79,6 +83,8 @@ pub struct Settings {
     pub transcription: Option<TranscriptionSettings>,
     /// The outbox spool and its key layout.
     pub outbox: OutboxSettings,
+    /// The HTTPS control API (pause/resume on request); `None` when off.
+    pub control_api: Option<ControlApiSettings>,
 }
 
 /// Start-up failures.
@@ -98,6 +104,8 @@ pub enum RuntimeError {
     VoiceStream(VoiceStreamError),
     #[error("{0}")]
     Transcription(TranscriptionError),
+    #[error("control API: {0}")]
+    ControlApi(ControlApiError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -119,10 +127,19 @@ pub async fn run(
         .map(mqtt::tls_config)
         .transpose()
         .map_err(RuntimeError::MqttTls)?;
+    let registry = requests::Registry::new();
+    let (mqtt_commands, mqtt_command_rx) = match &settings.outbox.mqtt {
+        Some(mqtt) if mqtt.commands => {
+            let (sender, receiver) = mpsc::channel(mqtt_commands::COMMAND_QUEUE);
+            (Some(sender), Some(receiver))
+        }
+        _ => (None, None),
+    };
     let outbox = outbox::Outbox::start(
         &settings.data_dir,
         settings.outbox.clone(),
         mqtt_tls,
+        mqtt_commands,
         metrics.clone(),
     )
     .map_err(RuntimeError::Outbox)?;
@@ -180,6 +197,23 @@ pub async fn run(
         metrics,
         control: inbound_tx,
         transcription,
+        registry: registry.clone(),
+    };
+    let mqtt_command_task = mqtt_command_rx.map(|commands| {
+        tokio::spawn(mqtt_commands::serve(
+            commands,
+            registry.clone(),
+            environment.data_dir.clone(),
+            environment.metrics.clone(),
+        ))
+    });
+    let control_api_task = match settings.control_api.clone() {
+        Some(api) => Some(
+            control_api::start(api, registry, environment.metrics.clone())
+                .await
+                .map_err(RuntimeError::ControlApi)?,
+        ),
+        None => None,
     };
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let voicestream = match settings.voicestream.clone() {
@@ -217,6 +251,7 @@ pub async fn run(
         sip_tls = ?settings.sip_tls.as_ref().map(|tls| tls.listen),
         voicestream = ?settings.voicestream.as_ref().map(|vs| vs.listen),
         metrics = ?settings.metrics_listen,
+        control_api = ?settings.control_api.as_ref().map(|api| api.listen),
         "airlock is recording"
     );
     let shutdown = async move {
@@ -242,7 +277,10 @@ pub async fn run(
             "stopping with records still in the outbox spool; they are delivered after the restart"
         );
     }
-    if let Some(task) = metrics_task {
+    for task in [metrics_task, control_api_task, mqtt_command_task]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     tracing::info!("all calls finalised; stopped");

@@ -5,6 +5,7 @@
 mod metrics;
 mod outbox_metrics;
 mod pii;
+mod request_metrics;
 mod security_metrics;
 mod transcription_metrics;
 mod voicestream_metrics;
@@ -12,6 +13,7 @@ mod voicestream_metrics;
 pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
 pub use outbox_metrics::{Alarm, OutboxMetrics, OutboxSink};
 pub use pii::Pii;
+pub use request_metrics::{RequestAction, RequestMetrics, RequestOutcome, RequestSource};
 pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
 pub use transcription_metrics::{SegmentResult, TranscriptionMetrics, TranscriptionState};
 pub use voicestream_metrics::{StreamResult, VoiceStreamMetrics, WebhookResult};

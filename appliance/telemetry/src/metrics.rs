@@ -249,6 +249,8 @@ pub struct Metrics {
     pub transcription: TranscriptionMetrics,
     /// The outbox spool and its sinks.
     pub outbox: OutboxMetrics,
+    /// Pause/resume requests from an agent-desktop integration.
+    pub requests: crate::RequestMetrics,
     sip_refused: Family<RefusalLabel, Counter>,
     sip_tcp_refused: Family<TcpRefusalLabel, Counter>,
 }
@@ -356,6 +358,7 @@ impl Metrics {
         self.voicestream.register(&mut registry);
         self.transcription.register(&mut registry);
         self.outbox.register(&mut registry);
+        self.requests.register(&mut registry);
         registry.register(
             "sip_messages_refused",
             "Inbound SIP messages refused before processing, by reason (source not allowed, rate limited)",
