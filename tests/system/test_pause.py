@@ -1,7 +1,8 @@
-"""Pause and resume on request from an agent-desktop integration: a SIPREC call paused and resumed mid-call over
-the HTTPS control API (bearer token) and over MQTT commands (mosquitto with an ACL). The recording keeps its
-timeline with silence for the paused span and audio elsewhere; the manifest lists the interval with reason
-`request` and the channel it came through; bad requests get 401/404/400 (or an error outcome on MQTT)."""
+"""Pause and resume on request from an agent-desktop integration: a SIPREC call (named by its sipSessionID)
+paused and resumed mid-call over the HTTPS control API (bearer token) and over MQTT commands (mosquitto with an
+ACL), and a Five9 VoiceStream call named by its callId. The recording keeps its timeline with silence for the
+paused span and audio elsewhere; the manifest lists the interval with reason `request` and the channel it came
+through; bad requests get 401/404/400/405/413 (or an error outcome on MQTT)."""
 
 from __future__ import annotations
 
@@ -13,13 +14,15 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from array import array
 
 from harness import g711, metrics
 from harness.airlock import Airlock, check_manifest, stream_by_label, to_toml
 from harness.calls import SiprecCall
 from harness.mqtt import Broker, Subscriber
-from harness.procs import free_port
+from harness.procs import free_port, wait_tcp
 from harness.tls import Pki
+from harness.voicestream import LegClient, LegConfig
 
 TOKEN = "pause-test-token-7f3a9c1e2b"
 SITE = "test-site"
@@ -313,3 +316,42 @@ def test_pause_and_resume_over_mqtt(airlock_factory, registry, tmp_path):
     key = 'airlock_pause_requests_total{source="mqtt",action="%s",outcome="%s"}'
     assert samples.get(key % ("pause", "ok")) == 1 and samples.get(key % ("resume", "not_found")) >= 2, samples
     assert call.session_id not in inst.log.read_text(errors="replace")
+
+
+def test_voicestream_call_paused_by_its_five9_call_id(airlock_factory, tmp_path, vs_stubs):
+    """A Five9 VoiceStream call (gRPC, two legs) is named by its callId; the pause silences both legs."""
+    vs_port = free_port(tcp_and_udp=False)
+    inst, api, _pki = start_with_api(
+        airlock_factory, tmp_path,
+        voicestream={"listen": f"127.0.0.1:{vs_port}", "insecure_plaintext": True, "leg_linger_secs": 2},
+        **{"voicestream.trust_tokens": {"sub-1": ["token-1"]}})
+    wait_tcp(vs_port, 10, inst.proc)
+    call_id = "3" + "".join(str((k * 7) % 10) for k in range(14))
+    n = 7 * 8000 // BLOCK * BLOCK
+    legs = [LegClient(f"127.0.0.1:{vs_port}", LegConfig(vcc_call_id=call_id, call_leg=leg),
+                      array("h", (int(8000 * math.sin(2 * math.pi * hz * k / 8000)) for k in range(n))))
+            for leg, hz in (("agent", 500.0), ("customer", 700.0))]
+    answers = {}
+    for leg in legs:
+        leg.start()
+    try:
+        started = time.monotonic()
+        time.sleep(2.0)
+        marks = {"pause": (time.monotonic() - started, None)}
+        answers["pause"] = api.call("POST", f"/v1/calls/{call_id}/pause")
+        marks["pause"] = (marks["pause"][0], time.monotonic() - started)
+        time.sleep(2.5)
+        before = time.monotonic() - started
+        answers["resume"] = api.call("POST", f"/v1/calls/{call_id}/resume")
+        marks["resume"] = (before, time.monotonic() - started)
+        reports = [leg.join(30) for leg in legs]
+    finally:
+        for leg in legs:
+            leg.cancel()
+    assert all(report.error is None for report in reports), [r.describe() for r in reports]
+    [call_dir] = inst.wait_calls(1)
+    assert answers["pause"] == (200, {"call": call_dir.name, "state": "paused"}), answers
+    assert answers["resume"] == (200, {"call": call_dir.name, "state": "recording"}), answers
+    manifest = check_paused_recording(inst, call_dir, "https", marks)
+    assert manifest["source"] == "voicestream"
+    assert call_id not in inst.log.read_text(errors="replace")
