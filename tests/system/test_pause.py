@@ -21,7 +21,7 @@ from harness.airlock import Airlock, check_manifest, stream_by_label, to_toml
 from harness.calls import SiprecCall
 from harness.mqtt import Broker, Subscriber
 from harness.procs import free_port, wait_tcp
-from harness.tls import Pki
+from harness.tls import Pki, peer_common_name
 from harness.voicestream import LegClient, LegConfig
 
 TOKEN = "pause-test-token-7f3a9c1e2b"
@@ -212,8 +212,15 @@ def test_pause_and_resume_over_https(airlock_factory, tmp_path):
     assert "call paused on request" in log and "call resumed on request" in log
 
 
-def test_control_api_refuses_plain_http_and_needs_its_token_file(airlock_factory, tmp_path):
-    inst, api, _pki = start_with_api(airlock_factory, tmp_path)
+def served_common_name(port: int, pki: Pki) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw:
+        with pki.client_context().wrap_socket(raw, server_hostname="localhost") as tls:
+            return peer_common_name(tls)
+
+
+def test_control_api_refuses_plain_http_reloads_its_certificate_and_needs_its_token_file(airlock_factory,
+                                                                                         tmp_path):
+    inst, api, pki = start_with_api(airlock_factory, tmp_path)
     port = int(api.base.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
         plain.sendall(f"GET /v1/calls/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode())
@@ -223,6 +230,18 @@ def test_control_api_refuses_plain_http_and_needs_its_token_file(airlock_factory
             answer = b""
     assert not answer.startswith(b"HTTP/"), f"plain HTTP was answered: {answer!r}"
     assert api.call("GET", "/v1/calls/x") == (404, {"error": "no live call has this id"})
+
+    # A renewed certificate replaces the files: new connections get it, without a restart.
+    assert served_common_name(port, pki) == "airlock.test"
+    renewed = pki.server("renewed", cn="airlock-renewed")
+    (pki.dir / "control-api.key").write_bytes(renewed.key.read_bytes())
+    (pki.dir / "control-api.pem").write_bytes(renewed.cert.read_bytes())
+    deadline = time.monotonic() + 15
+    while served_common_name(port, pki) != "airlock-renewed":
+        assert time.monotonic() < deadline, f"the renewed certificate was not loaded\n{inst.log.read_text()}"
+        time.sleep(0.5)
+    assert api.call("GET", "/v1/calls/x")[0] == 404
+    assert "control API certificate reloaded" in inst.log.read_text(errors="replace")
     inst.terminate()
 
     bad = airlock_factory("bad", overrides={"control_api": {"listen": "127.0.0.1:1", "certificate": "c.pem",

@@ -11,7 +11,8 @@
 //! `MAX_BODY_BYTES` (bodies are not needed and otherwise ignored), 429 too many pauses, 503 the call did not
 //! answer in time. Bounded: `max_connections` at once (more wait in the listen backlog), one request per
 //! connection, each within `request_timeout` (TLS handshake included). Nothing of a request (id, token) is
-//! logged.
+//! logged. The certificate and key are reloaded like SIP's (`tls::watch`: SIGHUP or a file change; a
+//! failed reload keeps the previous pair).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -27,9 +28,12 @@ use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
 
 use crate::requests::{Registry, RequestError};
+use crate::tls::CurrentConfig;
 
 /// Largest request body read (bodies carry nothing the API needs).
 const MAX_BODY_BYTES: usize = 4096;
+/// The only protocol offered.
+const ALPN: &[&[u8]] = &[b"http/1.1"];
 
 /// What the operator configured (validated by the binary).
 #[derive(Clone)]
@@ -71,7 +75,7 @@ pub enum ControlApiError {
 
 /// Loads the certificate and key (also used by `check-config`).
 pub fn validate(settings: &ControlApiSettings) -> Result<(), ControlApiError> {
-    crate::tls::plain_server_config(&settings.certificate, &settings.private_key, &[b"http/1.1"])
+    crate::tls::plain_server_config(&settings.certificate, &settings.private_key, ALPN)
         .map(drop)
         .map_err(ControlApiError::Tls)
 }
@@ -82,16 +86,28 @@ struct Context {
     token: Vec<u8>,
 }
 
-/// Binds the listener and serves it until the task is aborted.
+/// Binds the listener and serves it (and reloads its certificate) until the task is aborted.
 pub(crate) async fn start(
     settings: ControlApiSettings,
     registry: Registry,
     metrics: Metrics,
 ) -> Result<tokio::task::JoinHandle<()>, ControlApiError> {
-    let config =
-        crate::tls::plain_server_config(&settings.certificate, &settings.private_key, &[b"http/1.1"])
-            .map_err(ControlApiError::Tls)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let config = crate::tls::plain_server_config(&settings.certificate, &settings.private_key, ALPN)
+        .map_err(ControlApiError::Tls)?;
+    let current = CurrentConfig::new(config);
+    let files = Arc::new(crate::tls::plain_settings(
+        &settings.certificate,
+        &settings.private_key,
+    ));
+    let reloading = current.clone();
+    let reload = crate::tls::watch(files, move |why, result| match result {
+        Ok(loaded) => {
+            reloading.set(crate::tls::with_alpn(loaded.config, ALPN));
+            tracing::info!(trigger = why, "control API certificate reloaded");
+        }
+        Err(error) => tracing::error!(trigger = why, %error,
+            "control API certificate reload failed; the previous certificate stays in use"),
+    });
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(|source| ControlApiError::Listen {
@@ -105,7 +121,7 @@ pub(crate) async fn start(
     });
     let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
     let timeout = settings.request_timeout;
-    Ok(tokio::spawn(async move {
+    let serve = async move {
         loop {
             let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
                 return;
@@ -118,8 +134,11 @@ pub(crate) async fn start(
                     continue;
                 }
             };
+            let Some(config) = current.get() else {
+                continue;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
             let context = Arc::clone(&context);
-            let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let _permit = permit;
                 let service = hyper::service::service_fn(move |request| {
@@ -136,6 +155,12 @@ pub(crate) async fn start(
                 };
                 let _ = tokio::time::timeout(timeout, served).await;
             });
+        }
+    };
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            () = serve => {}
+            () = reload => {}
         }
     }))
 }
