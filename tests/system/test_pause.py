@@ -373,4 +373,7 @@ def test_voicestream_call_paused_by_its_five9_call_id(airlock_factory, tmp_path,
     assert answers["resume"] == (200, {"call": call_dir.name, "state": "recording"}), answers
     manifest = check_paused_recording(inst, call_dir, "https", marks)
     assert manifest["source"] == "voicestream"
+    # Chunks that arrived while paused count as received, though none of them was written.
+    sent = {report.leg: report.chunks_sent for report in reports}
+    assert {s["label"]: s["packets_received"] for s in manifest["streams"]} == sent, (manifest["streams"], sent)
     assert call_id not in inst.log.read_text(errors="replace")

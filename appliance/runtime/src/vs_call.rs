@@ -369,6 +369,8 @@ impl VsCall {
         {
             state.next_sample = wall.saturating_sub(length);
         }
+        state.chunks += 1;
+        state.samples += samples.len() as u64;
         // Paused on request: the timeline moves on, but nothing of the pause is recorded or transcribed.
         let pause = &self.requested_pause;
         let audible = pause.mute(state.next_sample, rate, state.sample_rate, samples)
@@ -393,8 +395,6 @@ impl VsCall {
             transcript.push(state.channel, state.sample_rate, position, samples);
         }
         state.next_sample = state.next_sample.saturating_add(length);
-        state.chunks += 1;
-        state.samples += samples.len() as u64;
     }
 
     fn refresh_streams(&mut self) {
