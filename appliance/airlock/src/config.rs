@@ -23,6 +23,99 @@ pub struct Config {
     pub transcription: TranscriptionSection,
     pub outbox: OutboxSection,
     pub policy: PolicySection,
+    pub control_api: ControlApiSection,
+}
+
+/// `[control_api]`: the HTTPS listener through which an agent-desktop integration pauses and resumes the
+/// recording of a live call (off while `listen` is empty).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlApiSection {
+    /// Listen address, e.g. `127.0.0.1:8444`; "" = off.
+    pub listen: String,
+    /// PEM certificate chain and private key of the listener (always TLS).
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// File whose first line is the bearer token clients present (at least 16 characters).
+    pub token_file: PathBuf,
+    /// Connections served at once (more wait in the listen backlog).
+    pub max_connections: usize,
+    /// Seconds a client has for its TLS handshake and request.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for ControlApiSection {
+    fn default() -> Self {
+        ControlApiSection {
+            listen: String::new(),
+            certificate: PathBuf::new(),
+            private_key: PathBuf::new(),
+            token_file: PathBuf::new(),
+            max_connections: 64,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+/// Shortest bearer token accepted for the control API.
+const MIN_TOKEN_CHARS: usize = 16;
+
+impl ControlApiSection {
+    fn validate(&self) -> Result<Option<airlock_runtime::ControlApiSettings>, ConfigError> {
+        let Some(listen) = optional_addr("control_api.listen", &self.listen)? else {
+            return Ok(None);
+        };
+        if self.certificate.as_os_str().is_empty() {
+            return Err(invalid(
+                "control_api.certificate",
+                "must name the PEM certificate chain of the listener",
+            ));
+        }
+        if self.private_key.as_os_str().is_empty() {
+            return Err(invalid(
+                "control_api.private_key",
+                "must name the PEM private key",
+            ));
+        }
+        if self.token_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "control_api.token_file",
+                "must name a file holding the bearer token",
+            ));
+        }
+        let token = first_line_of("control_api.token_file", &self.token_file)?;
+        let token = token.trim();
+        if token.chars().count() < MIN_TOKEN_CHARS
+            || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "control_api.token_file",
+                format!(
+                    "the token (first line) must be at least {MIN_TOKEN_CHARS} characters without spaces"
+                ),
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("control_api.max_connections", "must be at least 1"));
+        }
+        if !(1..=300).contains(&self.request_timeout_secs) {
+            return Err(invalid(
+                "control_api.request_timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        let settings = airlock_runtime::ControlApiSettings {
+            listen,
+            certificate: self.certificate.clone(),
+            private_key: self.private_key.clone(),
+            token: token.to_string(),
+            max_connections: self.max_connections,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+        };
+        airlock_runtime::validate_control_api(&settings)
+            .map_err(|error| invalid("control_api", error.to_string()))?;
+        Ok(Some(settings))
+    }
 }
 
 /// `[policy]`: what may leave the appliance, per artifact kind, and how long it is kept where it goes.
@@ -1105,6 +1198,8 @@ pub struct MqttSection {
     pub client_id: String,
     /// Keep-alive interval in seconds (5–3600).
     pub keep_alive_secs: u64,
+    /// Subscribe to `cmd/pause` and `cmd/resume` (pause requests from an agent-desktop integration).
+    pub commands: bool,
 }
 
 impl Default for MqttSection {
@@ -1119,6 +1214,7 @@ impl Default for MqttSection {
             appliance: "airlock-1".into(),
             client_id: String::new(),
             keep_alive_secs: 30,
+            commands: false,
         }
     }
 }
@@ -1184,6 +1280,7 @@ impl MqttSection {
             },
             appliance: self.appliance.clone(),
             keep_alive: Duration::from_secs(self.keep_alive_secs),
+            commands: self.commands,
         };
         airlock_runtime::mqtt_tls_config(&settings)
             .map_err(|error| invalid("outbox.mqtt", error.to_string()))?;
@@ -1316,6 +1413,7 @@ pub struct Validated {
     pub voicestream: Option<airlock_runtime::VoiceStreamSettings>,
     pub transcription: Option<airlock_runtime::TranscriptionSettings>,
     pub outbox: airlock_runtime::OutboxSettings,
+    pub control_api: Option<airlock_runtime::ControlApiSettings>,
 }
 
 impl Config {
@@ -1402,6 +1500,7 @@ impl Config {
         let transcription = self.transcription.validate(&self.storage.data_dir)?;
         let policy = self.policy.validate()?;
         let outbox = self.outbox.validate(policy)?;
+        let control_api = self.control_api.validate()?;
         Ok(Validated {
             config: self,
             sip_udp,
@@ -1412,6 +1511,7 @@ impl Config {
             voicestream,
             transcription,
             outbox,
+            control_api,
         })
     }
 }
@@ -1954,6 +2054,81 @@ mod tests {
                 .voicestream
                 .is_none()
         );
+    }
+
+    #[test]
+    fn control_api_section_names_its_keys() {
+        let dir = std::env::temp_dir().join(format!("airlock-control-api-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let short = dir.join("short-token");
+        std::fs::write(&short, "too-short\n").expect("write");
+        let good = dir.join("token");
+        std::fs::write(&good, "0123456789abcdef-token\nignored\n").expect("write");
+        let base = "[control_api]\nlisten = \"127.0.0.1:8444\"\n";
+        let files = "certificate = \"/nonexistent/cert.pem\"\nprivate_key = \"/nonexistent/key.pem\"\n";
+        let cases = [
+            (base.to_string(), "control_api.certificate"),
+            (
+                format!("{base}certificate = \"c.pem\"\n"),
+                "control_api.private_key",
+            ),
+            (format!("{base}{files}"), "control_api.token_file"),
+            (
+                format!(
+                    "{base}{files}token_file = \"{}\"\n",
+                    dir.join("missing").display()
+                ),
+                "control_api.token_file",
+            ),
+            (
+                format!("{base}{files}token_file = \"{}\"\n", short.display()),
+                "control_api.token_file",
+            ),
+            (
+                format!(
+                    "{base}{files}token_file = \"{}\"\nmax_connections = 0\n",
+                    good.display()
+                ),
+                "control_api.max_connections",
+            ),
+            (
+                format!(
+                    "{base}{files}token_file = \"{}\"\nrequest_timeout_secs = 0\n",
+                    good.display()
+                ),
+                "control_api.request_timeout_secs",
+            ),
+            (
+                format!("{base}{files}token_file = \"{}\"\n", good.display()),
+                "control_api",
+            ),
+            (
+                "[control_api]\nlisten = \"nowhere\"\n".to_string(),
+                "control_api.listen",
+            ),
+        ];
+        for (text, key) in cases {
+            let error = Config::parse(&text)
+                .expect("parses")
+                .validate()
+                .expect_err(key)
+                .to_string();
+            assert!(error.contains(key), "{key}: {error}");
+            assert!(
+                !error.contains("0123456789abcdef"),
+                "the token is never shown: {error}"
+            );
+        }
+        let unknown = Config::parse("[control_api]\ntoken = \"x\"\n").expect_err("unknown key");
+        assert!(unknown.contains("token"), "{unknown}");
+        assert!(
+            Config::default()
+                .validate()
+                .expect("defaults")
+                .control_api
+                .is_none()
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -250,6 +250,7 @@ fn run(validated: Validated) -> ExitCode {
         voicestream: validated.voicestream.clone(),
         transcription: validated.transcription.clone(),
         outbox: validated.outbox.clone(),
+        control_api: validated.control_api.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -23,7 +23,7 @@ use airlock_rtp::{Receiver, ReceiverConfig, ReceiverOutput, SrtpConfig, SrtpErro
 use airlock_siprec::sdes::SdesKey;
 use airlock_siprec::srs::{CallId, MediaEvent, PlannedStream, RecordingPlan};
 use airlock_telemetry::SrtpDropReason;
-use airlock_telemetry::{CallOutcome, Metrics};
+use airlock_telemetry::{CallOutcome, Metrics, RequestSource};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -34,6 +34,7 @@ use crate::audio_redaction::{
 };
 use crate::control::ControlInput;
 use crate::manifest::{ChannelReport, Manifest, PauseInterval, SrtpReport, StreamReport};
+use crate::requests::{CallHandle, PauseReply, Registration, RequestedPause, siprec_call_ids};
 use crate::storage::{DataDir, write_json_atomically};
 use crate::transcript::CallTranscript;
 
@@ -73,6 +74,8 @@ pub struct CallEnvironment {
     pub control: mpsc::Sender<ControlInput>,
     /// On-device transcription; `None` when disabled.
     pub transcription: Option<crate::Transcription>,
+    /// Live calls by id, for pause/resume requests.
+    pub registry: crate::requests::Registry,
 }
 
 /// RTP sockets bound by the control loop before it answers, keyed by local port, so the SRC's first
@@ -105,6 +108,10 @@ pub enum CallCommand {
     Update(RecordingPlan, MediaSockets),
     /// The call is over: finalise with this outcome.
     End(CallOutcome),
+    /// Pause the whole call on request (`requests`); answers whether it is paused.
+    Pause { by: RequestSource, reply: PauseReply },
+    /// Resume a call paused on request.
+    Resume { reply: PauseReply },
 }
 
 /// Starts the task recording `call` according to `plan`; returns its command queue.
@@ -115,9 +122,10 @@ pub fn spawn(
     environment: CallEnvironment,
 ) -> mpsc::Sender<CallCommand> {
     let (commands, command_rx) = mpsc::channel(COMMAND_QUEUE);
+    let handle = CallHandle::Siprec(commands.downgrade());
     tokio::spawn(async move {
         let control = environment.control.clone();
-        let outcome = run(call, plan, sockets, environment, command_rx).await;
+        let outcome = run(call, plan, sockets, environment, command_rx, handle).await;
         let _ = control.send(ControlInput::CallFinished { call, outcome }).await;
     });
     commands
@@ -289,6 +297,9 @@ struct CallTask {
     /// Silences found since the last write (DTMF), and the digits keyed so far (in memory only).
     dtmf: DtmfFound,
     keyed: KeyedDigits,
+    /// The call's place in the registry of pausable calls.
+    registration: Registration,
+    requested_pause: RequestedPause,
 }
 
 async fn run(
@@ -297,9 +308,11 @@ async fn run(
     sockets: MediaSockets,
     environment: CallEnvironment,
     mut commands: mpsc::Receiver<CallCommand>,
+    handle: CallHandle,
 ) -> CallOutcome {
     let (packets, mut packet_rx) = mpsc::channel(PACKET_QUEUE);
-    let mut task = match CallTask::start(call, &plan, sockets, environment, packets).await {
+    let started = CallTask::start(call, &plan, sockets, environment, packets, handle).await;
+    let mut task = match started {
         Ok(task) => task,
         Err((environment, outcome)) => {
             let _ = environment
@@ -322,6 +335,12 @@ async fn run(
             command = commands.recv() => match command {
                 Some(CallCommand::Update(plan, sockets)) => task.update(&plan, sockets),
                 Some(CallCommand::End(outcome)) => return task.finish(outcome, &mut packet_rx).await,
+                Some(CallCommand::Pause { by, reply }) => {
+                    let _ = reply.send(task.pause_on_request(by));
+                }
+                Some(CallCommand::Resume { reply }) => {
+                    let _ = reply.send(Some(task.resume_on_request()));
+                }
                 None => return task.finish(CallOutcome::Shutdown, &mut packet_rx).await,
             },
             _ = tick.tick() => {
@@ -359,10 +378,15 @@ impl CallTask {
         mut sockets: MediaSockets,
         environment: CallEnvironment,
         packets: mpsc::Sender<Datagram>,
+        handle: CallHandle,
     ) -> Result<CallTask, (CallEnvironment, CallOutcome)> {
         let started = Instant::now();
         let started_wall = SystemTime::now();
         let dir_name = format!("{}-{call}", crate::clock::compact(started_wall));
+        let registration = environment.registry.register(&dir_name, handle);
+        if let Some(xml) = &plan.metadata_xml {
+            registration.add_ids(siprec_call_ids(xml.expose()).iter().map(String::as_str));
+        }
         let dir = environment.data_dir.active_call(&dir_name);
         let audio_streams: Vec<&PlannedStream> = plan.streams.iter().collect();
         let sample_rate = audio_streams
@@ -410,6 +434,8 @@ impl CallTask {
             transcript,
             dtmf: DtmfFound::default(),
             keyed: KeyedDigits::default(),
+            registration,
+            requested_pause: RequestedPause::default(),
         };
         for stream in &plan.streams {
             let Some(socket) = sockets.remove(&stream.local_port) else {
@@ -637,6 +663,15 @@ impl CallTask {
                         stream.origin_sample = wall_position.saturating_sub(stream_position);
                         call_position = stream.origin_sample.saturating_add(stream_position);
                     }
+                    // Paused on request: nothing of the pause reaches the recording or the transcript.
+                    if !self.requested_pause.mute(
+                        call_position,
+                        rate as u32,
+                        pcm_rate as u32,
+                        &mut stream.scratch,
+                    ) {
+                        continue;
+                    }
                     // The leg's own PCM at its codec rate.
                     let leg_position = call_position.saturating_mul(pcm_rate) / rate.max(1);
                     // Transcription gets it with DTMF silenced (the engine converts it for the models).
@@ -674,10 +709,14 @@ impl CallTask {
                     // Only counted: the key is card or PIN material, kept in memory for `keyed` and never
                     // written; its audio is silenced.
                     self.environment.metrics.rtp_telephone_events.inc();
-                    self.manifest.telephone_event_count += 1;
                     let clock_rate = stream.pcm_per_clock.1.max(1);
                     let start = stream.origin_sample + position.saturating_mul(rate) / clock_rate;
                     let end = start + u64::from(duration).saturating_mul(rate) / clock_rate;
+                    // Digits keyed while paused on request (a card number, say) are not kept or counted.
+                    if self.requested_pause.covers(start) {
+                        continue;
+                    }
+                    self.manifest.telephone_event_count += 1;
                     // An event timestamped beyond the clock drift media is allowed is not placed (its
                     // mask would wait for audio that never comes).
                     if start > call_sample_at(started, now, rate) + MAX_CLOCK_DRIFT.as_secs() * rate {
@@ -771,10 +810,43 @@ impl CallTask {
                 stream.socket = None;
             }
         }
+        if let Some(xml) = &plan.metadata_xml {
+            let ids = siprec_call_ids(xml.expose());
+            self.registration.add_ids(ids.iter().map(String::as_str));
+        }
         self.manifest.apply_plan(plan, at, &self.environment.recipients);
         self.manifest
             .choose_retention_by_plan(self.environment.data_dir.outbox().policy(), plan);
         self.save_manifest();
+    }
+
+    /// Pauses the whole call on request from `by`; `None` when it was paused too often already.
+    fn pause_on_request(&mut self, by: RequestSource) -> Option<bool> {
+        let now = Instant::now();
+        let sample = self.call_sample_at(now);
+        let paused = self
+            .requested_pause
+            .pause(sample, now.duration_since(self.started), by);
+        if paused.is_some() {
+            tracing::info!(by = by.as_str(), "call paused on request");
+        }
+        paused
+    }
+
+    /// Resumes a call paused on request and notes the pause in the manifest; answers false (not paused).
+    fn resume_on_request(&mut self) -> bool {
+        let now = Instant::now();
+        let sample = self.call_sample_at(now);
+        let at = now.duration_since(self.started);
+        if let Some(interval) = self
+            .requested_pause
+            .resume(sample, at, self.recording.sample_rate)
+        {
+            tracing::info!("call resumed on request");
+            self.manifest.pauses.push(interval);
+            self.save_manifest();
+        }
+        self.requested_pause.is_paused()
     }
 
     /// Stops the socket tasks and takes in what had arrived by then: the datagrams they had queued, then
@@ -824,6 +896,7 @@ impl CallTask {
     }
 
     async fn finish(mut self, outcome: CallOutcome, packet_rx: &mut mpsc::Receiver<Datagram>) -> CallOutcome {
+        self.registration.close();
         self.stop_sockets(packet_rx).await;
         let now = Instant::now();
         let far = now + self.environment.reorder_delay + Duration::from_millis(1);
@@ -852,6 +925,11 @@ impl CallTask {
                     .pauses
                     .push(PauseInterval::new(&stream.label, since, at));
             }
+        }
+        let end = self.recording.interleaver.end_position();
+        let rate = self.recording.sample_rate;
+        if let Some(interval) = self.requested_pause.resume(end, at, rate) {
+            self.manifest.pauses.push(interval);
         }
         self.manifest.streams = self.streams.iter().map(stream_report).collect();
         // The transcript first: its last words decide what of the held audio is silenced (taken out before

@@ -8,11 +8,14 @@ mod audio_redaction;
 mod call;
 mod clock;
 mod control;
+mod control_api;
 mod manifest;
 mod metrics_http;
 mod mqtt;
+mod mqtt_commands;
 mod outbox;
 mod policy;
+mod requests;
 mod retained;
 mod s3;
 mod sip_io;
@@ -36,6 +39,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use airlock_sip::{Cidr, GuardConfig};
+pub use control_api::{ControlApiError, ControlApiSettings, validate as validate_control_api};
 pub use mqtt::{MqttSettings, tls_config as mqtt_tls_config};
 pub use outbox::OutboxSettings;
 pub use policy::{
@@ -83,6 +87,8 @@ pub struct Settings {
     pub transcription: Option<TranscriptionSettings>,
     /// The outbox spool and its key layout.
     pub outbox: OutboxSettings,
+    /// The HTTPS control API (pause/resume on request); `None` when off.
+    pub control_api: Option<ControlApiSettings>,
 }
 
 /// Start-up failures.
@@ -102,6 +108,8 @@ pub enum RuntimeError {
     VoiceStream(VoiceStreamError),
     #[error("{0}")]
     Transcription(TranscriptionError),
+    #[error("control API: {0}")]
+    ControlApi(ControlApiError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -123,10 +131,19 @@ pub async fn run(
         .map(mqtt::tls_config)
         .transpose()
         .map_err(RuntimeError::MqttTls)?;
+    let registry = requests::Registry::new();
+    let (mqtt_commands, mqtt_command_rx) = match &settings.outbox.mqtt {
+        Some(mqtt) if mqtt.commands => {
+            let (sender, receiver) = mpsc::channel(mqtt_commands::COMMAND_QUEUE);
+            (Some(sender), Some(receiver))
+        }
+        _ => (None, None),
+    };
     let outbox = outbox::Outbox::start(
         &settings.data_dir,
         settings.outbox.clone(),
         mqtt_tls,
+        mqtt_commands,
         metrics.clone(),
     )
     .map_err(RuntimeError::Outbox)?;
@@ -184,6 +201,23 @@ pub async fn run(
         metrics,
         control: inbound_tx,
         transcription,
+        registry: registry.clone(),
+    };
+    let mqtt_command_task = mqtt_command_rx.map(|commands| {
+        tokio::spawn(mqtt_commands::serve(
+            commands,
+            registry.clone(),
+            environment.data_dir.clone(),
+            environment.metrics.clone(),
+        ))
+    });
+    let control_api_task = match settings.control_api.clone() {
+        Some(api) => Some(
+            control_api::start(api, registry, environment.metrics.clone())
+                .await
+                .map_err(RuntimeError::ControlApi)?,
+        ),
+        None => None,
     };
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let voicestream = match settings.voicestream.clone() {
@@ -221,6 +255,7 @@ pub async fn run(
         sip_tls = ?settings.sip_tls.as_ref().map(|tls| tls.listen),
         voicestream = ?settings.voicestream.as_ref().map(|vs| vs.listen),
         metrics = ?settings.metrics_listen,
+        control_api = ?settings.control_api.as_ref().map(|api| api.listen),
         "airlock is recording"
     );
     let shutdown = async move {
@@ -246,7 +281,10 @@ pub async fn run(
             "stopping with records still in the outbox spool; they are delivered after the restart"
         );
     }
-    if let Some(task) = metrics_task {
+    for task in [metrics_task, control_api_task, mqtt_command_task]
+        .into_iter()
+        .flatten()
+    {
         task.abort();
     }
     tracing::info!("all calls finalised; stopped");

@@ -147,12 +147,19 @@ pub struct SrtpReport {
     pub rekeys: u64,
 }
 
-/// A stream paused (a=inactive, c=0.0.0.0 or metadata) from `start_ms` to `end_ms` after the call began.
+/// A gap in the recording from `start_ms` to `end_ms` after the call began. Reason `source`: the call's
+/// source paused one stream (SIPREC a=inactive, c=0.0.0.0 or metadata; VoiceStream hold), named by `label`.
+/// Reason `request`: an agent-desktop integration paused the whole call (`label` is `*`, every channel),
+/// through `requested_by` `https` or `mqtt`; nothing of the call was written or transcribed meanwhile.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PauseInterval {
     pub label: String,
     pub start_ms: u64,
     pub end_ms: u64,
+    #[serde(default = "source_reason")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 impl PauseInterval {
@@ -161,8 +168,25 @@ impl PauseInterval {
             label: label.to_string(),
             start_ms: millis(start),
             end_ms: millis(end),
+            reason: source_reason(),
+            requested_by: None,
         }
     }
+
+    /// The whole call paused on request through `by` (`https`, `mqtt`).
+    pub fn requested(start: Duration, end: Duration, by: &str) -> Self {
+        PauseInterval {
+            label: "*".to_string(),
+            start_ms: millis(start),
+            end_ms: millis(end),
+            reason: "request".to_string(),
+            requested_by: Some(by.to_string()),
+        }
+    }
+}
+
+fn source_reason() -> String {
+    "source".to_string()
 }
 
 impl Manifest {

@@ -5,6 +5,10 @@
 //! again from the spool after the reconnect (at least once). The retained `state` topic says `online` after
 //! every connect; the broker publishes the retained last will `offline` when the appliance vanishes.
 //!
+//! With `commands` set, every connection also subscribes (QoS 1) to `cmd/pause` and `cmd/resume` under the
+//! same root and hands what arrives to `mqtt_commands` through its bounded queue (never waiting: a full queue
+//! drops the command, counted as `busy`). The subscription is renewed after every connect (clean start).
+//!
 //! rumqttc does not return the packet id of a publish; with a single publisher its `Outgoing::Publish(pkid)`
 //! events come in publish order, which pairs each PUBACK with its record. Every connection gets a fresh client,
 //! so a publish handed to a connection that then failed is never sent on the next one.
@@ -16,12 +20,14 @@ use std::time::{Duration, Instant};
 
 use airlock_outbox::{Backoff, Body, Seq, Sink};
 use airlock_telemetry::{Alarm, OutboxSink};
+use airlock_telemetry::{RequestAction, RequestOutcome, RequestSource};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, PubAckReason};
+use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, PubAckReason, SubscribeReasonCode};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
+use crate::mqtt_commands::MqttCommand;
 use crate::outbox::Shared;
 use crate::tls::TlsError;
 
@@ -40,6 +46,8 @@ pub struct MqttSettings {
     /// This appliance's id: the topic level after the site.
     pub appliance: String,
     pub keep_alive: Duration,
+    /// Subscribe to `cmd/pause` and `cmd/resume` (pause requests from an agent-desktop integration).
+    pub commands: bool,
 }
 
 /// Builds the TLS client configuration (also used by `check-config` to catch bad files early).
@@ -63,6 +71,7 @@ pub(crate) async fn run(
     settings: MqttSettings,
     tls: Arc<rustls::ClientConfig>,
     site: String,
+    commands: Option<mpsc::Sender<MqttCommand>>,
 ) {
     let root = format!("airlock/v1/{site}/{}", settings.appliance);
     let state_topic = format!("{root}/state");
@@ -95,7 +104,13 @@ pub(crate) async fn run(
                 }
             }
         });
-        let connected = connection(&shared, &client, events, &root, &state_topic, &backoff).await;
+        let link = Link {
+            client: &client,
+            root: &root,
+            state_topic: &state_topic,
+            commands: commands.as_ref(),
+        };
+        let connected = connection(&shared, &link, events, &backoff).await;
         forwarder.abort();
         shared.metrics.outbox.set_uplink_up(OutboxSink::Events, false);
         failures = if connected { 0 } else { failures.saturating_add(1) };
@@ -103,15 +118,27 @@ pub(crate) async fn run(
     }
 }
 
+/// One connection's client, its topics, and where commands go (`None`: no subscription).
+struct Link<'a> {
+    client: &'a AsyncClient,
+    root: &'a str,
+    state_topic: &'a str,
+    commands: Option<&'a mpsc::Sender<MqttCommand>>,
+}
+
 /// Drives one connection until it fails; true when it had been established.
 async fn connection(
     shared: &Shared,
-    client: &AsyncClient,
+    link: &Link<'_>,
     mut events: mpsc::Receiver<Forwarded>,
-    root: &str,
-    state_topic: &str,
     backoff: &Backoff,
 ) -> bool {
+    let Link {
+        client,
+        root,
+        state_topic,
+        ..
+    } = *link;
     let metrics = &shared.metrics.outbox;
     let mut connected = false;
     // Who each publish handed to rumqttc belongs to (None: the state message), in publish order, until its
@@ -160,6 +187,31 @@ async fn connection(
                     .is_ok()
                 {
                     unnamed.push_back(None);
+                }
+                if link.commands.is_some() {
+                    for command in ["pause", "resume"] {
+                        if let Err(error) = client
+                            .subscribe(format!("{root}/cmd/{command}"), QoS::AtLeastOnce)
+                            .await
+                        {
+                            tracing::warn!(%error, "cannot subscribe to MQTT commands");
+                        }
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(publish))) => {
+                if let Some(commands) = link.commands {
+                    forward_command(shared, commands, root, &publish.topic, &publish.payload);
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                if ack
+                    .return_codes
+                    .iter()
+                    .any(|code| !matches!(code, SubscribeReasonCode::Success(_)))
+                {
+                    tracing::warn!(codes = ?ack.return_codes,
+                        "the MQTT broker refused the command subscription (ACL?); pause commands will not arrive");
                 }
             }
             Ok(Event::Outgoing(Outgoing::Publish(packet))) => {
@@ -226,6 +278,35 @@ async fn connection(
                 return connected;
             }
         }
+    }
+}
+
+/// Hands a message on `{root}/cmd/pause|resume` to the command task without waiting.
+fn forward_command(
+    shared: &Shared,
+    commands: &mpsc::Sender<MqttCommand>,
+    root: &str,
+    topic: &[u8],
+    payload: &[u8],
+) {
+    let command = topic
+        .strip_prefix(root.as_bytes())
+        .and_then(|rest| rest.strip_prefix(b"/cmd/"));
+    let action = match command {
+        Some(b"pause") => RequestAction::Pause,
+        Some(b"resume") => RequestAction::Resume,
+        _ => return,
+    };
+    let command = MqttCommand {
+        action,
+        payload: payload.to_vec(),
+    };
+    if commands.try_send(command).is_err() {
+        shared
+            .metrics
+            .requests
+            .request(RequestSource::Mqtt, action, RequestOutcome::Busy);
+        tracing::warn!("MQTT command queue full: a pause/resume command was dropped unanswered");
     }
 }
 

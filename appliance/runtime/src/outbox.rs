@@ -380,10 +380,11 @@ impl Outbox {
     /// Opens the spool in `<data_root>/outbox` (repairing what a crash left) and starts the delivery threads
     /// toward `<data_root>/uplink` — and, with `settings.mqtt` (and its TLS configuration `mqtt_tls`), the
     /// MQTT sink task for events. Call inside the tokio runtime.
-    pub fn start(
+    pub(crate) fn start(
         data_root: &Path,
         settings: OutboxSettings,
         mqtt_tls: Option<Arc<rustls::ClientConfig>>,
+        mqtt_commands: Option<tokio::sync::mpsc::Sender<crate::mqtt_commands::MqttCommand>>,
         metrics: Metrics,
     ) -> Result<Outbox, SpoolError> {
         let (spool, report) = Spool::open(SpoolConfig {
@@ -527,7 +528,8 @@ impl Outbox {
         };
         if let Some((mqtt, tls)) = mqtt {
             let site = outbox.shared.settings.site.clone();
-            tokio::spawn(crate::mqtt::run(outbox.shared.clone(), mqtt, tls, site));
+            let commands = mqtt_commands.filter(|_| mqtt.commands);
+            tokio::spawn(crate::mqtt::run(outbox.shared.clone(), mqtt, tls, site, commands));
         }
         for &sink in local_sinks {
             let shared = outbox.shared.clone();

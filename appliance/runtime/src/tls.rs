@@ -5,6 +5,7 @@
 //!
 //! A reload builds a whole new server configuration and swaps it for new connections only; connections
 //! already up keep theirs, so no call is dropped. A reload that fails keeps the previous configuration.
+//! [`watch`] (the file/SIGHUP trigger) and [`CurrentConfig`] also serve the control API's listener.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -74,8 +75,8 @@ pub enum TlsError {
 }
 
 /// A loaded server configuration and when its certificate expires.
-struct Loaded {
-    config: Arc<ServerConfig>,
+pub(crate) struct Loaded {
+    pub(crate) config: Arc<ServerConfig>,
     expires_unix: i64,
 }
 
@@ -90,7 +91,13 @@ pub(crate) fn plain_server_config(
     private_key: &Path,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let settings = TlsSettings {
+    let config = load(&plain_settings(certificate, private_key))?.config;
+    Ok(with_alpn(config, alpn))
+}
+
+/// The settings of another HTTPS listener's certificate and key (no client certificates), for [`watch`].
+pub(crate) fn plain_settings(certificate: &Path, private_key: &Path) -> TlsSettings {
+    TlsSettings {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         certificate: certificate.to_owned(),
         private_key: private_key.to_owned(),
@@ -98,10 +105,14 @@ pub(crate) fn plain_server_config(
         allowed_clients: Vec::new(),
         handshake_timeout: Duration::from_secs(10),
         idle_timeout: Duration::from_secs(60),
-    };
-    let mut config = Arc::unwrap_or_clone(load(&settings)?.config);
+    }
+}
+
+/// `config` offering `alpn`.
+pub(crate) fn with_alpn(config: Arc<ServerConfig>, alpn: &[&[u8]]) -> Arc<ServerConfig> {
+    let mut config = Arc::unwrap_or_clone(config);
     config.alpn_protocols = alpn.iter().map(|protocol| protocol.to_vec()).collect();
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 fn read_private_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
@@ -272,14 +283,18 @@ fn identity_allowed(allowed: &[String], presented: &[String]) -> bool {
 
 /// The server configuration in use for new connections, swapped on reload.
 #[derive(Clone)]
-struct CurrentConfig(Arc<RwLock<Arc<ServerConfig>>>);
+pub(crate) struct CurrentConfig(Arc<RwLock<Arc<ServerConfig>>>);
 
 impl CurrentConfig {
-    fn get(&self) -> Option<Arc<ServerConfig>> {
+    pub(crate) fn new(config: Arc<ServerConfig>) -> CurrentConfig {
+        CurrentConfig(Arc::new(RwLock::new(config)))
+    }
+
+    pub(crate) fn get(&self) -> Option<Arc<ServerConfig>> {
         self.0.read().ok().map(|config| Arc::clone(&config))
     }
 
-    fn set(&self, config: Arc<ServerConfig>) {
+    pub(crate) fn set(&self, config: Arc<ServerConfig>) {
         if let Ok(mut current) = self.0.write() {
             *current = config;
         }
@@ -297,7 +312,7 @@ pub async fn start(
         .security
         .tls_certificate_expiry_seconds
         .set(loaded.expires_unix);
-    let current = CurrentConfig(Arc::new(RwLock::new(loaded.config)));
+    let current = CurrentConfig::new(loaded.config);
     let listener = TcpListener::bind(settings.listen)
         .await
         .map_err(crate::RuntimeError::SipListen)?;
@@ -409,6 +424,30 @@ fn file_stamps(settings: &TlsSettings) -> Vec<Option<(SystemTime, u64)>> {
 }
 
 async fn reload_on_change(settings: Arc<TlsSettings>, current: CurrentConfig, metrics: Metrics) {
+    watch(settings, |why, result| match result {
+        Ok(loaded) => {
+            current.set(loaded.config);
+            metrics
+                .security
+                .tls_certificate_expiry_seconds
+                .set(loaded.expires_unix);
+            metrics.security.tls_reload(ReloadResult::Ok);
+            tracing::info!(trigger = why, "SIP TLS certificate reloaded");
+        }
+        Err(error) => {
+            metrics.security.tls_reload(ReloadResult::Failed);
+            tracing::error!(trigger = why, %error, "SIP TLS reload failed; the previous certificate stays in use");
+        }
+    })
+    .await;
+}
+
+/// Reloads the files of `settings` when SIGHUP arrives or they change (polled every `FILE_POLL_INTERVAL`)
+/// and hands each result, with its trigger, to `reloaded`. Runs until dropped.
+pub(crate) async fn watch(
+    settings: Arc<TlsSettings>,
+    mut reloaded: impl FnMut(&'static str, Result<Loaded, TlsError>),
+) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(signal) => Some(signal),
         Err(error) => {
@@ -439,21 +478,7 @@ async fn reload_on_change(settings: Arc<TlsSettings>, current: CurrentConfig, me
         };
         loaded_stamps = file_stamps(&settings);
         settling = None;
-        match load(&settings) {
-            Ok(loaded) => {
-                current.set(loaded.config);
-                metrics
-                    .security
-                    .tls_certificate_expiry_seconds
-                    .set(loaded.expires_unix);
-                metrics.security.tls_reload(ReloadResult::Ok);
-                tracing::info!(trigger = why, "SIP TLS certificate reloaded");
-            }
-            Err(error) => {
-                metrics.security.tls_reload(ReloadResult::Failed);
-                tracing::error!(trigger = why, %error, "SIP TLS reload failed; the previous certificate stays in use");
-            }
-        }
+        reloaded(why, load(&settings));
     }
 }
 

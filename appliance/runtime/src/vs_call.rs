@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
-use airlock_telemetry::{CallOutcome, Pii};
+use airlock_telemetry::{CallOutcome, Pii, RequestSource};
 use tokio::sync::mpsc;
 
 use crate::audio_redaction::{Decisions, DtmfFound, KeyedDigits, ToneWatch, decisions_of, dtmf_undecided};
@@ -20,6 +20,7 @@ use crate::call::{
     CallEnvironment, Recording, audio_hold_max, call_sample_at, open_recording, save_manifest,
 };
 use crate::manifest::{ChannelReport, Manifest, PauseInterval, StreamReport};
+use crate::requests::{CallHandle, PauseReply, Registration, RequestedPause};
 use crate::transcript::CallTranscript;
 
 /// Inputs queued toward one call task. Bound: `CALL_QUEUE`; leg tasks wait when it is full (back-pressure
@@ -79,6 +80,15 @@ pub(crate) enum VsCallInput {
     Finish {
         shutdown: bool,
     },
+    /// Pause the whole call on request (`requests`); answers whether it is paused.
+    PauseRequest {
+        by: RequestSource,
+        reply: PauseReply,
+    },
+    /// Resume a call paused on request.
+    ResumeRequest {
+        reply: PauseReply,
+    },
 }
 
 struct LegState {
@@ -112,19 +122,25 @@ struct VsCall {
     /// DTMF silences found since the last write, and the digits keyed so far (in memory only).
     dtmf: DtmfFound,
     keyed: KeyedDigits,
+    /// The call's place in the registry of pausable calls.
+    registration: Registration,
+    requested_pause: RequestedPause,
 }
 
 /// Opens the recording of a VoiceStream call at `sample_rate` with `channels` channels and starts its task;
 /// returns its queue, or `None` when the recording cannot be created (the leg is then refused, so no audio
-/// is taken that could not be kept).
+/// is taken that could not be kept). Pause requests reach the call by its Five9 `five9_call_id` too.
 pub(crate) fn spawn(
     call_name: String,
+    five9_call_id: &str,
     environment: CallEnvironment,
     sample_rate: u32,
     channels: usize,
 ) -> Option<mpsc::Sender<VsCallInput>> {
-    let call = VsCall::open(call_name, environment, sample_rate, channels)?;
     let (sender, inputs) = mpsc::channel(CALL_QUEUE);
+    let handle = CallHandle::VoiceStream(sender.downgrade());
+    let call = VsCall::open(call_name, environment, sample_rate, channels, handle)?;
+    call.registration.add_ids([five9_call_id]);
     tokio::spawn(call.run(inputs));
     Some(sender)
 }
@@ -135,6 +151,7 @@ impl VsCall {
         environment: CallEnvironment,
         sample_rate: u32,
         channels: usize,
+        handle: CallHandle,
     ) -> Option<VsCall> {
         let started_wall = SystemTime::now();
         let dir_name = format!("{}-vs{call_name}", crate::clock::compact(started_wall));
@@ -159,7 +176,10 @@ impl VsCall {
         let transcript = environment.transcription.as_ref().map(|transcription| {
             CallTranscript::open(transcription, &dir_name, started_wall, &environment.data_dir)
         });
+        let registration = environment.registry.register(&dir_name, handle);
         let call = VsCall {
+            registration,
+            requested_pause: RequestedPause::default(),
             dir_name,
             environment,
             started: Instant::now(),
@@ -281,9 +301,9 @@ impl VsCall {
             }
             VsCallInput::Audio {
                 leg,
-                samples,
+                mut samples,
                 arrived,
-            } => self.place(leg, arrived, &samples),
+            } => self.place(leg, arrived, &mut samples),
             VsCallInput::Hold { leg } => {
                 if let Some(state) = self.legs.get_mut(&leg)
                     && state.paused_since.is_none()
@@ -325,6 +345,24 @@ impl VsCall {
                 );
                 self.save_manifest();
             }
+            VsCallInput::PauseRequest { by, reply } => {
+                let sample = self.sample_at(now);
+                let paused = self.requested_pause.pause(sample, at, by);
+                if paused.is_some() {
+                    tracing::info!(by = by.as_str(), "VoiceStream call paused on request");
+                }
+                let _ = reply.send(paused);
+            }
+            VsCallInput::ResumeRequest { reply } => {
+                let sample = self.sample_at(now);
+                let rate = self.recording.sample_rate;
+                if let Some(interval) = self.requested_pause.resume(sample, at, rate) {
+                    tracing::info!("VoiceStream call resumed on request");
+                    self.manifest.pauses.push(interval);
+                    self.save_manifest();
+                }
+                let _ = reply.send(Some(self.requested_pause.is_paused()));
+            }
             VsCallInput::Finish { .. } => {}
         }
     }
@@ -351,7 +389,7 @@ impl VsCall {
         }
     }
 
-    fn place(&mut self, leg: LegId, arrived: Instant, samples: &[i16]) {
+    fn place(&mut self, leg: LegId, arrived: Instant, samples: &mut [i16]) {
         let rate = self.recording.sample_rate;
         let wall = self.sample_at(arrived);
         let max_behind = u64::try_from(MAX_BEHIND.as_millis()).unwrap_or(u64::MAX) * u64::from(rate) / 1000;
@@ -365,7 +403,7 @@ impl VsCall {
         let Some(state) = self.legs.get_mut(&leg) else {
             return;
         };
-        let resampled = airlock_media::resample(samples, state.sample_rate, rate);
+        let mut resampled = airlock_media::resample(samples, state.sample_rate, rate).into_owned();
         let length = resampled.len() as u64;
         if state
             .next_sample
@@ -374,6 +412,16 @@ impl VsCall {
             < wall
         {
             state.next_sample = wall.saturating_sub(length);
+        }
+        state.chunks += 1;
+        state.samples += samples.len() as u64;
+        // Paused on request: the timeline moves on, but nothing of the pause is recorded or transcribed.
+        let pause = &self.requested_pause;
+        let audible = pause.mute(state.next_sample, rate, state.sample_rate, samples)
+            && pause.mute(state.next_sample, rate, rate, &mut resampled);
+        if !audible {
+            state.next_sample = state.next_sample.saturating_add(length);
+            return;
         }
         if shared {
             self.recording
@@ -401,8 +449,6 @@ impl VsCall {
             .tones
             .take_masks(state.channel, u64::from(rate), &mut self.keyed, &mut self.dtmf);
         state.next_sample = state.next_sample.saturating_add(length);
-        state.chunks += 1;
-        state.samples += samples.len() as u64;
     }
 
     fn refresh_streams(&mut self) {
@@ -433,6 +479,7 @@ impl VsCall {
     }
 
     async fn finish(mut self, outcome: CallOutcome) {
+        self.registration.close();
         let rate = u64::from(self.recording.sample_rate);
         for state in self.legs.values_mut() {
             let transcript = &self.transcript;
@@ -461,6 +508,11 @@ impl VsCall {
         let flushed = self.recording.flush_all(decisions).await;
         self.manifest.note_audio_redaction(&self.recording.redactor);
         let at = Instant::now().duration_since(self.started);
+        let end = self.recording.interleaver.end_position();
+        let rate = self.recording.sample_rate;
+        if let Some(interval) = self.requested_pause.resume(end, at, rate) {
+            self.manifest.pauses.push(interval);
+        }
         for state in self.legs.values_mut() {
             if let Some(since) = state.paused_since.take() {
                 self.manifest

@@ -137,6 +137,7 @@ impl Hub {
                 None => {
                     let Some(inputs) = vs_call::spawn(
                         call.to_string(),
+                        info.vcc_call_id.expose(),
                         self.environment.clone(),
                         info.sample_rate,
                         self.format.channels,

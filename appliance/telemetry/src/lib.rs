@@ -6,6 +6,7 @@ mod metrics;
 mod outbox_metrics;
 mod pii;
 mod redaction_metrics;
+mod request_metrics;
 mod security_metrics;
 mod transcription_metrics;
 mod voicestream_metrics;
@@ -14,6 +15,7 @@ pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseC
 pub use outbox_metrics::{Alarm, OutboxMetrics, OutboxSink};
 pub use pii::Pii;
 pub use redaction_metrics::{RedactionMetrics, SilenceReason};
+pub use request_metrics::{RequestAction, RequestMetrics, RequestOutcome, RequestSource};
 pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
 pub use transcription_metrics::{SegmentResult, TranscriptionMetrics, TranscriptionState};
 pub use voicestream_metrics::{StreamResult, VoiceStreamMetrics, WebhookResult};

@@ -252,6 +252,8 @@ pub struct Metrics {
     pub outbox: OutboxMetrics,
     /// Audio silenced in recordings, and how long audio was held for it.
     pub audio_redaction: RedactionMetrics,
+    /// Pause/resume requests from an agent-desktop integration.
+    pub requests: crate::RequestMetrics,
     sip_refused: Family<RefusalLabel, Counter>,
     sip_tcp_refused: Family<TcpRefusalLabel, Counter>,
 }
@@ -360,6 +362,7 @@ impl Metrics {
         self.transcription.register(&mut registry);
         self.outbox.register(&mut registry);
         self.audio_redaction.register(&mut registry);
+        self.requests.register(&mut registry);
         registry.register(
             "sip_messages_refused",
             "Inbound SIP messages refused before processing, by reason (source not allowed, rate limited)",
