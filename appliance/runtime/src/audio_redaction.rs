@@ -106,6 +106,13 @@ pub(crate) struct DtmfFound {
     keyed_cards: Vec<Mask>,
 }
 
+impl DtmfFound {
+    /// A press whose key is not to be kept (keyed while paused on request): only its audio is silenced.
+    pub(crate) fn silence_only(&mut self, mask: Mask) {
+        self.presses.push(mask);
+    }
+}
+
 /// The silencing state of one recording.
 #[derive(Debug)]
 pub(crate) struct AudioRedactor {

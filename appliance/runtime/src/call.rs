@@ -663,13 +663,17 @@ impl CallTask {
                         stream.origin_sample = wall_position.saturating_sub(stream_position);
                         call_position = stream.origin_sample.saturating_add(stream_position);
                     }
-                    // Paused on request: nothing of the pause reaches the recording or the transcript.
-                    if !self.requested_pause.mute(
-                        call_position,
-                        rate as u32,
-                        pcm_rate as u32,
-                        &mut stream.scratch,
-                    ) {
+                    // Paused on request: nothing that comes while paused reaches the recording or the
+                    // transcript, whatever its position (a stream whose clock lags the wall clock would
+                    // place it before the pause); after a resume, audio placed inside a pause is muted too.
+                    if self.requested_pause.is_paused()
+                        || !self.requested_pause.mute(
+                            call_position,
+                            rate as u32,
+                            pcm_rate as u32,
+                            &mut stream.scratch,
+                        )
+                    {
                         continue;
                     }
                     // The leg's own PCM at its codec rate.
@@ -712,11 +716,6 @@ impl CallTask {
                     let clock_rate = stream.pcm_per_clock.1.max(1);
                     let start = stream.origin_sample + position.saturating_mul(rate) / clock_rate;
                     let end = start + u64::from(duration).saturating_mul(rate) / clock_rate;
-                    // Digits keyed while paused on request (a card number, say) are not kept or counted.
-                    if self.requested_pause.covers(start) {
-                        continue;
-                    }
-                    self.manifest.telephone_event_count += 1;
                     // An event timestamped beyond the clock drift media is allowed is not placed (its
                     // mask would wait for audio that never comes).
                     if start > call_sample_at(started, now, rate) + MAX_CLOCK_DRIFT.as_secs() * rate {
@@ -724,6 +723,13 @@ impl CallTask {
                         continue;
                     }
                     let mask = dtmf_mask(stream.channel, start, end, rate);
+                    // Digits keyed while paused on request (a card number, say) are neither kept nor
+                    // counted, but their audio is silenced all the same (an event may outlast the pause).
+                    if self.requested_pause.is_paused() || self.requested_pause.covers(start) {
+                        self.dtmf.silence_only(mask);
+                        continue;
+                    }
+                    self.manifest.telephone_event_count += 1;
                     self.keyed
                         .pressed(telephone_event_key(event), mask, rate, &mut self.dtmf);
                 }

@@ -313,6 +313,7 @@ async fn handle(context: &Context, request: Request<Incoming>) -> Response<Full<
                 RequestError::UnknownCall | RequestError::CallEnded => StatusCode::NOT_FOUND,
                 RequestError::CallBusy => StatusCode::SERVICE_UNAVAILABLE,
                 RequestError::TooManyPauses => StatusCode::TOO_MANY_REQUESTS,
+                RequestError::AmbiguousId => StatusCode::CONFLICT,
                 RequestError::EmptyId | RequestError::IdTooLong | RequestError::IdControlCharacters => {
                     StatusCode::BAD_REQUEST
                 }

@@ -22,12 +22,17 @@ use airlock_outbox::{Backoff, Body, Seq, Sink};
 use airlock_telemetry::{Alarm, OutboxSink};
 use airlock_telemetry::{RequestAction, RequestOutcome, RequestSource};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet, PubAckReason, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, Filter, LastWill, Packet, PubAckReason, RetainForwardRule, SubscribeReasonCode,
+};
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
 use crate::mqtt_commands::MqttCommand;
+
+/// The largest packet the broker may send us (commands are well under 1 KiB; acknowledgements tiny).
+const MAX_INCOMING_PACKET: u32 = 10 * 1024;
 use crate::outbox::Shared;
 use crate::tls::TlsError;
 
@@ -77,6 +82,9 @@ pub(crate) async fn run(
     let state_topic = format!("{root}/state");
     let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
     options.set_keep_alive(settings.keep_alive);
+    // Advertised in CONNECT, so the broker drops (rather than sends) anything larger: an oversized command
+    // must not break the connection that carries every event.
+    options.set_max_packet_size(Some(MAX_INCOMING_PACKET));
     options.set_clean_start(true);
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
     if let (Some(username), Some(password)) = (&settings.username, &settings.password) {
@@ -189,18 +197,20 @@ async fn connection(
                     unnamed.push_back(None);
                 }
                 if link.commands.is_some() {
-                    for command in ["pause", "resume"] {
-                        if let Err(error) = client
-                            .subscribe(format!("{root}/cmd/{command}"), QoS::AtLeastOnce)
-                            .await
-                        {
-                            tracing::warn!(%error, "cannot subscribe to MQTT commands");
-                        }
+                    // Retained commands are never delivered: a stale pause must not come back at a reconnect.
+                    let filters = ["pause", "resume"].map(|command| Filter {
+                        retain_forward_rule: RetainForwardRule::Never,
+                        ..Filter::new(format!("{root}/cmd/{command}"), QoS::AtLeastOnce)
+                    });
+                    if let Err(error) = client.subscribe_many(filters).await {
+                        tracing::warn!(%error, "cannot subscribe to MQTT commands");
                     }
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
-                if let Some(commands) = link.commands {
+                if let Some(commands) = link.commands
+                    && !publish.retain
+                {
                     forward_command(shared, commands, root, &publish.topic, &publish.payload);
                 }
             }

@@ -52,11 +52,19 @@ struct CommandResult {
     at: String,
 }
 
-/// The request id, when it is 1–64 letters, digits or `-_.:` (it is echoed in an event).
+/// Most digits a request id without a letter may hold: it is echoed in an event, and the last gate holds
+/// back numbers that look like card numbers or SSNs (an id with a letter is an identifier to it).
+const MAX_REQUEST_ID_DIGITS: usize = 8;
+
+/// The request id, when it is 1–64 letters, digits or `-_.:`, and has a letter or at most 8 digits (it is
+/// echoed in an event).
 fn request_id(payload: &serde_json::Value) -> Option<String> {
     let id = payload.get("request_id")?.as_str()?;
+    let identifier = id.bytes().any(|b| b.is_ascii_alphabetic())
+        || id.bytes().filter(u8::is_ascii_digit).count() <= MAX_REQUEST_ID_DIGITS;
     let valid = !id.is_empty()
         && id.len() <= MAX_REQUEST_ID
+        && identifier
         && id
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
@@ -71,7 +79,8 @@ fn parse(payload: &[u8]) -> Result<Payload, (Option<String>, String)> {
     if request.is_none() {
         return Err((
             None,
-            "request_id must be 1-64 letters, digits, '-', '_', '.' or ':'".to_string(),
+            "request_id must be 1-64 letters, digits, '-', '_', '.' or ':' (without a letter, at most 8 digits)"
+                .to_string(),
         ));
     }
     let parsed: Payload = serde_json::from_value(value).map_err(|_| {
@@ -164,6 +173,17 @@ mod tests {
                 .map(|e| e.0),
             Some(None)
         );
+        // A long digit run would make the answer look like card data to the last gate.
+        for digits in ["4111111111111111", "123-45-6789", "1732900000123"] {
+            let payload = format!(r#"{{"call_id": "x", "request_id": "{digits}"}}"#);
+            assert_eq!(
+                parse(payload.as_bytes()).err().map(|e| e.0),
+                Some(None),
+                "{digits}"
+            );
+        }
+        assert!(parse(br#"{"call_id": "x", "request_id": "job-1732900000123"}"#).is_ok());
+        assert!(parse(br#"{"call_id": "x", "request_id": "12345678"}"#).is_ok());
         let no_call = parse(br#"{"request_id": "r-2"}"#).err();
         assert_eq!(no_call.map(|e| e.0), Some(Some("r-2".to_string())));
         let empty = parse(br#"{"call_id": "", "request_id": "r-3"}"#).err();

@@ -846,6 +846,8 @@ fn deliver(shared: &Shared, sink: Sink, target: &mut Target) {
     target.prepare(shared);
     let backoff = Backoff::default();
     let mut failures: u32 = 0;
+    // Delivered objects in a row that could not be kept on the device (see `keep_delivered`).
+    let mut keep_failures: u32 = 0;
     let label = sink_label(sink);
     shared.metrics.outbox.set_uplink_up(label, true);
     loop {
@@ -885,11 +887,16 @@ fn deliver(shared: &Shared, sink: Sink, target: &mut Target) {
                 }
                 let kept = if sink == Sink::Objects {
                     match keep_delivered(shared, &record) {
-                        Ok(kept) => kept,
+                        Ok(kept) => {
+                            keep_failures = 0;
+                            kept
+                        }
                         Err(error) => {
-                            // Not acknowledged: kept at the next attempt (the delivery repeats as a no-op).
+                            // Not acknowledged: kept at the next attempt (the delivery repeats as a no-op),
+                            // backing off like a failed delivery so a full disk does not re-upload in a loop.
                             tracing::error!(%error, "cannot keep a delivered artifact on the device; it stays in the spool");
-                            std::thread::sleep(backoff.delay(0, random()));
+                            keep_failures += 1;
+                            std::thread::sleep(backoff.delay(keep_failures, random()));
                             continue;
                         }
                     }

@@ -84,6 +84,7 @@ pub(crate) enum RequestError {
     CallEnded,
     CallBusy,
     TooManyPauses,
+    AmbiguousId,
 }
 
 impl RequestError {
@@ -96,12 +97,15 @@ impl RequestError {
             Self::CallEnded => "the call has ended",
             Self::CallBusy => "the call did not answer in time; try again",
             Self::TooManyPauses => "this call has been paused too many times",
+            Self::AmbiguousId => "more than one live call has this id; name the call by its own call name",
         }
     }
 
     pub(crate) fn outcome(self) -> RequestOutcome {
         match self {
-            Self::EmptyId | Self::IdTooLong | Self::IdControlCharacters => RequestOutcome::BadRequest,
+            Self::EmptyId | Self::IdTooLong | Self::IdControlCharacters | Self::AmbiguousId => {
+                RequestOutcome::BadRequest
+            }
             Self::UnknownCall | Self::CallEnded => RequestOutcome::NotFound,
             Self::CallBusy | Self::TooManyPauses => RequestOutcome::Busy,
         }
@@ -132,7 +136,8 @@ struct Entry {
 
 struct Inner {
     entries: HashMap<u64, Entry>,
-    by_digest: HashMap<Digest32, u64>,
+    /// The live calls holding each id (two calls may share one: then it names neither).
+    by_digest: HashMap<Digest32, Vec<u64>>,
     next: u64,
 }
 
@@ -223,7 +228,11 @@ impl Registry {
         let digest = self.digest(id);
         let (entry, call, handle, paused) = {
             let inner = self.lock();
-            let entry = *inner.by_digest.get(&digest).ok_or(RequestError::UnknownCall)?;
+            let entry = match inner.by_digest.get(&digest).map(Vec::as_slice) {
+                None | Some([]) => return Err(RequestError::UnknownCall),
+                Some([entry]) => *entry,
+                Some(_) => return Err(RequestError::AmbiguousId),
+            };
             let found = inner.entries.get(&entry).ok_or(RequestError::UnknownCall)?;
             (entry, found.call.clone(), found.handle.clone(), found.paused)
         };
@@ -241,9 +250,7 @@ impl Registry {
                 } else {
                     CallCommand::Resume { reply }
                 };
-                tokio::time::timeout(CALL_ANSWER_TIMEOUT, commands.send(command))
-                    .await
-                    .map(|sent| sent.is_ok())
+                offer(&commands, command)
             }
             CallHandle::VoiceStream(inputs) => {
                 let inputs = inputs.upgrade().ok_or(RequestError::CallEnded)?;
@@ -252,16 +259,10 @@ impl Registry {
                 } else {
                     VsCallInput::ResumeRequest { reply }
                 };
-                tokio::time::timeout(CALL_ANSWER_TIMEOUT, inputs.send(input))
-                    .await
-                    .map(|sent| sent.is_ok())
+                offer(&inputs, input)
             }
         };
-        match sent {
-            Ok(true) => {}
-            Ok(false) => return Err(RequestError::CallEnded),
-            Err(_elapsed) => return Err(RequestError::CallBusy),
-        }
+        sent?;
         let paused = match tokio::time::timeout(CALL_ANSWER_TIMEOUT, answer).await {
             Ok(Ok(Some(paused))) => paused,
             Ok(Ok(None)) => return Err(RequestError::TooManyPauses),
@@ -273,6 +274,21 @@ impl Registry {
         }
         Ok(CallState { call, paused })
     }
+}
+
+/// Slots of a call's command queue a request never takes: they stay free for the control loop (updates,
+/// the end of the call), which must not wait behind pause requests.
+const CONTROL_RESERVE: usize = 8;
+
+/// Queues `message` for a call without waiting: busy when the queue is down to its reserve.
+fn offer<T>(queue: &mpsc::Sender<T>, message: T) -> Result<(), RequestError> {
+    if queue.capacity() <= CONTROL_RESERVE {
+        return Err(RequestError::CallBusy);
+    }
+    queue.try_send(message).map_err(|error| match error {
+        mpsc::error::TrySendError::Full(_) => RequestError::CallBusy,
+        mpsc::error::TrySendError::Closed(_) => RequestError::CallEnded,
+    })
 }
 
 /// A call's place in the registry; dropping it (when the call is finalised) forgets the call.
@@ -307,7 +323,7 @@ impl Registration {
                 return;
             }
             found.digests.push(digest);
-            inner.by_digest.insert(digest, entry);
+            inner.by_digest.entry(digest).or_default().push(entry);
         }
     }
 
@@ -319,8 +335,11 @@ impl Registration {
         let mut inner = self.registry.lock();
         if let Some(removed) = inner.entries.remove(&entry) {
             for digest in removed.digests {
-                if inner.by_digest.get(&digest) == Some(&entry) {
-                    inner.by_digest.remove(&digest);
+                if let Some(holders) = inner.by_digest.get_mut(&digest) {
+                    holders.retain(|holder| *holder != entry);
+                    if holders.is_empty() {
+                        inner.by_digest.remove(&digest);
+                    }
                 }
             }
         }
@@ -507,7 +526,7 @@ mod tests {
     #[tokio::test]
     async fn calls_are_found_by_every_id_until_they_end() {
         let registry = Registry::new();
-        let (commands, mut inbox) = mpsc::channel(4);
+        let (commands, mut inbox) = mpsc::channel(16);
         let mut registration =
             registry.register("20261129T1200Z-ab", CallHandle::Siprec(commands.downgrade()));
         registration.add_ids(["session-uuid", "", "ucid-1"]);
@@ -569,24 +588,54 @@ mod tests {
         assert_eq!(RequestError::CallEnded.outcome(), RequestOutcome::NotFound);
     }
 
-    #[test]
-    fn ids_per_call_are_bounded_and_the_newer_call_wins_a_shared_id() {
+    #[tokio::test]
+    async fn ids_per_call_are_bounded_and_a_shared_id_names_neither_call() {
         let registry = Registry::new();
-        let (commands, _inbox) = mpsc::channel::<CallCommand>(1);
+        let (commands, _inbox) = mpsc::channel::<CallCommand>(16);
         let first = registry.register("c1", CallHandle::Siprec(commands.downgrade()));
         let many: Vec<String> = (0..20).map(|n| format!("id-{n}")).collect();
         first.add_ids(many.iter().map(String::as_str));
         assert_eq!(registry.lock().by_digest.len(), MAX_IDS_PER_CALL);
         let second = registry.register("c2", CallHandle::Siprec(commands.downgrade()));
         second.add_ids(["id-0"]);
+        let https = RequestSource::Https;
+        assert_eq!(
+            registry.request("id-0", RequestAction::Pause, https).await,
+            Err(RequestError::AmbiguousId)
+        );
         drop(first);
-        // The shared id stays with the newer call when the older one ends.
+        // Once the older call ends, the id names the newer one alone.
         let inner = registry.lock();
         assert_eq!(inner.by_digest.len(), 2);
         assert_eq!(
-            inner.by_digest.get(&registry.digest("id-0")),
-            second.entry.as_ref()
+            inner.by_digest.get(&registry.digest("id-0")).map(Vec::as_slice),
+            second.entry.as_ref().map(std::slice::from_ref)
         );
+    }
+
+    #[tokio::test]
+    async fn requests_never_take_the_slots_kept_for_the_control_loop() {
+        let registry = Registry::new();
+        let (commands, _inbox) = mpsc::channel::<CallCommand>(CONTROL_RESERVE + 2);
+        let _registration = registry.register("c1", CallHandle::Siprec(commands.downgrade()));
+        let mut answers = Vec::new();
+        for _ in 0..4 {
+            let registry = registry.clone();
+            answers.push(tokio::spawn(async move {
+                registry
+                    .request("c1", RequestAction::Pause, RequestSource::Mqtt)
+                    .await
+            }));
+        }
+        let mut busy = 0;
+        for answer in answers {
+            if answer.await.expect("request task") == Err(RequestError::CallBusy) {
+                busy += 1;
+            }
+        }
+        // Two requests fit above the reserve; nobody reads the queue, so the others are refused at once.
+        assert_eq!(busy, 4);
+        assert_eq!(commands.capacity(), CONTROL_RESERVE);
     }
 
     #[test]

@@ -80,9 +80,10 @@ impl Retained {
         let path = root.join(JOURNAL);
         let mut kept: HashMap<String, Kept> = HashMap::new();
         if let Ok(file) = File::open(&path) {
-            for line in BufReader::new(file).lines() {
-                let line = line?;
-                // Only the last line can be torn (an append cut short); it is dropped with the compaction.
+            for line in BufReader::new(file).split(b'\n') {
+                // Only the last line can be torn (an append cut short, maybe mid-character); it is dropped
+                // with the compaction, like any line that does not read back.
+                let line = String::from_utf8_lossy(&line?).into_owned();
                 match serde_json::from_str::<Line>(&line) {
                     Ok(Line::Purged { key, .. }) => {
                         kept.remove(&key);
@@ -395,5 +396,24 @@ mod tests {
         assert_eq!(retained.totals(), (0, 0));
         assert!(retained.keep("../escape", &body, "short", 0).is_err());
         assert!(retained.keep(JOURNAL, &body, "short", 0).is_err());
+    }
+
+    #[test]
+    fn a_journal_torn_mid_character_still_opens() {
+        let scratch = Scratch::new("torn");
+        let root = scratch.0.join("retained");
+        let mut retained = Retained::open(&root).unwrap();
+        let body = Body::Inline(b"x".to_vec());
+        retained.keep("s/c1/manifest.json", &body, "short", 5).unwrap();
+        drop(retained);
+        // Power lost during an append: the tail holds half of a multi-byte character.
+        let mut journal = std::fs::OpenOptions::new()
+            .append(true)
+            .open(root.join(JOURNAL))
+            .unwrap();
+        std::io::Write::write_all(&mut journal, b"{\"kept\":{\"key\":\"s/\xc3").unwrap();
+        drop(journal);
+        let retained = Retained::open(&root).unwrap();
+        assert_eq!(retained.totals().1, 1);
     }
 }

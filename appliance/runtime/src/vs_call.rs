@@ -417,7 +417,9 @@ impl VsCall {
         state.samples += samples.len() as u64;
         // Paused on request: the timeline moves on, but nothing of the pause is recorded or transcribed.
         let pause = &self.requested_pause;
-        let audible = pause.mute(state.next_sample, rate, state.sample_rate, samples)
+        // Whatever arrives while paused is muted, wherever the leg's timeline places it.
+        let audible = !pause.is_paused()
+            && pause.mute(state.next_sample, rate, state.sample_rate, samples)
             && pause.mute(state.next_sample, rate, rate, &mut resampled);
         if !audible {
             state.next_sample = state.next_sample.saturating_add(length);
