@@ -1,14 +1,18 @@
 //! The `airlock` command: `run` loads the configuration (or the embedded defaults) and runs the appliance
 //! until SIGTERM/SIGINT; `check-config` validates a file and names the first bad key; `audit verify` checks an
 //! audit log (and the checkpoints published from it) and names the first bad line; `redact` runs labelled
-//! dialogues (JSON Lines) through the transcript gate offline.
+//! dialogues (JSON Lines) through the transcript gate offline. Under systemd, `run` notifies readiness,
+//! status, stopping and watchdog keep-alives, and logs to journald.
 
 mod config;
+mod journal;
 mod redact;
+mod service;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use airlock_recording::{DevIdentity, Recipient};
@@ -103,7 +107,7 @@ fn main() -> ExitCode {
         Command::Run { config } => {
             // Before any thread starts: the process may replace itself once (airlock_transcribe::blas).
             let blas_restart = airlock_transcribe::blas::restart_with_fitting_kernels();
-            airlock_telemetry::init_tracing();
+            journal::init_tracing();
             match blas_restart {
                 Ok(()) => tracing::info!("{}", airlock_transcribe::blas::kernel_report()),
                 Err(error) => tracing::warn!(
@@ -259,7 +263,11 @@ fn run(validated: Validated) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(airlock_runtime::run(settings, termination_signal())) {
+    match runtime.block_on(airlock_runtime::run(
+        settings,
+        termination_signal(),
+        Arc::new(service::Systemd::from_environment()),
+    )) {
         Ok(()) => ExitCode::SUCCESS,
         // A model that passed the file checks but cannot be loaded (a corrupt VAD model or ONNX Runtime
         // library, whisper tensors that do not load) is the same configuration error as a missing one.

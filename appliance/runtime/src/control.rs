@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use airlock_sip::Remote;
 use airlock_siprec::srs::{CallId, EndReason, MediaEvent, RecordingPlan, Srs, SrsOutput};
+use airlock_telemetry::OutboxSink;
 use airlock_telemetry::{CallOutcome, Metrics, SipMethodLabel, SipResponseClass};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::admission::FinalisingBacklog;
 use crate::call::{self, CallCommand, CallEnvironment};
 use crate::sip_io::SipSender;
+use crate::supervision::Health;
 
 /// Messages queued toward the control loop.
 pub const CONTROL_QUEUE: usize = 4096;
@@ -29,6 +31,8 @@ pub enum ControlInput {
     Media { call: CallId, event: MediaEvent },
     /// A call task finished: its recording is final and published.
     CallFinished { call: CallId, outcome: CallOutcome },
+    /// A liveness probe (`supervision`): answered at once, so an answer proves the loop is turning.
+    Probe(oneshot::Sender<Health>),
 }
 
 /// A running call as the control loop sees it.
@@ -52,6 +56,8 @@ pub struct Control {
     /// What the SRS was last told: new calls are admitted while the finalising backlog and the outbox
     /// spool both allow it.
     admission_open: bool,
+    /// Shutdown has begun.
+    stopping: bool,
 }
 
 impl std::fmt::Debug for Control {
@@ -79,6 +85,7 @@ impl Control {
             calls: HashMap::new(),
             backlog: FinalisingBacklog::new(MAX_FINALISING_CALLS),
             admission_open: true,
+            stopping: false,
         }
     }
 
@@ -107,6 +114,7 @@ impl Control {
                 () = &mut shutdown, if grace_deadline.is_none() => {
                     tracing::info!(active_calls = self.calls.len(), "shutting down: no new calls, ending active ones");
                     self.srs.begin_shutdown(Instant::now().into_std());
+                    self.stopping = true;
                     grace_deadline = Some(Instant::now() + self.grace);
                 }
                 () = sleep_until(grace_deadline), if !forced => {
@@ -143,6 +151,14 @@ impl Control {
                         self.update_admission();
                     }
                 }
+            }
+            ControlInput::Probe(reply) => {
+                let _ = reply.send(Health {
+                    active_calls: self.calls.len(),
+                    admission_open: self.admission_open,
+                    stopping: self.stopping,
+                    uplink_up: self.metrics().outbox.uplink_up(OutboxSink::Objects),
+                });
             }
         }
     }

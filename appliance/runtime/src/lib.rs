@@ -1,6 +1,7 @@
 //! The Airlock runtime: the only place where sockets, files, tasks and clocks meet the sans-IO cores.
 //! [`run`] binds the SIP and metrics listeners, finalises recordings a crash interrupted, then drives the
-//! SIPREC server until shutdown, with one task per recorded call.
+//! SIPREC server until shutdown, with one task per recorded call, telling a [`Supervisor`] (systemd) when it is
+//! ready, what it is doing, when it stops, and that it is alive.
 
 mod admission;
 mod alarm;
@@ -20,6 +21,7 @@ mod retained;
 mod s3;
 mod sip_io;
 mod storage;
+mod supervision;
 mod tls;
 mod transcript;
 mod vs_call;
@@ -47,6 +49,7 @@ pub use policy::{
 };
 pub use s3::{LockMode, ObjectLockSettings, S3Settings, check_ca_bundle as check_s3_ca_bundle};
 pub use storage::DataDir;
+pub use supervision::Supervisor;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};
 pub use transcript::{Transcription, TranscriptionError, TranscriptionSettings};
 pub use vs_server::{VoiceStreamError, VoiceStreamSettings, validate as validate_voicestream};
@@ -118,9 +121,12 @@ pub enum RuntimeError {
 }
 
 /// Runs the appliance until `shutdown` resolves, then ends calls within the grace period and returns.
+/// `supervisor` hears `ready` once every listener is bound, status lines and keep-alives while the control
+/// loop answers its liveness probes, and `stopping` when shutdown begins.
 pub async fn run(
     settings: Settings,
     shutdown: impl std::future::Future<Output = ()>,
+    supervisor: Arc<dyn Supervisor>,
 ) -> Result<(), RuntimeError> {
     let metrics = Metrics::default();
     metrics.admission_open.set(1);
@@ -192,6 +198,7 @@ pub async fn run(
         tls::start(tls, sip.clone(), metrics.clone()).await?;
     }
     let srs = Srs::new(srs_config(&settings));
+    let probes = inbound_tx.clone();
     let environment = call::CallEnvironment {
         data_dir,
         recipients: Arc::new(settings.recipients.clone()),
@@ -258,14 +265,31 @@ pub async fn run(
         control_api = ?settings.control_api.as_ref().map(|api| api.listen),
         "airlock is recording"
     );
+    supervisor.ready(&supervision::status_line(&supervision::Health {
+        active_calls: 0,
+        admission_open: true,
+        stopping: false,
+        uplink_up: None,
+    }));
+    let supervision = tokio::spawn(supervision::supervise(supervisor.clone(), move || {
+        let probes = probes.clone();
+        async move {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            probes.send(control::ControlInput::Probe(reply)).await.ok()?;
+            answer.await.ok()
+        }
+    }));
     let shutdown = async move {
         shutdown.await;
+        supervisor.stopping("stopping; ending active calls");
         // VoiceStream legs are told 1011 now, while SIPREC calls get their grace period.
         let _ = stopping_tx.send(true);
     };
     control::Control::new(srs, inbound_rx, sip, environment, settings.grace)
         .run(shutdown)
         .await;
+    // The control loop has ended and cannot answer probes; what is left below is bounded (seconds).
+    supervision.abort();
     if let Some((hub, server, webhooks)) = voicestream {
         // The legs were told 1011 when shutdown began and had the SIPREC grace period to end; the server
         // and the recorders get a short bound more, not a second grace period.

@@ -20,13 +20,17 @@ pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHan
 pub use transcription_metrics::{SegmentResult, TranscriptionMetrics, TranscriptionState};
 pub use voicestream_metrics::{StreamResult, VoiceStreamMetrics, WebhookResult};
 
-/// Installs the process-wide tracing subscriber: human-readable lines on stderr (journald captures them
-/// under systemd), filtered by `AIRLOCK_LOG` (default `info`).
+/// The log filter: `AIRLOCK_LOG` (default `info`).
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+}
+
+/// Installs the process-wide tracing subscriber: human-readable lines on stderr, filtered by [`log_filter`].
+/// (Under systemd the binary logs to journald with structured fields instead.)
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _already_installed = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_env_filter(log_filter())
         .with_writer(std::io::stderr)
         .with_target(false)
         .try_init();

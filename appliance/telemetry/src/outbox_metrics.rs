@@ -201,6 +201,13 @@ impl OutboxMetrics {
             .set(i64::from(up));
     }
 
+    /// The last delivery result of `sink`; `None` before its first attempt.
+    pub fn uplink_up(&self, sink: OutboxSink) -> Option<bool> {
+        self.uplink_up
+            .get(&SinkLabel { sink })
+            .map(|gauge| gauge.get() != 0)
+    }
+
     /// Shows `alarm` as raised (1) or clear (0).
     pub fn set_alarm(&self, alarm: Alarm, raised: bool) {
         self.alarms
