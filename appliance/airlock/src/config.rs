@@ -24,6 +24,15 @@ pub struct Config {
     pub outbox: OutboxSection,
     pub policy: PolicySection,
     pub control_api: ControlApiSection,
+    pub hardware: HardwareSection,
+}
+
+/// `[hardware]`: the hardware profile of this box (a `hw/*.toml` file, format in hw/README.md); none by default.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct HardwareSection {
+    /// Path of the profile; validated at start, refused when it describes another CPU architecture.
+    pub profile: Option<PathBuf>,
 }
 
 /// `[control_api]`: the HTTPS listener through which an agent-desktop integration pauses and resumes the
@@ -1414,6 +1423,8 @@ pub struct Validated {
     pub transcription: Option<airlock_runtime::TranscriptionSettings>,
     pub outbox: airlock_runtime::OutboxSettings,
     pub control_api: Option<airlock_runtime::ControlApiSettings>,
+    /// `hardware.profile`, loaded and validated.
+    pub hardware: Option<airlock_hw::Profile>,
 }
 
 impl Config {
@@ -1501,6 +1512,7 @@ impl Config {
         let policy = self.policy.validate()?;
         let outbox = self.outbox.validate(policy)?;
         let control_api = self.control_api.validate()?;
+        let hardware = self.hardware.validate()?;
         Ok(Validated {
             config: self,
             sip_udp,
@@ -1512,7 +1524,32 @@ impl Config {
             transcription,
             outbox,
             control_api,
+            hardware,
         })
+    }
+}
+
+impl HardwareSection {
+    fn validate(&self) -> Result<Option<airlock_hw::Profile>, ConfigError> {
+        let Some(path) = &self.profile else {
+            return Ok(None);
+        };
+        let profile =
+            airlock_hw::load(path).map_err(|error| invalid("hardware.profile", error.to_string()))?;
+        let build = airlock_hw::Arch::of_this_build();
+        if build != Some(profile.arch) {
+            return Err(invalid(
+                "hardware.profile",
+                format!(
+                    "{}: profile {:?} is for {}, this build is for {}",
+                    path.display(),
+                    profile.id,
+                    profile.arch.name(),
+                    std::env::consts::ARCH
+                ),
+            ));
+        }
+        Ok(Some(profile))
     }
 }
 
@@ -1594,6 +1631,47 @@ mod tests {
         let validated = Config::default().validate().expect("defaults validate");
         assert_eq!(validated.sip_udp, Some("127.0.0.1:5060".parse().expect("addr")));
         assert_eq!(validated.config.storage.data_dir, PathBuf::from("./airlock-data"));
+    }
+
+    #[test]
+    fn hardware_profile_is_loaded_and_checked() {
+        assert!(Config::default().validate().expect("defaults").hardware.is_none());
+        let hw = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hw");
+        let config_for = |file: &str| {
+            let path = hw.join(file);
+            Config::parse(&format!(
+                "[hardware]\nprofile = {:?}\n",
+                path.display().to_string()
+            ))
+            .expect("parse")
+        };
+        let (native, foreign) = match airlock_hw::Arch::of_this_build() {
+            Some(airlock_hw::Arch::Aarch64) => ("arm64-sff.toml", "x86_64-rack.toml"),
+            _ => ("x86_64-rack.toml", "arm64-sff.toml"),
+        };
+        let profile = config_for(native).validate().expect("native profile").hardware;
+        assert_eq!(
+            profile.expect("loaded").arch,
+            airlock_hw::Arch::of_this_build().expect("arch")
+        );
+        let error = config_for(foreign)
+            .validate()
+            .expect_err("foreign arch")
+            .to_string();
+        assert!(
+            error.contains("hardware.profile") && error.contains(foreign),
+            "{error}"
+        );
+        let error = config_for("missing.toml")
+            .validate()
+            .expect_err("missing")
+            .to_string();
+        assert!(
+            error.contains("hardware.profile") && error.contains("missing.toml"),
+            "{error}"
+        );
+        let error = Config::parse("[hardware]\nprofiles = \"x\"\n").expect_err("unknown key");
+        assert!(error.contains("profiles"), "{error}");
     }
 
     #[test]

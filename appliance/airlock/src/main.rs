@@ -1,5 +1,6 @@
 //! The `airlock` command: `run` loads the configuration (or the embedded defaults) and runs the appliance
-//! until SIGTERM/SIGINT; `check-config` validates a file and names the first bad key; `audit verify` checks an
+//! until SIGTERM/SIGINT; `check-config` validates a file and names the first bad key; `check-hw` validates
+//! hardware profiles (hw/*.toml); `audit verify` checks an
 //! audit log (and the checkpoints published from it) and names the first bad line; `redact` runs labelled
 //! dialogues (JSON Lines) through the transcript gate offline. Under systemd, `run` notifies readiness,
 //! status, stopping and watchdog keep-alives, and logs to journald.
@@ -43,6 +44,12 @@ enum Command {
     CheckConfig {
         /// TOML configuration file.
         file: PathBuf,
+    },
+    /// Validate hardware profiles (hw/*.toml) and exit (0 = all valid, 2 = one is invalid).
+    CheckHw {
+        /// Profile files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
     /// Redact dialogues (JSON Lines, the development set's format) from stdin to stdout, as the appliance's
     /// transcript gate would, adding the spans found (0 = all lines redacted, 1 = a line was malformed).
@@ -103,6 +110,7 @@ fn main() -> ExitCode {
                     checkpoints,
                 },
         } => audit_verify(&log, &public_key, checkpoints.as_deref()),
+        Command::CheckHw { files } => check_hw(&files),
         Command::Redact => redact(),
         Command::Run { config } => {
             // Before any thread starts: the process may replace itself once (airlock_transcribe::blas).
@@ -127,6 +135,25 @@ fn main() -> ExitCode {
             };
             run(validated)
         }
+    }
+}
+
+/// `airlock check-hw`: one line per file on stderr, valid or the first problem (file and key).
+fn check_hw(files: &[PathBuf]) -> ExitCode {
+    let mut all_valid = true;
+    for file in files {
+        match airlock_hw::load(file) {
+            Ok(profile) => eprintln!("{}: hardware profile {:?} is valid", file.display(), profile.id),
+            Err(error) => {
+                eprintln!("{error}");
+                all_valid = false;
+            }
+        }
+    }
+    if all_valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_CONFIG)
     }
 }
 
@@ -217,6 +244,9 @@ fn redact() -> ExitCode {
 
 fn run(validated: Validated) -> ExitCode {
     let config = &validated.config;
+    if let Some(profile) = &validated.hardware {
+        tracing::info!(profile = %profile.id, arch = profile.arch.name(), "hardware profile");
+    }
     // A missing or broken model is a start-up error naming the key, never a failure mid-call.
     if let Some(transcription) = &validated.transcription
         && let Err(error) = config::check_transcription_files(transcription)
