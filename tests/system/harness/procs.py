@@ -70,10 +70,12 @@ def free_udp_pair() -> int:
 
 
 def free_port_range(size: int = 100) -> tuple[int, int]:
-    """An even-aligned UDP port range below the kernel's ephemeral range (32768+) with every port free now."""
-    for _ in range(200):
-        base = random.randrange(10000, 32000 - size, 200)  # even, below the ephemeral range
-        if base in _used_ranges:
+    """An even-aligned UDP port range below the kernel's ephemeral range (32768+) with every port free now.
+    Ranges not handed out before in this session are preferred; once most have been (a long session starts
+    hundreds of appliances), any range whose ports are all free now is taken again."""
+    for attempt in range(400):
+        base = random.randrange(10000, 32000 - size, 100)  # even, below the ephemeral range
+        if base in _used_ranges and attempt < 200:
             continue
         ok = True
         for port in range(base, base + size):
