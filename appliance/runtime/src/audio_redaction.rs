@@ -99,6 +99,15 @@ pub(crate) fn decisions_of(
     decisions
 }
 
+impl Decisions {
+    /// Adds the transcript's last release (at the end of the call) at the recording's `rate`.
+    pub(crate) fn add_final(&mut self, release: AudioRelease, rate: u32) {
+        let last = Decisions::from_transcript(release, rate);
+        self.silence.extend(last.silence);
+        self.undecided.extend(last.undecided);
+    }
+}
+
 /// DTMF found since the last write: each key press's mask, and keyed card numbers (to list).
 #[derive(Debug, Default)]
 pub(crate) struct DtmfFound {
@@ -415,6 +424,24 @@ impl ToneWatch {
             tone.end_sample += masking.origin;
             self.tones.push((masking.rate, tone));
         }
+    }
+
+    /// Ends the leg (the call is over): hands the delayed audio to `transcript` as its leg `leg` and turns
+    /// every tone found into masks on `channel` at the recording's `rate`.
+    pub(crate) fn finish(
+        &mut self,
+        transcript: Option<&CallTranscript>,
+        (leg, channel): (usize, usize),
+        rate: u64,
+        keyed: &mut KeyedDigits,
+        found: &mut DtmfFound,
+    ) {
+        self.flush(|pcm_rate, position, masked| {
+            if let Some(transcript) = transcript {
+                transcript.push(leg, pcm_rate, position, masked);
+            }
+        });
+        self.take_masks(channel, rate, keyed, found);
     }
 
     /// Turns the tones found into masks on `channel` at the recording's `rate`, via `keyed`.

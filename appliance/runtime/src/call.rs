@@ -913,15 +913,13 @@ impl CallTask {
             self.drain_stream(index, now);
             let rate = u64::from(self.recording.sample_rate);
             if let Some(stream) = self.streams.get_mut(index) {
-                let transcript = &self.transcript;
-                stream.tones.flush(|rate, position, masked| {
-                    if let Some(transcript) = transcript {
-                        transcript.push(index, rate, position, masked);
-                    }
-                });
-                stream
-                    .tones
-                    .take_masks(stream.channel, rate, &mut self.keyed, &mut self.dtmf);
+                stream.tones.finish(
+                    self.transcript.as_ref(),
+                    (index, stream.channel),
+                    rate,
+                    &mut self.keyed,
+                    &mut self.dtmf,
+                );
             }
         }
         let at = now.duration_since(self.started);
@@ -946,9 +944,7 @@ impl CallTask {
             let shutting_down = outcome == CallOutcome::Shutdown;
             let (report, release) = transcript.finish(&self.dir(), shutting_down).await;
             self.manifest.transcript = report;
-            let last = Decisions::from_transcript(release, self.recording.sample_rate);
-            decisions.silence.extend(last.silence);
-            decisions.undecided.extend(last.undecided);
+            decisions.add_final(release, self.recording.sample_rate);
         }
         let flushed = self.recording.flush_all(decisions).await;
         self.manifest.note_audio_redaction(&self.recording.redactor);

@@ -484,16 +484,13 @@ impl VsCall {
         self.registration.close();
         let rate = u64::from(self.recording.sample_rate);
         for state in self.legs.values_mut() {
-            let transcript = &self.transcript;
-            let transcript_leg = state.transcript_leg;
-            state.tones.flush(|rate, position, masked| {
-                if let Some(transcript) = transcript {
-                    transcript.push(transcript_leg, rate, position, masked);
-                }
-            });
-            state
-                .tones
-                .take_masks(state.channel, rate, &mut self.keyed, &mut self.dtmf);
+            state.tones.finish(
+                self.transcript.as_ref(),
+                (state.transcript_leg, state.channel),
+                rate,
+                &mut self.keyed,
+                &mut self.dtmf,
+            );
         }
         // The transcript first: its last words decide what of the held audio is silenced (taken out before
         // the DTMF decisions, so its stale in-call verdicts are not among them).
@@ -503,9 +500,7 @@ impl VsCall {
             let shutting_down = outcome == CallOutcome::Shutdown;
             let (report, release) = transcript.finish(&self.dir(), shutting_down).await;
             self.manifest.transcript = report;
-            let last = Decisions::from_transcript(release, self.recording.sample_rate);
-            decisions.silence.extend(last.silence);
-            decisions.undecided.extend(last.undecided);
+            decisions.add_final(release, self.recording.sample_rate);
         }
         let flushed = self.recording.flush_all(decisions).await;
         self.manifest.note_audio_redaction(&self.recording.redactor);
