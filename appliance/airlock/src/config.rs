@@ -1491,6 +1491,20 @@ impl Config {
                 format!("must be above media.port_min ({})", media.port_min),
             ));
         }
+        if media.bind_ip.is_unspecified()
+            && media
+                .advertise_ip
+                .is_none_or(|advertised| advertised.is_unspecified())
+        {
+            return Err(invalid(
+                "media.advertise_ip",
+                format!(
+                    "is required while media.bind_ip is {} (every address): SDP answers must name the address \
+                     SRCs send RTP to",
+                    media.bind_ip
+                ),
+            ));
+        }
         if media.inactivity_timeout_secs == 0 {
             return Err(invalid("media.inactivity_timeout_secs", "must be at least 1"));
         }
@@ -2018,6 +2032,14 @@ mod tests {
         let config = Config::parse("[sip]\nudp = \"localhost\"\n").expect("parses");
         let error = config.validate().expect_err("not an address").to_string();
         assert!(error.contains("sip.udp"), "{error}");
+        let config = Config::parse("[media]\nbind_ip = \"0.0.0.0\"\n").expect("parses");
+        let error = config.validate().expect_err("no address for SDP").to_string();
+        assert!(error.contains("media.advertise_ip"), "{error}");
+        let config =
+            Config::parse("[media]\nbind_ip = \"0.0.0.0\"\nadvertise_ip = \"192.0.2.10\"\n").expect("parses");
+        config
+            .validate()
+            .expect("an advertised address completes an unspecified bind");
         let config = Config::parse("[recording]\nrecipients = [\"age1nope\"]\n").expect("parses");
         let error = config.validate().expect_err("bad recipient").to_string();
         assert!(error.contains("recording.recipients"), "{error}");

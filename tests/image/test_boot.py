@@ -1,0 +1,158 @@
+"""The appliance image in QEMU (OVMF, software emulation, swtpm) — run by every CI run after ci/build-image --test:
+
+first boot: the data partition is created, sealed to the TPM and mounted on /var; airlock starts under its
+hardened unit (MemoryDenyWriteExecute under the real systemd), reports READY and the version is assessed good;
+a SIPREC call from SIPp on the host, through the forwarded SIP and media ports, is recorded and transcribed
+inside the VM, and its recording, fetched out, decrypts with `age` to exactly the audio sent; the recovery key
+escrowed on the ESP decrypts with the escrow identity. Second boot: the TPM unlocks /var with no prompt and the
+call recorded before is still there."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "system"))
+from harness import audio, g711, procs  # noqa: E402
+from harness.rtp import RtpSender  # noqa: E402
+from harness.sipp import SippSiprecSrc  # noqa: E402
+
+from vm import Driver, Vm, image_dir  # noqa: E402
+
+BOOT_TIMEOUT = 600  # software emulation on 2 shared cores: ~2 min per boot measured, first boot longer
+
+
+def _version() -> str:
+    versions = sorted(
+        (tuple(int(part) for part in match.group(1).split(".")), match.group(1))
+        for match in (re.fullmatch(r"airlock_(\d+\.\d+\.\d+)\.raw", p.name) for p in image_dir().iterdir())
+        if match
+    )
+    if not versions:
+        pytest.fail(f"no airlock_<version>.raw in {image_dir()}: run ci/build-image --test first")
+    return versions[-1][1]
+
+
+def _fetch(driver: Driver, vm: Vm, path: str, count: int) -> tarfile.TarFile:
+    driver.send(f"fetch {path}")
+    blob = driver.wait_result("fetch", count, timeout=120)
+    return tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz")
+
+
+def _boot_line(vm: Vm) -> dict[str, str]:
+    line = vm.wait_for(r"AIRLOCK-CI BOOT (.*)$", BOOT_TIMEOUT).group(1)
+    return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+@pytest.fixture
+def driver(tmp_path):
+    d = Driver(tmp_path / "served")
+    yield d
+    d.close()
+
+
+def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, tmp_path):
+    version = _version()
+    keys = image_dir() / "test-keys"
+    vm = Vm(tmp_path / "vm", image_dir() / f"airlock_{version}.raw", arch=os.environ.get("AIRLOCK_IMAGE_ARCH", "x86-64"))
+    registry = procs.ProcessRegistry()
+    try:
+        vm.start()
+        boot = _boot_line(vm)
+        status = vm.wait_for(r"AIRLOCK-CI STATUS (.*)$", 30).group(1)
+        disk = vm.wait_for(r"AIRLOCK-CI DISK (.*)$", 30).group(1)
+        log = vm.log()
+        assert boot["version"] == version and boot["airlock"] == "active", (boot, log[-4000:])
+        vm.wait_for(rf"AIRLOCK-CI READY version={re.escape(version)}", 30)
+        assert "first boot: creating the encrypted data partition" in log
+        # The factory image's UKI has no boot counter: its entry is neither being assessed nor bad.
+        assert boot["bless"] in ("clean", "good"), boot
+        assert "root=[/dev/mapper/root erofs ro]" in disk, disk
+        assert "verity=verified" in disk, disk
+        assert "var=[/dev/mapper/airlock-data ext4]" in disk, disk
+        assert "data=crypt" in disk and "escrow=yes" in disk, disk
+        assert status.strip(), "airlock set no STATUS= line"
+
+        # A SIPREC call from the host, through the forwarded ports, recorded inside the VM.
+        speech = audio.speech("Hello, I am calling about my invoice from last month.", tmp_path, "PCMU", "a")
+        audio_ms = len(speech) // 8
+        sipp = SippSiprecSrc(registry, vm.sip_port, tmp_path / "sipp", call_ms=audio_ms + 2500)
+        ports = sipp.ports(timeout=60)
+        senders = {label: RtpSender(("127.0.0.1", port), speech, g711.PT_PCMU) for label, port in ports.items()}
+        for sender in senders.values():
+            sender.start()
+        reports = {label: s.join(audio_ms / 1000 + 10) for label, s in senders.items()}
+        for sender in senders.values():
+            sender.close()
+        sipp.wait()
+
+        # The call leaves the VM once transcribed, redacted and finalised (slow under emulation).
+        manifest = None
+        fetches = 0
+        for _ in range(40):
+            fetches += 1
+            tar = _fetch(driver, vm, "var/lib/private/airlock/uplink", fetches)
+            names = tar.getnames()
+            manifests = [n for n in names if n.endswith("/manifest.json")]
+            if manifests:
+                manifest = json.load(tar.extractfile(manifests[0]))
+                call_prefix = manifests[0].rsplit("/", 1)[0]
+                recording = tar.extractfile(f"{call_prefix}/{Path(manifest['recording']['file']).name}").read()
+                transcript_names = [n for n in names if n.startswith(call_prefix) and n.endswith("transcript.json")]
+                transcript = json.load(tar.extractfile(transcript_names[0])) if transcript_names else None
+                break
+            vm.wait_for(r"AIRLOCK-CI COMMAND wait", 30)
+        assert manifest is not None, f"no call delivered inside the VM after {fetches} looks"
+        (tmp_path / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        driver.send("journal")
+        (tmp_path / "journal.txt").write_bytes(driver.wait_result("journal", 1, timeout=120))
+        assert manifest.get("transcript", {}).get("complete"), (manifest, "journal in", tmp_path / "journal.txt")
+        assert not [s for s in manifest.get("audio_redactions", []) if s["kind"] == "UNVERIFIED"], manifest
+        (tmp_path / "recording.wav.age").write_bytes(recording)
+        wav = audio.parse_wav(audio.age_decrypt(tmp_path / "recording.wav.age", keys / "recording.key"))
+        streams = {s["label"]: s for s in manifest["streams"]}
+        for label, report in reports.items():
+            stream = streams[label]
+            assert stream["packets_received"] == report.packets, (label, stream, report.packets)
+            audio.assert_exact_but_silenced(
+                wav.channel(stream["channel"]), report.expected_samples("PCMU"),
+                manifest.get("audio_redactions", []), wav.sample_rate, f"label {label}",
+            )
+        # Transcribed under the hardened unit (seccomp MemoryDenyWriteExecute of the real systemd): the transcript
+        # is delivered and complete. Its words are not checked here: under QEMU's software emulation the VAD hears
+        # no speech in this call (docs/IMAGE.md, "Known limits"); natively the same binary and configuration
+        # transcribe it (tests/system/test_transcription.py).
+        assert transcript is not None, f"no transcript.json delivered: {names}"
+        assert manifest["transcript"]["segments"] == len(transcript["segments"]), manifest["transcript"]
+
+        # The recovery key on the ESP: age-encrypted to the escrow identity, a systemd recovery key inside.
+        esp_path = re.search(r"AIRLOCK-CI ESP path=/(\S+)", vm.log()).group(1)
+        esp = _fetch(driver, vm, f"{esp_path}/airlock", fetches + 1)
+        (tmp_path / "recovery-key.age").write_bytes(esp.extractfile(f"{esp_path}/airlock/recovery-key.age").read())
+        recovery = audio.age_decrypt(tmp_path / "recovery-key.age", keys / "escrow.key").decode().strip()
+        assert re.fullmatch(r"[cbdefghijklnrtuv]{8}(-[cbdefghijklnrtuv]{8}){7}", recovery), "not a recovery key"
+        assert recovery not in vm.log(), "the recovery key reached the console"
+
+        # Second boot: the TPM alone unlocks /var; the call is still there.
+        driver.send("reboot")
+        boot = _boot_line(vm)
+        disk = vm.wait_for(r"AIRLOCK-CI DISK (.*)$", 30).group(1)
+        assert boot["airlock"] == "active", (boot, vm.log()[-4000:])
+        assert "var=[/dev/mapper/airlock-data ext4]" in disk, disk
+        assert vm.log().count("first boot: creating the encrypted data partition") == 1
+        fetches += 2
+        tar = _fetch(driver, vm, "var/lib/private/airlock/uplink", fetches)
+        assert any(n.endswith("/manifest.json") for n in tar.getnames()), tar.getnames()
+        driver.send("poweroff")
+        assert vm.wait_exit(180) == 0
+    finally:
+        registry.stop_all()
+        vm.stop()
+        (Path(tmp_path) / "serial-copy.log").write_text(vm.log())
