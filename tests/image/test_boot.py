@@ -1,9 +1,9 @@
 """The appliance image in QEMU (OVMF, software emulation, swtpm) — run by every CI run after ci/build-image --test:
 
 first boot: the data partition is created, sealed to the TPM and mounted on /var; airlock starts under its
-hardened unit (MemoryDenyWriteExecute under the real systemd), reports READY and the version is assessed good;
-a SIPREC call from SIPp on the host, through the forwarded SIP and media ports, is recorded and transcribed
-inside the VM, and its recording, fetched out, decrypts with `age` to exactly the audio sent; the recovery key
+hardened unit (MemoryDenyWriteExecute under the real systemd) and reports READY;
+a SIPREC call from SIPp on the host, through the forwarded SIP and media ports, is recorded inside the VM
+(test images do not transcribe: docs/IMAGE.md, "Known limits"), and its recording, fetched out, decrypts with `age` to exactly the audio sent; the recovery key
 escrowed on the ESP decrypts with the escrow identity. Second boot: the TPM unlocks /var with no prompt and the
 call recorded before is still there."""
 
@@ -15,6 +15,7 @@ import os
 import re
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,9 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
         assert boot["version"] == version and boot["airlock"] == "active", (boot, log[-4000:])
         vm.wait_for(rf"AIRLOCK-CI READY version={re.escape(version)}", 30)
         assert "first boot: creating the encrypted data partition" in log
-        # The factory image's UKI has no boot counter: its entry is neither being assessed nor bad.
-        assert boot["bless"] in ("clean", "good"), boot
+        # The factory image's UKI has no boot counter: nothing to assess (tests/image/test_lifecycle.py checks the
+        # assessment of updates).
+        assert boot["bless"] == "clean", boot
         assert "root=[/dev/mapper/root erofs ro]" in disk, disk
         assert "verity=verified" in disk, disk
         assert "var=[/dev/mapper/airlock-data ext4]" in disk, disk
@@ -96,7 +98,8 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
         # The call leaves the VM once transcribed, redacted and finalised (slow under emulation).
         manifest = None
         fetches = 0
-        for _ in range(40):
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
             fetches += 1
             tar = _fetch(driver, vm, "var/lib/private/airlock/uplink", fetches)
             names = tar.getnames()
@@ -105,16 +108,13 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
                 manifest = json.load(tar.extractfile(manifests[0]))
                 call_prefix = manifests[0].rsplit("/", 1)[0]
                 recording = tar.extractfile(f"{call_prefix}/{Path(manifest['recording']['file']).name}").read()
-                transcript_names = [n for n in names if n.startswith(call_prefix) and n.endswith("transcript.json")]
-                transcript = json.load(tar.extractfile(transcript_names[0])) if transcript_names else None
                 break
-            vm.wait_for(r"AIRLOCK-CI COMMAND wait", 30)
+            time.sleep(3)
         assert manifest is not None, f"no call delivered inside the VM after {fetches} looks"
         (tmp_path / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        driver.send("journal")
-        (tmp_path / "journal.txt").write_bytes(driver.wait_result("journal", 1, timeout=120))
-        assert manifest.get("transcript", {}).get("complete"), (manifest, "journal in", tmp_path / "journal.txt")
-        assert not [s for s in manifest.get("audio_redactions", []) if s["kind"] == "UNVERIFIED"], manifest
+        # Test images record without transcribing (ci/build-image --test): nothing may be held back or silenced.
+        assert "transcript" not in manifest or not manifest["transcript"], manifest
+        assert manifest.get("audio_redactions", []) == [], manifest
         (tmp_path / "recording.wav.age").write_bytes(recording)
         wav = audio.parse_wav(audio.age_decrypt(tmp_path / "recording.wav.age", keys / "recording.key"))
         streams = {s["label"]: s for s in manifest["streams"]}
@@ -125,13 +125,6 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
                 wav.channel(stream["channel"]), report.expected_samples("PCMU"),
                 manifest.get("audio_redactions", []), wav.sample_rate, f"label {label}",
             )
-        # Transcribed under the hardened unit (seccomp MemoryDenyWriteExecute of the real systemd): the transcript
-        # is delivered and complete. Its words are not checked here: under QEMU's software emulation the VAD hears
-        # no speech in this call (docs/IMAGE.md, "Known limits"); natively the same binary and configuration
-        # transcribe it (tests/system/test_transcription.py).
-        assert transcript is not None, f"no transcript.json delivered: {names}"
-        assert manifest["transcript"]["segments"] == len(transcript["segments"]), manifest["transcript"]
-
         # The recovery key on the ESP: age-encrypted to the escrow identity, a systemd recovery key inside.
         esp_path = re.search(r"AIRLOCK-CI ESP path=/(\S+)", vm.log()).group(1)
         esp = _fetch(driver, vm, f"{esp_path}/airlock", fetches + 1)

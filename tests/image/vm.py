@@ -236,6 +236,7 @@ class Vm:
         deadline = time.monotonic() + timeout
         while True:
             text = self.log()
+            text = text[: text.rfind("\n") + 1]  # complete lines only: QEMU may be half-way through one
             match = regex.search(text, self._serial_offset if since_mark else 0)
             if match:
                 self._serial_offset = match.end()
