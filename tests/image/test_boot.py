@@ -1,6 +1,7 @@
 """The appliance image in QEMU (OVMF, software emulation, swtpm) — run by every CI run after ci/build-image --test:
 
-first boot: the data partition is created, sealed to the TPM and mounted on /var; airlock starts under its
+the disk is flashed from the release files (.raw.zst + .bmap) with bmaptool, as a technician does; first boot: the
+data partition is created, sealed to the TPM and mounted on /var; airlock starts under its
 hardened unit (MemoryDenyWriteExecute under the real systemd) and reports READY;
 a SIPREC call from SIPp on the host, through the forwarded SIP and media ports, is recorded inside the VM
 (test images do not transcribe: docs/IMAGE.md, "Known limits"), and its recording, fetched out, decrypts with `age` to exactly the audio sent; the recovery key

@@ -97,12 +97,15 @@ def test_update_rollback_and_tpm_unlock_across_versions(tmp_path):
         publish_updates([images / "update-0.2.0", images / "update-0.3.0"], served, keys / "gnupg")
         installed = _update(driver, vm, "0.3.0", 3)
         assert "exit=0" in installed, installed
+        boots_before = vm.log().count(BOOT_SEPARATOR)
         driver.send("reboot")
         versions_booted = []
         deadline = time.monotonic() + 4 * BOOT_TIMEOUT
         while time.monotonic() < deadline:
             log = vm.log()
-            if "AIRLOCK-CI READY version=0.2.0" in log[log.rfind(BOOT_SEPARATOR):]:
+            if log.count(BOOT_SEPARATOR) > boots_before and "AIRLOCK-CI READY version=0.2.0" in log[
+                log.rfind(BOOT_SEPARATOR):
+            ]:
                 break
             time.sleep(5)
         log = vm.log()
