@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -30,6 +31,21 @@ def query(port: int, path: str, **params) -> dict:
 def firing(port: int, name: str) -> list[dict]:
     return [a for a in query(port, "/api/v1/alerts")["alerts"] if a["labels"]["alertname"] == name
             and a["state"] == "firing"]
+
+
+def wait_ready(port: int, prom, timeout: float = 60.0) -> None:
+    """Prometheus listens before its storage is open and answers its API with 503 until then: wait for /-/ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert prom.poll() is None, f"prometheus exited {prom.returncode}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"prometheus not ready within {timeout} s")
 
 
 def wait_for(what: str, check, timeout: float = 40.0):
@@ -60,6 +76,7 @@ def test_prometheus_scrapes_the_appliance_and_the_uplink_alert_fires_and_resolve
                                          f"--storage.tsdb.path={tmp_path / 'tsdb'}"],
                           log=tmp_path / "prometheus.log")
     procs.wait_tcp(port, 20, prom)
+    wait_ready(port, prom)
 
     # Scraped, and the rules loaded with their health ok.
     wait_for("the appliance is an up target", lambda: [t for t in query(port, "/api/v1/targets")["activeTargets"]
