@@ -124,7 +124,6 @@ def test_update_rollback_and_tpm_unlock_across_versions(tmp_path):
         assert "var=[/dev/mapper/airlock-data ext4]" in boot["disk"], boot
         driver.send("poweroff")
         assert vm.wait_exit(180) == 0
-        print("boots:", tries)
     finally:
         vm.stop()
         driver.close()
