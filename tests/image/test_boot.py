@@ -42,7 +42,7 @@ def _version() -> str:
     return versions[-1][1]
 
 
-def _fetch(driver: Driver, vm: Vm, path: str, count: int) -> tarfile.TarFile:
+def _fetch(driver: Driver, path: str, count: int) -> tarfile.TarFile:
     driver.send(f"fetch {path}")
     blob = driver.wait_result("fetch", count, timeout=120)
     return tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz")
@@ -102,7 +102,7 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             fetches += 1
-            tar = _fetch(driver, vm, "var/lib/private/airlock/uplink", fetches)
+            tar = _fetch(driver, "var/lib/private/airlock/uplink", fetches)
             names = tar.getnames()
             manifests = [n for n in names if n.endswith("/manifest.json")]
             if manifests:
@@ -128,7 +128,7 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
             )
         # The recovery key on the ESP: age-encrypted to the escrow identity, a systemd recovery key inside.
         esp_path = re.search(r"AIRLOCK-CI ESP path=/(\S+)", vm.log()).group(1)
-        esp = _fetch(driver, vm, f"{esp_path}/airlock", fetches + 1)
+        esp = _fetch(driver, f"{esp_path}/airlock", fetches + 1)
         (tmp_path / "recovery-key.age").write_bytes(esp.extractfile(f"{esp_path}/airlock/recovery-key.age").read())
         recovery = audio.age_decrypt(tmp_path / "recovery-key.age", keys / "escrow.key").decode().strip()
         assert re.fullmatch(r"[cbdefghijklnrtuv]{8}(-[cbdefghijklnrtuv]{8}){7}", recovery), "not a recovery key"
@@ -142,7 +142,7 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
         assert "var=[/dev/mapper/airlock-data ext4]" in disk, disk
         assert vm.log().count("first boot: creating the encrypted data partition") == 1
         fetches += 2
-        tar = _fetch(driver, vm, "var/lib/private/airlock/uplink", fetches)
+        tar = _fetch(driver, "var/lib/private/airlock/uplink", fetches)
         assert any(n.endswith("/manifest.json") for n in tar.getnames()), tar.getnames()
         driver.send("poweroff")
         assert vm.wait_exit(180) == 0

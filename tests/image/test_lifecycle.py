@@ -46,7 +46,7 @@ def _boot_fields_after(vm: Vm, offset: int) -> dict[str, str]:
     return fields
 
 
-def _update(driver: Driver, vm: Vm, version: str, count: int) -> str:
+def _update(driver: Driver, version: str, count: int) -> str:
     driver.send(f"update {version}")
     result = driver.wait_result("update", count, timeout=900).decode(errors="replace")
     return result
@@ -70,14 +70,14 @@ def test_update_rollback_and_tpm_unlock_across_versions(tmp_path):
         publish_updates([images / "update-0.2.0"], served, keys / "gnupg")
         sums = (served / "SHA256SUMS").read_text()
         (served / "SHA256SUMS").write_text(sums.replace(sums[:8], "00000000", 1))
-        refused = _update(driver, vm, "0.2.0", 1)
+        refused = _update(driver, "0.2.0", 1)
         assert "exit=0" not in refused, refused
         assert re.search(r"(?i)signature|gpg|verif", refused), refused
 
         # 0.1.0 -> 0.2.0
         shutil.rmtree(served)
         publish_updates([images / "update-0.2.0"], served, keys / "gnupg")
-        installed = _update(driver, vm, "0.2.0", 2)
+        installed = _update(driver, "0.2.0", 2)
         assert "exit=0" in installed, installed
         assert "airlock_0.2.0+3-0.efi" in installed, installed
         driver.send("reboot")
@@ -95,7 +95,7 @@ def test_update_rollback_and_tpm_unlock_across_versions(tmp_path):
         # starts 0.2.0 again — with no one touching the box (the test only reboots into the new version once).
         shutil.rmtree(served)
         publish_updates([images / "update-0.2.0", images / "update-0.3.0"], served, keys / "gnupg")
-        installed = _update(driver, vm, "0.3.0", 3)
+        installed = _update(driver, "0.3.0", 3)
         assert "exit=0" in installed, installed
         boots_before = vm.log().count(BOOT_SEPARATOR)
         driver.send("reboot")
