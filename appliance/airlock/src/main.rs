@@ -8,6 +8,7 @@
 mod config;
 mod journal;
 mod redact;
+mod selftest;
 mod service;
 
 use std::io::Write;
@@ -50,6 +51,17 @@ enum Command {
         /// Profile files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+    },
+    /// Check everything this box needs to record (hardware profile, addresses and ports, time, disk and
+    /// spool, TPM-sealed data, models, certificates, S3/MQTT uplink): a checklist, 0 = nothing failed, 1 = a
+    /// check failed (each failed line says what to do).
+    Selftest {
+        /// TOML configuration file (default: the embedded defaults).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the checks as JSON (id, status ok|warn|fail|skip, detail, fix).
+        #[arg(long)]
+        json: bool,
     },
     /// Redact dialogues (JSON Lines, the development set's format) from stdin to stdout, as the appliance's
     /// transcript gate would, adding the spans found (0 = all lines redacted, 1 = a line was malformed).
@@ -112,6 +124,7 @@ fn main() -> ExitCode {
         } => audit_verify(&log, &public_key, checkpoints.as_deref()),
         Command::CheckHw { files } => check_hw(&files),
         Command::Redact => redact(),
+        Command::Selftest { config, json } => selftest::run(config.as_deref(), json),
         Command::Run { config } => {
             // Before any thread starts: the process may replace itself once (airlock_transcribe::blas).
             let blas_restart = airlock_transcribe::blas::restart_with_fitting_kernels();

@@ -41,13 +41,17 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 pub use airlock_sip::{Cidr, GuardConfig};
+pub use clock::rfc3339;
 pub use control_api::{ControlApiError, ControlApiSettings, validate as validate_control_api};
-pub use mqtt::{MqttSettings, tls_config as mqtt_tls_config};
+pub use mqtt::{BrokerProbe, MqttSettings, probe_broker, tls_config as mqtt_tls_config};
 pub use outbox::OutboxSettings;
 pub use policy::{
     ExtensionMatch, Policy, RecordingRelease, RetentionRule, SEALED_MANIFEST_FIELDS, TranscriptRelease,
 };
-pub use s3::{LockMode, ObjectLockSettings, S3Settings, check_ca_bundle as check_s3_ca_bundle};
+pub use s3::{
+    BucketProbe, LockMode, ObjectLockSettings, S3Settings, check_ca_bundle as check_s3_ca_bundle,
+    probe_bucket,
+};
 pub use storage::DataDir;
 pub use supervision::Supervisor;
 pub use tls::{TlsError, TlsSettings, validate as validate_tls};

@@ -336,6 +336,65 @@ fn next_event(shared: &Shared) -> Option<(Seq, String, Vec<u8>)> {
     }
 }
 
+/// What `airlock selftest` found about the broker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BrokerProbe {
+    Ready,
+    /// No TCP/TLS connection, or no CONNACK in time: the uplink, the broker, or its certificate.
+    Unreachable(String),
+    /// The broker answered CONNACK with a refusal (credentials, client id, authorisation).
+    Refused(String),
+}
+
+/// `airlock selftest`: connects as `<client_id>-selftest` (so the running appliance's session is not taken
+/// over), waits for the CONNACK, and disconnects cleanly. Publishes and subscribes nothing.
+pub async fn probe_broker(
+    settings: &MqttSettings,
+    tls: Arc<rustls::ClientConfig>,
+    timeout: Duration,
+) -> BrokerProbe {
+    let mut options = MqttOptions::new(
+        format!("{}-selftest", settings.client_id),
+        settings.host.clone(),
+        settings.port,
+    );
+    options.set_keep_alive(Duration::from_secs(5));
+    options.set_clean_start(true);
+    options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+    if let (Some(username), Some(password)) = (&settings.username, &settings.password) {
+        options.set_credentials(username.clone(), password.clone());
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, 4);
+    let connack = tokio::time::timeout(timeout, async {
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    return if ack.code == ConnectReturnCode::Success {
+                        BrokerProbe::Ready
+                    } else {
+                        BrokerProbe::Refused(format!("the broker refused the connection: {:?}", ack.code))
+                    };
+                }
+                Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(code)) => {
+                    return BrokerProbe::Refused(format!("the broker refused the connection: {code:?}"));
+                }
+                Err(error) => return BrokerProbe::Unreachable(describe(&error)),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| BrokerProbe::Unreachable(format!("no answer within {} s", timeout.as_secs())));
+    if connack == BrokerProbe::Ready && client.disconnect().await.is_ok() {
+        // Sends the DISCONNECT; the broker then closes the connection.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while eventloop.poll().await.is_ok() {}
+        })
+        .await;
+    }
+    connack
+}
+
 /// A connection error in words an operator can act on.
 fn describe(error: &ConnectionError) -> String {
     match error {

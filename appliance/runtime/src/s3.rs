@@ -218,6 +218,69 @@ fn client(settings: &S3Settings) -> Result<aws_sdk_s3::Client, String> {
     Ok(aws_sdk_s3::Client::from_conf(config.build()))
 }
 
+/// The bucket is reachable with these credentials, and lock-enabled when that is required.
+async fn bucket_ready(client: &aws_sdk_s3::Client, settings: &S3Settings) -> Result<(), S3Failure> {
+    let bucket = &settings.bucket;
+    client
+        .head_bucket()
+        .bucket(bucket)
+        .send()
+        .await
+        .map_err(|error| failure("HeadBucket", error))?;
+    if let Some(lock) = &settings.object_lock
+        && lock.require_locked_bucket
+    {
+        let configuration = client
+            .get_object_lock_configuration()
+            .bucket(bucket)
+            .send()
+            .await
+            .map_err(|error| match failure("GetObjectLockConfiguration", error) {
+                S3Failure::Object(why) => S3Failure::Bucket(format!(
+                    "{why}; outbox.s3.object_lock.require_locked_bucket needs a bucket created with Object Lock"
+                )),
+                other => other,
+            })?;
+        let enabled = configuration
+            .object_lock_configuration()
+            .and_then(|configuration| configuration.object_lock_enabled())
+            == Some(&ObjectLockEnabled::Enabled);
+        if !enabled {
+            return Err(S3Failure::Bucket(
+                "Object Lock is not enabled on the bucket (outbox.s3.object_lock.require_locked_bucket)"
+                    .into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What `airlock selftest` found about the bucket.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BucketProbe {
+    Ready,
+    /// Network, TLS, timeout or a 5xx: the uplink or the service.
+    Unreachable(String),
+    /// The credentials were refused.
+    CredentialsRefused(String),
+    /// Reached with good credentials, but the bucket is missing, elsewhere, or not lock-enabled as required.
+    BucketUnusable(String),
+}
+
+/// `airlock selftest`: one HeadBucket (and the Object Lock check when required) with the outbox's settings.
+pub async fn probe_bucket(settings: &S3Settings) -> BucketProbe {
+    let client = match client(settings) {
+        Ok(client) => client,
+        Err(why) => return BucketProbe::Unreachable(why),
+    };
+    match bucket_ready(&client, settings).await {
+        Ok(()) => BucketProbe::Ready,
+        Err(S3Failure::Refused(why)) => BucketProbe::CredentialsRefused(why),
+        Err(S3Failure::Bucket(why) | S3Failure::Object(why)) => BucketProbe::BucketUnusable(why),
+        Err(S3Failure::Unavailable(why)) => BucketProbe::Unreachable(why),
+    }
+}
+
 /// A multipart upload in progress, kept durably between parts.
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 struct UploadState {
@@ -320,43 +383,13 @@ impl S3Sink {
         }
     }
 
-    /// Checks the bucket: reachable with these credentials, and lock-enabled when that is required.
+    /// Checks the bucket once after each failure (see [`bucket_ready`]).
     fn check_bucket(&mut self) -> Result<(), S3Failure> {
         if self.bucket_checked {
             return Ok(());
         }
-        let bucket = &self.settings.bucket;
         self.runtime
-            .block_on(self.client.head_bucket().bucket(bucket).send())
-            .map_err(|error| failure("HeadBucket", error))?;
-        if let Some(lock) = &self.settings.object_lock
-            && lock.require_locked_bucket
-        {
-            let configuration = self
-                .runtime
-                .block_on(
-                    self.client
-                        .get_object_lock_configuration()
-                        .bucket(bucket)
-                        .send(),
-                )
-                .map_err(|error| match failure("GetObjectLockConfiguration", error) {
-                    S3Failure::Object(why) => S3Failure::Bucket(format!(
-                        "{why}; outbox.s3.object_lock.require_locked_bucket needs a bucket created with Object Lock"
-                    )),
-                    other => other,
-                })?;
-            let enabled = configuration
-                .object_lock_configuration()
-                .and_then(|configuration| configuration.object_lock_enabled())
-                == Some(&ObjectLockEnabled::Enabled);
-            if !enabled {
-                return Err(S3Failure::Bucket(
-                    "Object Lock is not enabled on the bucket (outbox.s3.object_lock.require_locked_bucket)"
-                        .into(),
-                ));
-            }
-        }
+            .block_on(bucket_ready(&self.client, &self.settings))?;
         tracing::info!(
             locked = self.settings.object_lock.is_some(),
             "S3 bucket reachable"
