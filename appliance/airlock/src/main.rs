@@ -7,6 +7,7 @@
 
 mod config;
 mod journal;
+mod provision;
 mod redact;
 mod selftest;
 mod service;
@@ -62,6 +63,38 @@ enum Command {
         /// Print the checks as JSON (id, status ok|warn|fail|skip, detail, fix).
         #[arg(long)]
         json: bool,
+    },
+    /// Apply a signed site bundle (from removable media) to the site directory: 0 applied, 1 refused (the
+    /// previous provisioning is kept). Restart airlock afterwards to use it.
+    Provision {
+        /// The bundle file (`airlock make-bundle` writes one).
+        bundle: PathBuf,
+        /// Where the site's configuration and files live (`/etc/airlock/airlock.toml` points into it).
+        #[arg(long, default_value = "/var/lib/airlock-site")]
+        site_dir: PathBuf,
+        /// The provisioning public keys this box trusts (one 64-hex-digit Ed25519 key per line).
+        #[arg(long, default_value = "/usr/share/airlock/provisioning-keys.txt")]
+        trusted_keys: PathBuf,
+        /// Accept a bundle for another site or appliance than the current provisioning.
+        #[arg(long)]
+        change_site: bool,
+    },
+    /// Sign a directory (holding airlock.toml and the files it names) into a site bundle.
+    MakeBundle {
+        /// The provisioning signing key (PKCS#8; created with its `.pub` beside it if missing).
+        #[arg(long)]
+        key: PathBuf,
+        /// The site's id (outbox.site).
+        #[arg(long)]
+        site: String,
+        /// The appliance's id at the site (outbox.mqtt.appliance).
+        #[arg(long)]
+        appliance: String,
+        /// The bundle to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// The directory whose files go into the bundle.
+        dir: PathBuf,
     },
     /// Redact dialogues (JSON Lines, the development set's format) from stdin to stdout, as the appliance's
     /// transcript gate would, adding the spans found (0 = all lines redacted, 1 = a line was malformed).
@@ -124,6 +157,24 @@ fn main() -> ExitCode {
         } => audit_verify(&log, &public_key, checkpoints.as_deref()),
         Command::CheckHw { files } => check_hw(&files),
         Command::Redact => redact(),
+        Command::Provision {
+            bundle,
+            site_dir,
+            trusted_keys,
+            change_site,
+        } => provision::run(&provision::Request {
+            bundle: &bundle,
+            site_dir: &site_dir,
+            trusted_keys: &trusted_keys,
+            change_site,
+        }),
+        Command::MakeBundle {
+            key,
+            site,
+            appliance,
+            out,
+            dir,
+        } => provision::make_bundle(&key, &site, &appliance, &dir, &out),
         Command::Selftest { config, json } => selftest::run(config.as_deref(), json),
         Command::Run { config } => {
             // Before any thread starts: the process may replace itself once (airlock_transcribe::blas).

@@ -80,7 +80,7 @@ impl SigningKey {
     }
 
     /// Ed25519 signature of `message`.
-    pub(crate) fn sign(&self, message: &[u8]) -> Vec<u8> {
+    pub fn sign(&self, message: &[u8]) -> Vec<u8> {
         self.pair.sign(message).as_ref().to_vec()
     }
 }
