@@ -118,6 +118,9 @@ pub enum SecureBoot {
 #[serde(deny_unknown_fields)]
 pub struct Tpm {
     pub kind: TpmKind,
+    /// How the TPM is attached, so the image is known to carry its driver; absent with `kind = "none"`.
+    #[serde(default)]
+    pub interface: Option<TpmInterface>,
     /// The kernel's resource-managed device, e.g. `/dev/tpmrm0`; absent with `kind = "none"`.
     #[serde(default)]
     pub device: Option<String>,
@@ -139,6 +142,38 @@ pub enum TpmKind {
     /// Software TPM (swtpm) of a QEMU machine.
     Swtpm,
     None,
+}
+
+/// The TPM's bus and register interface (kernel driver in brackets).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TpmInterface {
+    /// Memory-mapped TIS/FIFO registers (`tpm_tis`): x86 LPC TPMs, QEMU's `tpm-tis` and `tpm-tis-device`.
+    Tis,
+    /// Command Response Buffer announced by ACPI (`tpm_crb`): Intel PTT, AMD fTPM, Arm firmware TPMs with the
+    /// SMC start method.
+    Crb,
+    /// TIS over SPI (`tpm_tis_spi`): discrete TPM modules on boards.
+    Spi,
+    /// Infineon TPM over I²C (`tpm_i2c_infineon`).
+    I2cInfineon,
+}
+
+impl TpmInterface {
+    fn name(self) -> &'static str {
+        match self {
+            TpmInterface::Tis => "tis",
+            TpmInterface::Crb => "crb",
+            TpmInterface::Spi => "spi",
+            TpmInterface::I2cInfineon => "i2c-infineon",
+        }
+    }
+
+    /// Whether the image's kernel (Debian 13's `linux-image-<arch>`) drives this interface. Debian builds
+    /// the memory-mapped TIS driver for x86 only; the arm64 QEMU test image adds it (ci/build-image).
+    fn driven_by_image_kernel(self, arch: Arch) -> bool {
+        !(self == TpmInterface::Tis && arch == Arch::Aarch64)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -356,7 +391,7 @@ impl Profile {
             ));
         }
         self.validate_firmware()?;
-        self.tpm.validate()?;
+        self.tpm.validate(self.arch)?;
         self.disk.validate()?;
         self.watchdog.validate()?;
         validate_nics(&self.nics)?;
@@ -398,7 +433,7 @@ impl Profile {
 }
 
 impl Tpm {
-    fn validate(&self) -> Result<(), Invalid> {
+    fn validate(&self, arch: Arch) -> Result<(), Invalid> {
         if self.kind == TpmKind::None {
             if self.device.is_some() {
                 return Err(invalid("tpm.device", "set, but tpm.kind is \"none\""));
@@ -415,6 +450,9 @@ impl Tpm {
                     "luks2-tpm2 needs a TPM (tpm.kind is \"none\")",
                 ));
             }
+            if self.interface.is_some() {
+                return Err(invalid("tpm.interface", "set, but tpm.kind is \"none\""));
+            }
             return Ok(());
         }
         match &self.device {
@@ -423,6 +461,26 @@ impl Tpm {
                 return Err(invalid(
                     "tpm.device",
                     format!("{device:?} is not a TPM device (/dev/tpmrm0)"),
+                ));
+            }
+            Some(_) => {}
+        }
+        match self.interface {
+            None => {
+                return Err(invalid(
+                    "tpm.interface",
+                    "required unless tpm.kind is \"none\" (tis, crb, spi or i2c-infineon)",
+                ));
+            }
+            Some(interface) if !interface.driven_by_image_kernel(arch) && self.kind != TpmKind::Swtpm => {
+                return Err(invalid(
+                    "tpm.interface",
+                    format!(
+                        "{:?}: the image's {} kernel has no driver for it (Debian builds tpm_tis for x86 only; \
+                         only the QEMU test image adds one): choose a box whose TPM is crb, spi or i2c-infineon",
+                        interface.name(),
+                        arch.name()
+                    ),
                 ));
             }
             Some(_) => {}

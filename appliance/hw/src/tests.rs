@@ -16,6 +16,7 @@ secure_boot = "required"
 
 [tpm]
 kind = "discrete"
+interface = "tis"
 device = "/dev/tpmrm0"
 pcrs = [7]
 signed_pcr11 = true
@@ -146,7 +147,7 @@ fn edk2_firmware_matches_the_arch() {
         refused_key(&with("build = \"vendor\"", "build = \"aavmf\"")),
         "firmware.build"
     );
-    let arm = with("arch = \"x86_64\"", "arch = \"aarch64\"");
+    let arm = with("arch = \"x86_64\"", "arch = \"aarch64\"").replace("\"tis\"", "\"crb\"");
     assert_eq!(
         refused_key(&arm.replace("build = \"vendor\"", "build = \"ovmf\"")),
         "firmware.build"
@@ -190,7 +191,9 @@ fn no_tpm_means_no_policy() {
     assert_eq!(refused_key(&none), "tpm.pcrs");
     let none = none.replace("pcrs = [7]\nsigned_pcr11 = true\n", "");
     assert_eq!(refused_key(&none), "tpm.disk_encryption");
-    check(&none.replace("\"luks2-tpm2\"", "\"none\"")).unwrap();
+    let none = none.replace("\"luks2-tpm2\"", "\"none\"");
+    assert_eq!(refused_key(&none), "tpm.interface");
+    check(&none.replace("interface = \"tis\"\n", "")).unwrap();
 }
 
 #[test]
@@ -369,4 +372,21 @@ fn console() {
 fn unreadable_file_names_the_path() {
     let error = load(Path::new("/nonexistent/box.toml")).unwrap_err();
     assert!(error.to_string().contains("/nonexistent/box.toml"), "{error}");
+}
+
+#[test]
+fn tpm_interface_is_named_and_driven_by_the_image_kernel() {
+    assert_eq!(refused_key(&with("interface = \"tis\"\n", "")), "tpm.interface");
+    let lpc = unparsable(&with("interface = \"tis\"", "interface = \"lpc\""));
+    assert!(lpc.contains("interface") && lpc.contains("lpc"), "{lpc}");
+    let arm = with("arch = \"x86_64\"", "arch = \"aarch64\"");
+    let error = check(&arm).unwrap_err().to_string();
+    assert!(
+        error.contains("tpm.interface") && error.contains("no driver"),
+        "{error}"
+    );
+    check(&arm.replace("interface = \"tis\"", "interface = \"crb\"")).unwrap();
+    check(&arm.replace("interface = \"tis\"", "interface = \"spi\"")).unwrap();
+    // Only the QEMU machine's swtpm may be memory-mapped TIS on arm64 (its image adds the driver).
+    check(&arm.replace("kind = \"discrete\"", "kind = \"swtpm\"")).unwrap();
 }
