@@ -1209,6 +1209,8 @@ pub struct MqttSection {
     pub keep_alive_secs: u64,
     /// Subscribe to `cmd/pause` and `cmd/resume` (pause requests from an agent-desktop integration).
     pub commands: bool,
+    /// Seconds between the retained `health` and `metrics` snapshots for the NOC (1–3600).
+    pub health_interval_secs: u64,
 }
 
 impl Default for MqttSection {
@@ -1224,6 +1226,7 @@ impl Default for MqttSection {
             client_id: String::new(),
             keep_alive_secs: 30,
             commands: false,
+            health_interval_secs: 60,
         }
     }
 }
@@ -1275,6 +1278,12 @@ impl MqttSection {
                 "must be between 5 and 3600",
             ));
         }
+        if !(1..=3600).contains(&self.health_interval_secs) {
+            return Err(invalid(
+                "outbox.mqtt.health_interval_secs",
+                "must be between 1 and 3600",
+            ));
+        }
         let settings = airlock_runtime::MqttSettings {
             host: host.to_string(),
             port,
@@ -1290,6 +1299,7 @@ impl MqttSection {
             appliance: self.appliance.clone(),
             keep_alive: Duration::from_secs(self.keep_alive_secs),
             commands: self.commands,
+            health_interval: Duration::from_secs(self.health_interval_secs),
         };
         airlock_runtime::mqtt_tls_config(&settings)
             .map_err(|error| invalid("outbox.mqtt", error.to_string()))?;
@@ -1961,6 +1971,7 @@ mod tests {
             ),
             ("appliance = \"a/b\"", "outbox.mqtt.appliance"),
             ("keep_alive_secs = 1", "outbox.mqtt.keep_alive_secs"),
+            ("health_interval_secs = 0", "outbox.mqtt.health_interval_secs"),
             // The CA bundle is loaded at validation: a file without a PEM certificate is named.
             ("", "ca.pem"),
         ] {

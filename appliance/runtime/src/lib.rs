@@ -10,6 +10,7 @@ mod call;
 mod clock;
 mod control;
 mod control_api;
+mod health;
 mod manifest;
 mod metrics_http;
 mod mqtt;

@@ -53,6 +53,8 @@ pub struct MqttSettings {
     pub keep_alive: Duration,
     /// Subscribe to `cmd/pause` and `cmd/resume` (pause requests from an agent-desktop integration).
     pub commands: bool,
+    /// Between the retained `health` and `metrics` snapshots (crate::health).
+    pub health_interval: Duration,
 }
 
 /// Builds the TLS client configuration (also used by `check-config` to catch bad files early).
@@ -80,6 +82,7 @@ pub(crate) async fn run(
 ) {
     let root = format!("airlock/v1/{site}/{}", settings.appliance);
     let state_topic = format!("{root}/state");
+    let started = Instant::now();
     let mut options = MqttOptions::new(settings.client_id.clone(), settings.host.clone(), settings.port);
     options.set_keep_alive(settings.keep_alive);
     // Advertised in CONNECT, so the broker drops (rather than sends) anything larger: an oversized command
@@ -117,6 +120,8 @@ pub(crate) async fn run(
             root: &root,
             state_topic: &state_topic,
             commands: commands.as_ref(),
+            started,
+            health_interval: settings.health_interval,
         };
         let connected = connection(&shared, &link, events, &backoff).await;
         forwarder.abort();
@@ -126,12 +131,15 @@ pub(crate) async fn run(
     }
 }
 
-/// One connection's client, its topics, and where commands go (`None`: no subscription).
+/// One connection's client, its topics, where commands go (`None`: no subscription), and the health cadence.
 struct Link<'a> {
     client: &'a AsyncClient,
     root: &'a str,
     state_topic: &'a str,
     commands: Option<&'a mpsc::Sender<MqttCommand>>,
+    /// When the appliance's uplink task started (the health summary's uptime).
+    started: Instant,
+    health_interval: Duration,
 }
 
 /// Drives one connection until it fails; true when it had been established.
@@ -157,9 +165,15 @@ async fn connection(
     // After a refused publish: no publishing before this instant.
     let mut retry_at: Option<tokio::time::Instant> = None;
     let mut refusals = 0u32;
+    // The next health and metrics snapshot: right after the CONNACK, then every interval.
+    let mut next_health = tokio::time::Instant::now();
     loop {
         if retry_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
             retry_at = None;
+        }
+        if connected && next_health <= tokio::time::Instant::now() {
+            next_health = tokio::time::Instant::now() + link.health_interval;
+            publish_health(shared, link, &mut unnamed).await;
         }
         let may_publish = connected && in_flight.is_none() && retry_at.is_none();
         if may_publish && let Some((seq, topic, body)) = next_event(shared) {
@@ -174,7 +188,9 @@ async fn connection(
                 Err(error) => tracing::warn!(%error, "cannot hand an event to the MQTT client"),
             }
         }
-        let wake = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+        let wake = retry_at
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1))
+            .min(next_health.max(tokio::time::Instant::now()));
         let event = tokio::select! {
             event = events.recv() => match event {
                 Some(event) => event,
@@ -186,6 +202,7 @@ async fn connection(
         match event {
             Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
                 connected = true;
+                next_health = tokio::time::Instant::now();
                 metrics.set_uplink_up(OutboxSink::Events, true);
                 tracing::info!("connected to the MQTT broker");
                 shared.set_alarm(Alarm::MqttRefused, false, "the MQTT broker accepts the appliance");
@@ -239,7 +256,7 @@ async fn connection(
                 );
                 let Some(seq) = owner else {
                     if !accepted {
-                        tracing::warn!(reason = ?ack.reason, "the MQTT broker refused the state message");
+                        tracing::warn!(reason = ?ack.reason, "the MQTT broker refused the state message or a health snapshot");
                     }
                     continue;
                 };
@@ -287,6 +304,37 @@ async fn connection(
                 }
                 return connected;
             }
+        }
+    }
+}
+
+/// Publishes the retained `health` summary and `metrics` exposition (QoS 1, not spooled: only the latest
+/// matters, and a reconnect publishes a fresh one).
+async fn publish_health(shared: &Shared, link: &Link<'_>, unnamed: &mut VecDeque<Option<Seq>>) {
+    let health = crate::health::health(
+        &shared.metrics,
+        link.started.elapsed(),
+        link.health_interval,
+        std::time::SystemTime::now(),
+    );
+    let summary = match serde_json::to_vec(&health) {
+        Ok(summary) => summary,
+        Err(error) => {
+            tracing::warn!(%error, "cannot encode the health summary");
+            return;
+        }
+    };
+    for (topic, body) in [
+        ("health", summary),
+        ("metrics", shared.metrics.encode().into_bytes()),
+    ] {
+        match link
+            .client
+            .publish(format!("{}/{topic}", link.root), QoS::AtLeastOnce, true, body)
+            .await
+        {
+            Ok(()) => unnamed.push_back(None),
+            Err(error) => tracing::warn!(%error, topic, "cannot hand a health snapshot to the MQTT client"),
         }
     }
 }

@@ -208,6 +208,24 @@ impl OutboxMetrics {
             .map(|gauge| gauge.get() != 0)
     }
 
+    /// Records waiting for `sink` and the age of the oldest, as last set.
+    pub fn waiting(&self, sink: OutboxSink) -> (i64, f64) {
+        let label = SinkLabel { sink };
+        (
+            self.records.get(&label).map_or(0, |gauge| gauge.get()),
+            self.oldest_age_seconds
+                .get(&label)
+                .map_or(0.0, |gauge| gauge.get()),
+        )
+    }
+
+    /// Whether `alarm` is raised now.
+    pub fn alarm_raised(&self, alarm: Alarm) -> bool {
+        self.alarms
+            .get(&AlarmLabel { alarm })
+            .is_some_and(|gauge| gauge.get() != 0)
+    }
+
     /// Shows `alarm` as raised (1) or clear (0).
     pub fn set_alarm(&self, alarm: Alarm, raised: bool) {
         self.alarms

@@ -125,6 +125,18 @@ impl TranscriptionMetrics {
         self.segments.get_or_create(&ResultLabel { result }).get()
     }
 
+    /// The current state (`ok` before any was set).
+    pub fn state(&self) -> TranscriptionState {
+        TranscriptionState::ALL
+            .into_iter()
+            .find(|&state| {
+                self.state
+                    .get(&StateLabel { state })
+                    .is_some_and(|gauge| gauge.get() == 1)
+            })
+            .unwrap_or(TranscriptionState::Ok)
+    }
+
     /// Sets the current state: its series is 1, the others 0.
     pub fn set_state(&self, current: TranscriptionState) {
         for state in TranscriptionState::ALL {
