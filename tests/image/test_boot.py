@@ -1,10 +1,13 @@
 """The appliance image in QEMU (OVMF, software emulation, swtpm) — run by every CI run after ci/build-image --test:
 
-the disk is flashed from the release files (.raw.zst + .bmap) with bmaptool, as a technician does; first boot: the
-data partition is created, sealed to the TPM and mounted on /var; airlock starts under its
+the disk is flashed from the release files (.raw.zst + .bmap) with bmaptool, as a technician does, and a stick
+labelled AIRLOCK with a signed site bundle is plugged in; first boot: the data partition is created, sealed to
+the TPM (exactly the hardware profile's PCR policy) and mounted on /var, the site bundle is applied before airlock
+starts; `airlock selftest` on the box finds the profile's NICs, TPM, sealed data partition and watchdog; airlock starts under its
 hardened unit (MemoryDenyWriteExecute under the real systemd) and reports READY;
 a SIPREC call from SIPp on the host, through the forwarded SIP and media ports, is recorded inside the VM
-(test images do not transcribe: docs/IMAGE.md, "Known limits"), and its recording, fetched out, decrypts with `age` to exactly the audio sent; the recovery key
+(test images do not transcribe: docs/IMAGE.md, "Known limits"), and its recording, fetched out, decrypts with the
+site's `age` identity (not the factory's) to exactly the audio sent; the recovery key
 escrowed on the ESP decrypts with the escrow identity. Second boot: the TPM unlocks /var with no prompt and the
 call recorded before is still there."""
 
@@ -14,19 +17,22 @@ import io
 import json
 import os
 import re
+import subprocess
 import sys
 import tarfile
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "system"))
 from harness import audio, g711, procs  # noqa: E402
+from harness.airlock import airlock_binary, to_toml  # noqa: E402
 from harness.rtp import RtpSender  # noqa: E402
 from harness.sipp import SippSiprecSrc  # noqa: E402
 
-from vm import Driver, Vm, image_dir  # noqa: E402
+from vm import Driver, Vm, image_dir, profile  # noqa: E402
 
 BOOT_TIMEOUT = 600  # software emulation on 2 shared cores: ~2 min per boot measured, first boot longer
 
@@ -48,6 +54,41 @@ def _fetch(driver: Driver, path: str, count: int) -> tarfile.TarFile:
     return tarfile.open(fileobj=io.BytesIO(blob), mode="r:gz")
 
 
+def _expected_tpm_line(arch: str) -> str:
+    """The data partition's TPM token as the driver reports it, from the hardware profile the image is built for."""
+    tpm = profile(arch)["tpm"]
+    pcrs = "[" + ",".join(str(pcr) for pcr in tpm["pcrs"]) + "]"
+    return f"pcrs={pcrs} signed={'[11]' if tpm['signed_pcr11'] else 'none'}"
+
+
+def _selftest(driver: Driver) -> tuple[dict[str, dict], int]:
+    """`airlock selftest --json` inside the VM: the checks by id, and its exit status."""
+    driver.send("exec airlock selftest --json --config /etc/airlock/airlock.toml")
+    output = driver.wait_result("exec", 1, timeout=180).decode()
+    report, _, status = output.rpartition("exit=")
+    return {check["id"]: check for check in json.loads(report)}, int(status)
+
+
+def _site_stick(tmp_path: Path, keys: Path) -> tuple[Path, Path]:
+    """A stick labelled AIRLOCK carrying a site bundle signed with the test provisioning key: the factory
+    configuration with the site's id and the site's own recording recipient. Returns (stick, site identity)."""
+    with open(image_dir() / "extra" / "usr" / "share" / "airlock" / "factory.toml", "rb") as f:
+        config = tomllib.load(f)
+    identity = tmp_path / "site-recording.key"
+    config["recording"]["recipients"] = [audio.age_keygen(identity)]
+    config.setdefault("outbox", {})["site"] = "ci-site"
+    source = tmp_path / "site-bundle"
+    source.mkdir()
+    (source / "airlock.toml").write_text(to_toml(config))
+    bundle = tmp_path / "ci-site.bundle"
+    subprocess.run([str(airlock_binary()), "make-bundle", "--key", str(keys / "provisioning.key"), "--site", "ci-site",
+                    "--appliance", "ci-box", "--out", str(bundle), str(source)], check=True, capture_output=True)
+    stick = tmp_path / "stick.img"
+    subprocess.run(["mkfs.vfat", "-C", "-n", "AIRLOCK", str(stick), "16384"], check=True, capture_output=True)
+    subprocess.run(["mcopy", "-i", str(stick), str(bundle), "::ci-site.bundle"], check=True, capture_output=True)
+    return stick, identity
+
+
 def _boot_line(vm: Vm) -> dict[str, str]:
     line = vm.wait_for(r"AIRLOCK-CI BOOT (.*)$", BOOT_TIMEOUT).group(1)
     return dict(re.findall(r"(\w+)=(\S+)", line))
@@ -63,17 +104,23 @@ def driver(tmp_path):
 def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, tmp_path):
     version = _version()
     keys = image_dir() / "test-keys"
-    vm = Vm(tmp_path / "vm", image_dir() / f"airlock_{version}.raw", arch=os.environ.get("AIRLOCK_IMAGE_ARCH", "x86-64"))
+    arch = os.environ.get("AIRLOCK_IMAGE_ARCH", "x86-64")
+    # The technician's stick with the site bundle is in at the first boot: the box records for the site.
+    stick, site_identity = _site_stick(tmp_path, keys)
+    vm = Vm(tmp_path / "vm", image_dir() / f"airlock_{version}.raw", arch=arch, media=stick)
     registry = procs.ProcessRegistry()
     try:
         vm.start()
         boot = _boot_line(vm)
         status = vm.wait_for(r"AIRLOCK-CI STATUS (.*)$", 30).group(1)
         disk = vm.wait_for(r"AIRLOCK-CI DISK (.*)$", 30).group(1)
+        tpm = vm.wait_for(r"AIRLOCK-CI TPM (.*)$", 30).group(1)
         log = vm.log()
         assert boot["version"] == version and boot["airlock"] == "active", (boot, log[-4000:])
         vm.wait_for(rf"AIRLOCK-CI READY version={re.escape(version)}", 30)
         assert "first boot: creating the encrypted data partition" in log
+        assert "airlock-provision: site bundle applied" in log, log[-6000:]
+        assert 'provisioned site "ci-site", appliance "ci-box"' in log, log[-6000:]
         # The factory image's UKI has no boot counter: nothing to assess (tests/image/test_lifecycle.py checks the
         # assessment of updates).
         assert boot["bless"] == "clean", boot
@@ -81,7 +128,24 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
         assert "verity=verified" in disk, disk
         assert "var=[/dev/mapper/airlock-data ext4]" in disk, disk
         assert "data=crypt" in disk and "escrow=yes" in disk, disk
+        # Sealed to exactly the profile's policy (ci/build-image writes it into the image from hw/qemu-<arch>.toml).
+        assert tpm.strip() == _expected_tpm_line(arch), tpm
         assert status.strip(), "airlock set no STATUS= line"
+
+        # The technician's checklist, run on the box beside the running service: what the profile names is there.
+        checks, selftest_exit = _selftest(driver)
+        for check_id in ("config", "hw.profile", "tpm", "data.sealed", "watchdog", "disk.room", "spool.depth",
+                         "uplink.s3", "uplink.mqtt"):
+            assert checks[check_id]["status"] == "ok", checks[check_id]
+        for nic in profile(arch)["nic"]:
+            assert checks[f"nic.{nic['name']}"]["status"] == "ok", checks[f"nic.{nic['name']}"]
+        assert "bound by the running airlock" in checks["port.sip.udp"]["detail"], checks["port.sip.udp"]
+        assert "LUKS2" in checks["data.sealed"]["detail"], checks["data.sealed"]
+        failed = {check_id for check_id, check in checks.items() if check["status"] == "fail"}
+        # QEMU's user network offers no NTP server, so the clock never counts as synchronised there.
+        assert failed <= {"time.sync"}, {check_id: checks[check_id] for check_id in failed}
+        assert all(check.get("fix") for check in checks.values() if check["status"] != "ok"), checks
+        assert selftest_exit == (1 if failed else 0), (selftest_exit, failed)
 
         # A SIPREC call from the host, through the forwarded ports, recorded inside the VM.
         speech = audio.speech("Hello, I am calling about my invoice from last month.", tmp_path, "PCMU", "a")
@@ -117,7 +181,10 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
         assert "transcript" not in manifest or not manifest["transcript"], manifest
         assert manifest.get("audio_redactions", []) == [], manifest
         (tmp_path / "recording.wav.age").write_bytes(recording)
-        wav = audio.parse_wav(audio.age_decrypt(tmp_path / "recording.wav.age", keys / "recording.key"))
+        # Recorded for the site (its bundle's recipient), no longer for the factory's test recipient.
+        wav = audio.parse_wav(audio.age_decrypt(tmp_path / "recording.wav.age", site_identity))
+        with pytest.raises(AssertionError):
+            audio.age_decrypt(tmp_path / "recording.wav.age", keys / "recording.key")
         streams = {s["label"]: s for s in manifest["streams"]}
         for label, report in reports.items():
             stream = streams[label]
@@ -137,6 +204,7 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
         # Second boot: the TPM alone unlocks /var; the call is still there.
         driver.send("reboot")
         boot = _boot_line(vm)
+        assert "already provisioned with this bundle" in vm.log(), "the stick left in was applied again"
         disk = vm.wait_for(r"AIRLOCK-CI DISK (.*)$", 30).group(1)
         assert boot["airlock"] == "active", (boot, vm.log()[-4000:])
         assert "var=[/dev/mapper/airlock-data ext4]" in disk, disk

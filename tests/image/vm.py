@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+import tomllib
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -161,12 +162,24 @@ def flash(image: Path, disk: Path) -> None:
         subprocess.run(["cp", "--sparse=always", str(image), str(disk)], check=True)
 
 
+def profile(arch: str) -> dict:
+    """The QEMU test machine's hardware profile (hw/qemu-<arch>.toml), which the image is built for."""
+    with open(Path(__file__).resolve().parents[2] / "hw" / f"qemu-{arch.replace('-', '_')}.toml", "rb") as f:
+        return tomllib.load(f)
+
+
+def profile_macs(arch: str) -> list[str]:
+    return [nic["mac"] for nic in profile(arch)["nic"]]
+
+
 class Vm:
     """One appliance: a disk (a sparse copy of the image, grown to DISK_BYTES), OVMF variables, a swtpm state —
     all kept in `work` across boots, so a test can power it off and on again like a real box."""
 
-    def __init__(self, work: Path, image: Path, tpm: bool = True, arch: str = "x86-64"):
+    def __init__(self, work: Path, image: Path, tpm: bool = True, arch: str = "x86-64", media: Path | None = None):
         self.work = work
+        # A removable medium (e.g. a stick labelled AIRLOCK) attached as a second, read-only disk.
+        self.media = media
         self.arch = arch
         self.tpm = tpm
         work.mkdir(parents=True, exist_ok=True)
@@ -220,19 +233,27 @@ class Vm:
         forwards = [f"hostfwd=udp:127.0.0.1:{self.sip_port}-:5060", f"hostfwd=tcp:127.0.0.1:{self.sip_port}-:5060",
                     f"hostfwd=tcp:127.0.0.1:{self.metrics_port}-:9464"]
         forwards += [f"hostfwd=udp:127.0.0.1:{port}-:{port}" for port in MEDIA_PORTS]
-        nic = "user,model=virtio-net-pci," + ",".join(forwards)
+        # One NIC per [[nic]] of the machine's hardware profile, with its MAC (airlock selftest finds them by
+        # it): the first carries the forwarded ports, the others sit on their own isolated user networks.
+        nics = []
+        for index, mac in enumerate(profile_macs(self.arch)):
+            if index == 0:
+                nics += ["-nic", f"user,model=virtio-net-pci,mac={mac}," + ",".join(forwards)]
+            else:
+                nics += ["-nic", f"user,model=virtio-net-pci,mac={mac},restrict=on,net=10.0.{2 + index}.0/24"]
         if self.arch == "x86-64":
             machine = ["qemu-system-x86_64", "-machine", "q35", "-cpu", "max", "-device", "i6300esb"]
             code = OVMF_CODE
         else:
-            machine = ["qemu-system-aarch64", "-machine", "virt", "-cpu", "cortex-a72"]
+            machine = ["qemu-system-aarch64", "-machine", "virt", "-cpu", "cortex-a72", "-device", "i6300esb"]
             code = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
         self.qemu = subprocess.Popen(
             machine + ["-accel", "tcg,thread=multi", "-m", "2048", "-smp", "2",
                        "-drive", f"if=pflash,format=raw,readonly=on,file={code}",
                        "-drive", f"if=pflash,format=raw,file={self.vars}",
                        "-drive", f"if=virtio,format=raw,file={self.disk}",
-                       "-nic", nic, "-serial", f"file:{self.serial}", "-monitor", "none", "-display", "none"]
+                       *(["-drive", f"if=virtio,format=raw,readonly=on,file={self.media}"] if self.media else []),
+                       *nics, "-serial", f"file:{self.serial}", "-monitor", "none", "-display", "none"]
             + args,
             stdout=subprocess.DEVNULL, stderr=open(self.work / "qemu.err", "ab"),
         )

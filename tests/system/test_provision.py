@@ -1,5 +1,5 @@
 """`airlock make-bundle` / `airlock provision` end to end: a signed site bundle applied to a site directory (progress
-shown, files private, configuration validated where it will live), then airlock run from it serves the bundle's
+shown, files readable by owner and group only, configuration validated where it will live), then airlock run from it serves the bundle's
 TLS certificate; tampered, foreign-signed, wrong-site, wrong-appliance, not-a-bundle and invalid-configuration
 bundles are each refused with their reason while the previous provisioning stays exactly as it was; later bundles
 become new generations, the one before is kept and older ones pruned."""
@@ -124,8 +124,12 @@ def test_a_signed_bundle_provisions_the_box_and_airlock_runs_from_it(tmp_path, r
     for name, content in files.items():
         path = current / name
         assert path.read_bytes() == content, name
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640, name
     assert (current / "bundle-manifest.json").exists()
+    # The same bundle again (a stick left in at the next boot): nothing to do, no new generation.
+    again = site.provision(first)
+    assert again.returncode == 0 and "already provisioned with this bundle" in again.stderr, again.stderr
+    assert sorted(p.name for p in (site.site_dir / "generations").iterdir()) == ["1"]
 
     # airlock runs from the provisioned configuration and serves the bundle's certificate.
     config = site.site_dir / "airlock.toml"

@@ -79,6 +79,12 @@ enum Command {
         #[arg(long)]
         change_site: bool,
     },
+    /// Create a provisioning signing key (PKCS#8, with `<key>.pub` beside it) unless it exists, and print its
+    /// public key: the line images list in their trusted provisioning keys.
+    ProvisioningKey {
+        /// The key file.
+        key: PathBuf,
+    },
     /// Sign a directory (holding airlock.toml and the files it names) into a site bundle.
     MakeBundle {
         /// The provisioning signing key (PKCS#8; created with its `.pub` beside it if missing).
@@ -168,6 +174,7 @@ fn main() -> ExitCode {
             trusted_keys: &trusted_keys,
             change_site,
         }),
+        Command::ProvisioningKey { key } => provision::provisioning_key(&key),
         Command::MakeBundle {
             key,
             site,

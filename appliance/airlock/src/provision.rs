@@ -11,7 +11,9 @@
 //! generations/<n>/bundle-manifest.json        (the signed manifest, as signed)
 //! generations/<n>/<files of the bundle>
 //! ```
-//! A bundle's configuration names its own files as `<site dir>/current/<path>`.
+//! A bundle's configuration names its own files as `<site dir>/current/<path>`. Directories are written 0750 and
+//! files 0640: readable by the site directory's group, which on the image is `airlock-site` (the directory is
+//! setgid, so everything below inherits it) and which the service's dynamic user is a member of.
 
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -68,6 +70,13 @@ pub fn apply(request: &Request, progress: &mut dyn FnMut(String)) -> Result<Stri
     let parsed = airlock_bundle::parse(&bytes).map_err(|error| error.to_string())?;
     let verified = parsed.verify(&trusted).map_err(|error| error.to_string())?;
     let manifest = &verified.manifest;
+    let applied = request.site_dir.join("current").join(MANIFEST_FILE);
+    if std::fs::read(&applied).is_ok_and(|current| current == verified.manifest_bytes) {
+        return Ok(format!(
+            "already provisioned with this bundle (site {:?}, appliance {:?}, of {}): nothing to do",
+            manifest.site, manifest.appliance, manifest.created
+        ));
+    }
     if !request.change_site
         && let Some(current) = current_manifest(request.site_dir)?
     {
@@ -182,7 +191,7 @@ fn current_manifest(site_dir: &Path) -> Result<Option<Manifest>, String> {
 fn create_private_dir(dir: &Path) -> Result<(), String> {
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o750)
         .create(dir)
         .map_err(|error| format!("cannot create {}: {error}", dir.display()))
 }
@@ -214,12 +223,12 @@ fn write_generation(
     sync_dir(generation)
 }
 
-/// Writes a file readable by its owner only, and syncs it.
+/// Writes a file readable by its owner and group only (see the module doc), and syncs it.
 fn write_private(path: &Path, content: &[u8]) -> Result<(), String> {
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(0o640)
         .open(path)
         .map_err(|error| format!("cannot create {}: {error}", path.display()))?;
     file.write_all(content)
@@ -312,6 +321,26 @@ fn prune(generations: &Path, current: u64) {
         };
         if number + (KEPT_GENERATIONS as u64) <= current {
             let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// `airlock provisioning-key`: the key (created if missing); its public key on stdout.
+pub fn provisioning_key(key: &Path) -> ExitCode {
+    match airlock_audit::load_or_create_signing_key(key) {
+        Ok(signing_key) => {
+            let mut out = std::io::stdout().lock();
+            match out.write_all(signing_key.public_key().to_text().as_bytes()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("provisioning-key: cannot write the public key: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(error) => {
+            eprintln!("provisioning-key: {error}");
+            ExitCode::FAILURE
         }
     }
 }
