@@ -1,8 +1,9 @@
 """`airlock make-bundle` / `airlock provision` end to end: a signed site bundle applied to a site directory (progress
 shown, files readable by owner and group only, configuration validated where it will live), then airlock run from it serves the bundle's
 TLS certificate; tampered, foreign-signed, wrong-site, wrong-appliance, not-a-bundle and invalid-configuration
-bundles are each refused with their reason while the previous provisioning stays exactly as it was; later bundles
-become new generations, the one before is kept and older ones pruned."""
+bundles and bundles older than the current one are each refused with their reason while the previous
+provisioning stays exactly as it was; later bundles become new generations, the one before is kept and older
+ones pruned; the same bundle again changes nothing (exit 3)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class Site:
         self.sip_port = procs.free_port()
         self.control_port = procs.free_port(tcp_and_udp=False)
         self.count = 0
+        made = run("provisioning-key", str(self.key), cwd=tmp_path)
+        assert made.returncode == 0 and len(made.stdout.strip()) == 64, made.stderr
 
     def trust(self, *keys: Path) -> None:
         self.trusted.write_text("# provisioning keys\n" + "".join(Path(f"{k}.pub").read_text() for k in keys))
@@ -110,7 +113,7 @@ def served_certificate(port: int) -> bytes:
 
 def test_a_signed_bundle_provisions_the_box_and_airlock_runs_from_it(tmp_path, registry):
     site = Site(tmp_path)
-    first, files = site.bundle()  # creates the provisioning key
+    first, files = site.bundle()
     site.trust(site.key)
 
     applied = site.provision(first)
@@ -128,7 +131,7 @@ def test_a_signed_bundle_provisions_the_box_and_airlock_runs_from_it(tmp_path, r
     assert (current / "bundle-manifest.json").exists()
     # The same bundle again (a stick left in at the next boot): nothing to do, no new generation.
     again = site.provision(first)
-    assert again.returncode == 0 and "already provisioned with this bundle" in again.stderr, again.stderr
+    assert again.returncode == 3 and "already provisioned with this bundle" in again.stderr, again.stderr
     assert sorted(p.name for p in (site.site_dir / "generations").iterdir()) == ["1"]
 
     # airlock runs from the provisioned configuration and serves the bundle's certificate.
@@ -165,6 +168,7 @@ def test_refused_bundles_leave_the_previous_provisioning_as_it_was(tmp_path):
     tampered.write_bytes(bytes(data))
     refused(tampered, "altered after signing", "tls/control.pem")  # the last file (sorted)
     # Signed by a key the box does not trust.
+    assert run("provisioning-key", str(tmp_path / "rogue.key"), cwd=tmp_path).returncode == 0
     rogue, _ = site.bundle(key=tmp_path / "rogue.key")
     refused(rogue, "not signed by a trusted provisioning key")
     # Not a bundle at all.
@@ -183,10 +187,18 @@ def test_refused_bundles_leave_the_previous_provisioning_as_it_was(tmp_path):
     mismatch, _ = site.bundle(site.config(outbox={"site": "ber"}))
     refused(mismatch, 'outbox.site = "ber"', 'signed for site "lis"')
 
+    # An older bundle (an old stick) must not bring back what a newer one replaced.
+    newer, _ = site.bundle()
+    assert site.provision(newer).returncode == 0
+    before = site.snapshot()
+    refused(good, "not after the current provisioning", "--allow-older")
+    rolled_back = site.provision(good, "--allow-older")
+    assert rolled_back.returncode == 0, rolled_back.stderr
+
     # --change-site moves the box on purpose.
     moved = site.provision(other_site, "--change-site")
     assert moved.returncode == 0, moved.stderr
-    assert os.readlink(site.site_dir / "current") == "generations/2"
+    assert os.readlink(site.site_dir / "current") == "generations/4"
 
 
 def test_generations_keep_the_one_before_and_prune_older(tmp_path):
@@ -198,3 +210,14 @@ def test_generations_keep_the_one_before_and_prune_older(tmp_path):
     generations = sorted(p.name for p in (site.site_dir / "generations").iterdir())
     assert generations == ["2", "3"], generations
     assert os.readlink(site.site_dir / "current") == "generations/3"
+
+
+def test_make_bundle_never_invents_a_key(tmp_path):
+    source = tmp_path / "site-dir"
+    source.mkdir()
+    (source / "airlock.toml").write_text("[outbox]\nsite = \"lis\"\n")
+    made = run("make-bundle", "--key", str(tmp_path / "typo.key"), "--site", SITE, "--appliance", APPLIANCE,
+               "--out", str(tmp_path / "x.bundle"), str(source), cwd=tmp_path)
+    assert made.returncode == 1 and "provisioning-key" in made.stderr, made.stderr
+    assert not (tmp_path / "typo.key").exists() and not (tmp_path / "x.bundle").exists()
+

@@ -1209,7 +1209,7 @@ pub struct MqttSection {
     pub keep_alive_secs: u64,
     /// Subscribe to `cmd/pause` and `cmd/resume` (pause requests from an agent-desktop integration).
     pub commands: bool,
-    /// Seconds between the retained `health` and `metrics` snapshots for the NOC (1–3600).
+    /// Seconds between the retained `health` and `metrics` snapshots for the NOC (1–3600; 0 = none).
     pub health_interval_secs: u64,
 }
 
@@ -1278,10 +1278,10 @@ impl MqttSection {
                 "must be between 5 and 3600",
             ));
         }
-        if !(1..=3600).contains(&self.health_interval_secs) {
+        if self.health_interval_secs > 3600 {
             return Err(invalid(
                 "outbox.mqtt.health_interval_secs",
-                "must be between 1 and 3600",
+                "must be between 1 and 3600, or 0 for no health snapshots",
             ));
         }
         let settings = airlock_runtime::MqttSettings {
@@ -1971,7 +1971,7 @@ mod tests {
             ),
             ("appliance = \"a/b\"", "outbox.mqtt.appliance"),
             ("keep_alive_secs = 1", "outbox.mqtt.keep_alive_secs"),
-            ("health_interval_secs = 0", "outbox.mqtt.health_interval_secs"),
+            ("health_interval_secs = 3601", "outbox.mqtt.health_interval_secs"),
             // The CA bundle is loaded at validation: a file without a PEM certificate is named.
             ("", "ca.pem"),
         ] {

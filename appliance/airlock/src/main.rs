@@ -65,7 +65,7 @@ enum Command {
         json: bool,
     },
     /// Apply a signed site bundle (from removable media) to the site directory: 0 applied, 1 refused (the
-    /// previous provisioning is kept). Restart airlock afterwards to use it.
+    /// previous provisioning is kept), 3 already applied. Restart airlock afterwards to use it.
     Provision {
         /// The bundle file (`airlock make-bundle` writes one).
         bundle: PathBuf,
@@ -78,6 +78,9 @@ enum Command {
         /// Accept a bundle for another site or appliance than the current provisioning.
         #[arg(long)]
         change_site: bool,
+        /// Accept a bundle made before the current one (a deliberate rollback).
+        #[arg(long)]
+        allow_older: bool,
     },
     /// Create a provisioning signing key (PKCS#8, with `<key>.pub` beside it) unless it exists, and print its
     /// public key: the line images list in their trusted provisioning keys.
@@ -87,7 +90,7 @@ enum Command {
     },
     /// Sign a directory (holding airlock.toml and the files it names) into a site bundle.
     MakeBundle {
-        /// The provisioning signing key (PKCS#8; created with its `.pub` beside it if missing).
+        /// The provisioning signing key (PKCS#8, made by `airlock provisioning-key`).
         #[arg(long)]
         key: PathBuf,
         /// The site's id (outbox.site).
@@ -168,11 +171,13 @@ fn main() -> ExitCode {
             site_dir,
             trusted_keys,
             change_site,
+            allow_older,
         } => provision::run(&provision::Request {
             bundle: &bundle,
             site_dir: &site_dir,
             trusted_keys: &trusted_keys,
             change_site,
+            allow_older,
         }),
         Command::ProvisioningKey { key } => provision::provisioning_key(&key),
         Command::MakeBundle {

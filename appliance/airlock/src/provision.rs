@@ -21,16 +21,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use airlock_audit::PublicKey;
-use airlock_bundle::{CONFIG_FILE, Manifest};
+use airlock_bundle::{CONFIG_FILE, MANIFEST_FILE, Manifest};
 
 use crate::config::Config;
 
-/// The signed manifest of the applied bundle, kept beside its files.
-const MANIFEST_FILE: &str = "bundle-manifest.json";
 /// Bundles are small (configuration, certificates, keys); a larger file is not one.
 const MAX_BUNDLE_BYTES: u64 = 64 << 20;
-/// Generations kept: the current one and the one before it.
-const KEPT_GENERATIONS: usize = 2;
 
 /// What `airlock provision` was asked to do.
 #[derive(Debug)]
@@ -40,14 +36,32 @@ pub struct Request<'a> {
     pub trusted_keys: &'a Path,
     /// Allow a bundle for another site or appliance than the current provisioning.
     pub change_site: bool,
+    /// Allow a bundle made before the current one (a deliberate rollback).
+    pub allow_older: bool,
 }
 
-/// `airlock provision`: 0 applied, 1 refused (the previous provisioning kept).
+/// Exit status when the bundle is the one already applied (nothing changed; airlock need not restart).
+const EXIT_UNCHANGED: u8 = 3;
+
+/// What applying a bundle did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The site directory now holds the bundle: restart airlock.
+    Applied(String),
+    /// The bundle was already applied: nothing changed.
+    Unchanged(String),
+}
+
+/// `airlock provision`: 0 applied, 1 refused (the previous provisioning kept), 3 already applied.
 pub fn run(request: &Request) -> ExitCode {
     match apply(request, &mut |step| eprintln!("{step}")) {
-        Ok(summary) => {
+        Ok(Outcome::Applied(summary)) => {
             eprintln!("{summary}");
             ExitCode::SUCCESS
+        }
+        Ok(Outcome::Unchanged(summary)) => {
+            eprintln!("{summary}");
+            ExitCode::from(EXIT_UNCHANGED)
         }
         Err(why) => {
             eprintln!("provisioning refused: {why}");
@@ -57,8 +71,9 @@ pub fn run(request: &Request) -> ExitCode {
     }
 }
 
-/// Applies the bundle, reporting each step through `progress`; the error says why nothing changed.
-pub fn apply(request: &Request, progress: &mut dyn FnMut(String)) -> Result<String, String> {
+/// Applies the bundle, reporting each step through `progress`; the error says why nothing changed. One
+/// provisioning at a time (a lock in the site directory).
+pub fn apply(request: &Request, progress: &mut dyn FnMut(String)) -> Result<Outcome, String> {
     let steps = 5;
     progress(format!("[1/{steps}] reading {}", request.bundle.display()));
     let bytes = read_bundle(request.bundle)?;
@@ -70,26 +85,43 @@ pub fn apply(request: &Request, progress: &mut dyn FnMut(String)) -> Result<Stri
     let parsed = airlock_bundle::parse(&bytes).map_err(|error| error.to_string())?;
     let verified = parsed.verify(&trusted).map_err(|error| error.to_string())?;
     let manifest = &verified.manifest;
+
+    create_private_dir(request.site_dir)?;
+    let _lock = lock_site(request.site_dir)?;
     let applied = request.site_dir.join("current").join(MANIFEST_FILE);
     if std::fs::read(&applied).is_ok_and(|current| current == verified.manifest_bytes) {
-        return Ok(format!(
-            "already provisioned with this bundle (site {:?}, appliance {:?}, of {}): nothing to do",
-            manifest.site, manifest.appliance, manifest.created
-        ));
+        let config_link = request.site_dir.join(CONFIG_FILE);
+        if std::fs::read_link(&config_link).ok() == Some(PathBuf::from("current").join(CONFIG_FILE)) {
+            return Ok(Outcome::Unchanged(format!(
+                "already provisioned with this bundle (site {:?}, appliance {:?}, of {}): nothing to do",
+                manifest.site, manifest.appliance, manifest.created
+            )));
+        }
+        // An earlier run stopped between its two renames: finish it.
+        replace_with_link(&PathBuf::from("current").join(CONFIG_FILE), &config_link)?;
+        return Ok(Outcome::Applied(format!(
+            "already provisioned with this bundle (site {:?}, appliance {:?}); {CONFIG_FILE} pointed at it again",
+            manifest.site, manifest.appliance
+        )));
     }
-    if !request.change_site
-        && let Some(current) = current_manifest(request.site_dir)?
-    {
-        if current.site != manifest.site {
+    if let Some(current) = current_manifest(request.site_dir)? {
+        if !request.change_site && current.site != manifest.site {
             return Err(format!(
                 "the bundle is for site {:?}, but this box belongs to site {:?} (to move it, provision with --change-site)",
                 manifest.site, current.site
             ));
         }
-        if current.appliance != manifest.appliance {
+        if !request.change_site && current.appliance != manifest.appliance {
             return Err(format!(
                 "the bundle is for appliance {:?} of site {:?}, but this box is {:?} (to re-purpose it, provision with --change-site)",
                 manifest.appliance, manifest.site, current.appliance
+            ));
+        }
+        // An old stick must not bring back a recipient or credential the site has since replaced.
+        if !request.allow_older && manifest.created <= current.created {
+            return Err(format!(
+                "the bundle was made {}, not after the current provisioning's bundle ({}): an older bundle is only applied with --allow-older",
+                manifest.created, current.created
             ));
         }
     }
@@ -102,26 +134,29 @@ pub fn apply(request: &Request, progress: &mut dyn FnMut(String)) -> Result<Stri
     ));
     let generations = request.site_dir.join("generations");
     create_private_dir(&generations)?;
+    let previous = current_generation(request.site_dir);
     let number = next_generation(&generations)?;
     let generation = generations.join(number.to_string());
-    let written = write_generation(&generation, &verified.files, verified.manifest_bytes);
+    // Not recursive: fails rather than reuse a directory this run did not create.
+    std::fs::DirBuilder::new()
+        .mode(0o750)
+        .create(&generation)
+        .map_err(|error| format!("cannot create {}: {error}", generation.display()))?;
+    let written = write_generation(&generation, &verified.files, verified.manifest_bytes)
+        .and_then(|()| {
+            progress(format!("[4/{steps}] validating the site configuration"));
+            validate(request.site_dir, &generation, manifest)
+        })
+        .and_then(|()| {
+            progress(format!("[5/{steps}] switching to the new provisioning"));
+            switch_to(request.site_dir, number, previous)
+        });
     if let Err(why) = written {
         let _ = std::fs::remove_dir_all(&generation);
         return Err(why);
     }
-
-    progress(format!("[4/{steps}] validating the site configuration"));
-    if let Err(why) = validate(request.site_dir, &generation, manifest) {
-        let _ = std::fs::remove_dir_all(&generation);
-        return Err(why);
-    }
-
-    progress(format!("[5/{steps}] switching to the new provisioning"));
-    switch_to(request.site_dir, number).inspect_err(|_| {
-        let _ = std::fs::remove_dir_all(&generation);
-    })?;
-    prune(&generations, number);
-    Ok(format!(
+    prune(&generations, number, previous);
+    Ok(Outcome::Applied(format!(
         "provisioned site {:?}, appliance {:?} (bundle of {}, signed by key {}): {} file(s) in {}; restart airlock to apply (systemctl restart airlock)",
         manifest.site,
         manifest.appliance,
@@ -129,7 +164,32 @@ pub fn apply(request: &Request, progress: &mut dyn FnMut(String)) -> Result<Stri
         verified.key_id,
         verified.files.len(),
         generation.display()
-    ))
+    )))
+}
+
+/// Holds an exclusive lock on `<site dir>/.lock` until dropped (waits for another provisioning to finish).
+fn lock_site(site_dir: &Path) -> Result<std::fs::File, String> {
+    let path = site_dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|error| format!("cannot open {}: {error}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .map_err(|error| format!("cannot lock {}: {error}", path.display()))?;
+    Ok(file)
+}
+
+/// The generation `current` points at, if any.
+fn current_generation(site_dir: &Path) -> Option<u64> {
+    std::fs::read_link(site_dir.join("current"))
+        .ok()?
+        .file_name()?
+        .to_str()?
+        .parse()
+        .ok()
 }
 
 fn read_bundle(path: &Path) -> Result<Vec<u8>, String> {
@@ -286,28 +346,42 @@ fn validate(site_dir: &Path, generation: &Path, manifest: &Manifest) -> Result<(
     Ok(())
 }
 
-/// Points `current` at the generation and `airlock.toml` at `current/airlock.toml`, each by an atomic rename.
-fn switch_to(site_dir: &Path, number: u64) -> Result<(), String> {
-    let replace_with_link = |target: &Path, link: &Path| -> Result<(), String> {
-        let staged = link.with_extension("new-link");
-        let _ = std::fs::remove_file(&staged);
-        std::os::unix::fs::symlink(target, &staged)
-            .and_then(|()| std::fs::rename(&staged, link))
-            .map_err(|error| format!("cannot point {} at {}: {error}", link.display(), target.display()))
-    };
-    replace_with_link(
-        &PathBuf::from("generations").join(number.to_string()),
-        &site_dir.join("current"),
-    )?;
-    replace_with_link(
-        &PathBuf::from("current").join(CONFIG_FILE),
-        &site_dir.join(CONFIG_FILE),
-    )?;
-    sync_dir(site_dir)
+/// Replaces `link` by a symlink to `target` in one rename.
+fn replace_with_link(target: &Path, link: &Path) -> Result<(), String> {
+    let staged = link.with_extension("new-link");
+    let _ = std::fs::remove_file(&staged);
+    std::os::unix::fs::symlink(target, &staged)
+        .and_then(|()| std::fs::rename(&staged, link))
+        .map_err(|error| format!("cannot point {} at {}: {error}", link.display(), target.display()))
 }
 
-/// Removes generations older than the last `KEPT_GENERATIONS`.
-fn prune(generations: &Path, current: u64) {
+/// Points `current` at the generation and `airlock.toml` at `current/airlock.toml`, each by an atomic rename;
+/// if the second fails, `current` goes back to `previous` (or away), so the error leaves things as they were.
+fn switch_to(site_dir: &Path, number: u64, previous: Option<u64>) -> Result<(), String> {
+    let current = site_dir.join("current");
+    replace_with_link(&PathBuf::from("generations").join(number.to_string()), &current)?;
+    if let Err(why) = replace_with_link(
+        &PathBuf::from("current").join(CONFIG_FILE),
+        &site_dir.join(CONFIG_FILE),
+    ) {
+        let _ = match previous {
+            Some(previous) => {
+                replace_with_link(&PathBuf::from("generations").join(previous.to_string()), &current)
+            }
+            None => std::fs::remove_file(&current).map_err(|error| error.to_string()),
+        };
+        return Err(why);
+    }
+    // Both renames are done: the new provisioning stands even if this sync fails (the next boot sees it or
+    // the previous one, each whole).
+    if let Err(why) = sync_dir(site_dir) {
+        eprintln!("warning: {why}");
+    }
+    Ok(())
+}
+
+/// Removes every generation but the new one and the one it replaced.
+fn prune(generations: &Path, current: u64, previous: Option<u64>) {
     let Ok(entries) = std::fs::read_dir(generations) else {
         return;
     };
@@ -319,7 +393,7 @@ fn prune(generations: &Path, current: u64) {
         else {
             continue;
         };
-        if number + (KEPT_GENERATIONS as u64) <= current {
+        if number != current && Some(number) != previous {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -360,7 +434,16 @@ pub fn make_bundle(key: &Path, site: &str, appliance: &str, from: &Path, out: &P
 }
 
 fn write_bundle(key: &Path, site: &str, appliance: &str, from: &Path, out: &Path) -> Result<String, String> {
-    let signing_key = airlock_audit::load_or_create_signing_key(key).map_err(|error| error.to_string())?;
+    // Never created here: a mistyped --key would sign with a key no box trusts (`airlock provisioning-key`
+    // makes one).
+    let der = std::fs::read(key).map_err(|error| {
+        format!(
+            "--key {}: {error} (make a key with `airlock provisioning-key FILE`)",
+            key.display()
+        )
+    })?;
+    let signing_key = airlock_audit::SigningKey::from_pkcs8(&der)
+        .map_err(|why| format!("--key {}: {why}", key.display()))?;
     let mut files = Vec::new();
     collect_files(from, from, &mut files)?;
     files.sort();

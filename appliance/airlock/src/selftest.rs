@@ -157,8 +157,13 @@ fn render(checks: &[Check], out: &mut impl Write) -> std::io::Result<()> {
     )
 }
 
+/// The configuration the service runs with on the appliance image; selftest checks it when no --config is
+/// given and it exists.
+const IMAGE_CONFIG: &str = "/etc/airlock/airlock.toml";
+
 /// Every check, in checklist order.
 pub fn collect(config_path: Option<&Path>) -> Vec<Check> {
+    let config_path = config_path.or_else(|| Some(Path::new(IMAGE_CONFIG)).filter(|path| path.exists()));
     let validated = match config_path {
         Some(path) => Config::load(path),
         None => Config::default().validate(),
@@ -416,7 +421,7 @@ fn listeners(validated: &Validated) -> Vec<(&'static str, Transport, SocketAddr)
 }
 
 fn listener_checks(validated: &Validated, interfaces: &Interfaces) -> Vec<Check> {
-    let running = airlock_answers(validated.metrics_listen);
+    let running = airlock_answers(validated.metrics_listen) || airlock_unit_active();
     let mut checks = Vec::new();
     let media_ip = validated.config.media.bind_ip;
     let mut addresses: Vec<(&str, IpAddr)> = listeners(validated)
@@ -486,6 +491,16 @@ fn listener_checks(validated: &Validated, interfaces: &Interfaces) -> Vec<Check>
         });
     }
     checks
+}
+
+/// Whether systemd runs airlock.service (the appliance image), for when no metrics listener is configured.
+fn airlock_unit_active() -> bool {
+    Command::new("systemctl")
+        .args(["is-active", "--quiet", "airlock.service"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
 }
 
 /// Whether an airlock answers on the metrics listener (its `/metrics` carries `airlock_` series).
@@ -611,6 +626,17 @@ fn storage_checks(validated: &Validated) -> Vec<Check> {
         )),
     }
     let spool = data_dir.join("outbox");
+    if let Err(error) = std::fs::read_dir(&spool)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        checks.push(not_ok(
+            Status::Warn,
+            "spool.depth",
+            format!("cannot read {}: {error}", spool.display()),
+            "run selftest as root to measure the spool",
+        ));
+        return checks;
+    }
     let used = directory_bytes(&spool);
     let admission_limit = outbox.max_bytes.saturating_sub(outbox.reserve_bytes);
     let detail = format!(

@@ -28,6 +28,8 @@ const MAX_FILES: usize = 256;
 const MAX_PATH_BYTES: usize = 200;
 /// The file every bundle carries: the site's airlock configuration.
 pub const CONFIG_FILE: &str = "airlock.toml";
+/// Where the applied manifest is kept beside the files: no bundle file may have this name.
+pub const MANIFEST_FILE: &str = "bundle-manifest.json";
 
 /// What a bundle says about itself; signed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,7 +40,7 @@ pub struct Manifest {
     pub site: String,
     /// The appliance's id at the site (as in `outbox.mqtt.appliance`).
     pub appliance: String,
-    /// When it was made (RFC 3339), for the technician and the audit trail.
+    /// When it was made, `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC): a box refuses a bundle older than the one it has.
     pub created: String,
     pub files: Vec<FileEntry>,
 }
@@ -239,6 +241,12 @@ fn check_manifest(manifest: &Manifest) -> Result<(), BundleError> {
             ));
         }
     }
+    if !is_timestamp(&manifest.created) {
+        return invalid(format!(
+            "created {:?} is not a UTC time as YYYY-MM-DDTHH:MM:SS.mmmZ",
+            manifest.created
+        ));
+    }
     if manifest.files.len() > MAX_FILES {
         return invalid(format!("{} files (at most {MAX_FILES})", manifest.files.len()));
     }
@@ -246,9 +254,12 @@ fn check_manifest(manifest: &Manifest) -> Result<(), BundleError> {
     for entry in &manifest.files {
         if !safe_path(&entry.path) {
             return invalid(format!(
-                "file path {:?} is not a plain relative path ([A-Za-z0-9._-] components, no . or ..)",
+                "file path {:?} is not a plain relative path ([A-Za-z0-9._-] components, none starting with .)",
                 entry.path
             ));
+        }
+        if entry.path == MANIFEST_FILE {
+            return invalid(format!("{MANIFEST_FILE} is a reserved name"));
         }
         if !seen.insert(entry.path.as_str()) {
             return invalid(format!("{} is listed twice", entry.path));
@@ -263,13 +274,26 @@ fn check_manifest(manifest: &Manifest) -> Result<(), BundleError> {
     Ok(())
 }
 
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`: fixed width, so later times sort later as text.
+fn is_timestamp(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 24
+        && bytes.iter().enumerate().all(|(i, &b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            19 => b == b'.',
+            23 => b == b'Z',
+            _ => b.is_ascii_digit(),
+        })
+}
+
 fn safe_path(path: &str) -> bool {
     !path.is_empty()
         && path.len() <= MAX_PATH_BYTES
         && path.split('/').all(|part| {
             !part.is_empty()
-                && part != "."
-                && part != ".."
+                && !part.starts_with('.')
                 && part
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')

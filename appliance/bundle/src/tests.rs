@@ -2,6 +2,8 @@ use airlock_audit::SigningKey;
 
 use super::*;
 
+const CREATED: &str = "2026-11-30T00:00:00.000Z";
+
 fn key() -> SigningKey {
     SigningKey::generate().expect("key").0
 }
@@ -17,7 +19,7 @@ fn files() -> Vec<(String, Vec<u8>)> {
 }
 
 fn bundle(key: &SigningKey) -> Vec<u8> {
-    write("lis", "airlock-3", "2026-11-30T00:00:00Z", &files(), |manifest| {
+    write("lis", "airlock-3", CREATED, &files(), |manifest| {
         key.sign(manifest).try_into().expect("64-byte signature")
     })
     .expect("write")
@@ -85,21 +87,34 @@ fn manifests_must_name_ids_safe_paths_and_a_configuration() {
     let sign = |_: &[u8]| [0u8; 64];
     let mut escaping = files();
     escaping[1].0 = "../etc/passwd".into();
-    let error = write("lis", "a", "t", &escaping, sign).unwrap_err();
+    let error = write("lis", "a", CREATED, &escaping, sign).unwrap_err();
     assert!(error.to_string().contains("../etc/passwd"), "{error}");
-    for bad in ["/etc/shadow", "tls//x", "tls/./x", "a b", ""] {
+    for bad in [
+        "/etc/shadow",
+        "tls//x",
+        "tls/./x",
+        "a b",
+        "",
+        ".validate.toml",
+        "tls/.hidden",
+        MANIFEST_FILE,
+    ] {
         let mut named = files();
         named[1].0 = bad.into();
-        assert!(write("lis", "a", "t", &named, sign).is_err(), "{bad:?}");
+        assert!(write("lis", "a", CREATED, &named, sign).is_err(), "{bad:?}");
     }
-    let error = write("lis", "a", "t", &files()[1..], sign).unwrap_err();
+    let error = write("lis", "a", CREATED, &files()[1..], sign).unwrap_err();
     assert!(error.to_string().contains("no airlock.toml"), "{error}");
-    let error = write("l is", "a", "t", &files(), sign).unwrap_err();
+    let error = write("l is", "a", CREATED, &files(), sign).unwrap_err();
     assert!(error.to_string().contains("site"), "{error}");
+    for created in ["2026-11-30T00:00:00Z", "yesterday", "2026-11-30 00:00:00.000Z"] {
+        let error = write("lis", "a", created, &files(), sign).unwrap_err();
+        assert!(error.to_string().contains("created"), "{error}");
+    }
     let mut twice = files();
     twice.push(twice[1].clone());
     assert!(
-        write("lis", "a", "t", &twice, sign)
+        write("lis", "a", CREATED, &twice, sign)
             .unwrap_err()
             .to_string()
             .contains("twice")

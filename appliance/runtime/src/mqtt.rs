@@ -53,7 +53,7 @@ pub struct MqttSettings {
     pub keep_alive: Duration,
     /// Subscribe to `cmd/pause` and `cmd/resume` (pause requests from an agent-desktop integration).
     pub commands: bool,
-    /// Between the retained `health` and `metrics` snapshots (crate::health).
+    /// Between the retained `health` and `metrics` snapshots (crate::health); zero: none.
     pub health_interval: Duration,
 }
 
@@ -171,7 +171,8 @@ async fn connection(
         if retry_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
             retry_at = None;
         }
-        if connected && next_health <= tokio::time::Instant::now() {
+        let health_on = connected && !link.health_interval.is_zero();
+        if health_on && next_health <= tokio::time::Instant::now() {
             next_health = tokio::time::Instant::now() + link.health_interval;
             publish_health(shared, link, &mut unnamed).await;
         }
@@ -188,9 +189,10 @@ async fn connection(
                 Err(error) => tracing::warn!(%error, "cannot hand an event to the MQTT client"),
             }
         }
-        let wake = retry_at
-            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1))
-            .min(next_health.max(tokio::time::Instant::now()));
+        let mut wake = retry_at.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(1));
+        if health_on {
+            wake = wake.min(next_health);
+        }
         let event = tokio::select! {
             event = events.recv() => match event {
                 Some(event) => event,
