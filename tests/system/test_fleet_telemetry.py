@@ -90,3 +90,25 @@ def test_the_noc_tells_healthy_degraded_and_offline_from_mqtt_alone(airlock_fact
     last = json.loads(latest_retained(broker, f"{ROOT}/health"))
     time.sleep(3.5)
     assert json.loads(latest_retained(broker, f"{ROOT}/health"))["at"] == last["at"], "health kept changing"
+
+
+def test_a_broker_with_a_small_packet_limit_gets_health_but_not_the_metrics_and_keeps_the_events(
+        airlock_factory, registry, tmp_path, speech_a, speech_b):
+    broker = Broker(tmp_path / "mqtt", registry, Pki(tmp_path / "pki"), SITE, APPLIANCE)
+    # Announced in CONNACK: the metrics exposition (tens of KB) does not fit, the health summary and events do.
+    broker.config.write_text(broker.config.read_text() + "max_packet_size 4096\n")
+    broker.start()
+    noc = Subscriber(broker)
+    inst: Airlock = airlock_factory(overrides={
+        "outbox": {"site": SITE},
+        "outbox.mqtt": broker.airlock_section(appliance=APPLIANCE, health_interval_secs=1),
+    }).start()
+    wait_health(noc, lambda h: h["state"] == "healthy", "a healthy summary")
+    record_burst(inst, {"1": speech_a, "2": speech_b})
+    noc.wait_for(lambda line: line.startswith(f"{ROOT}/evt/call/ended "), what="the call's event")
+    time.sleep(2.5)  # two more health rounds
+    log = inst.log.read_text(errors="replace")
+    assert "larger than the broker's maximum packet size" in log, log[-3000:]
+    assert "MQTT connection lost" not in log, log[-3000:]
+    assert log.count("connected to the MQTT broker") == 1, log[-3000:]
+    assert not any(line.startswith(f"{ROOT}/metrics ") for line in noc.lines())

@@ -167,6 +167,8 @@ async fn connection(
     let mut refusals = 0u32;
     // The next health and metrics snapshot: right after the CONNACK, then every interval.
     let mut next_health = tokio::time::Instant::now();
+    // The largest packet the broker accepts (its CONNACK says; rumqttc fails the connection on a larger one).
+    let mut broker_max_packet: Option<u32> = None;
     loop {
         if retry_at.is_some_and(|at| at <= tokio::time::Instant::now()) {
             retry_at = None;
@@ -174,7 +176,7 @@ async fn connection(
         let health_on = connected && !link.health_interval.is_zero();
         if health_on && next_health <= tokio::time::Instant::now() {
             next_health = tokio::time::Instant::now() + link.health_interval;
-            publish_health(shared, link, &mut unnamed).await;
+            publish_health(shared, link, broker_max_packet, &mut unnamed).await;
         }
         let may_publish = connected && in_flight.is_none() && retry_at.is_none();
         if may_publish && let Some((seq, topic, body)) = next_event(shared) {
@@ -205,6 +207,10 @@ async fn connection(
             Ok(Event::Incoming(Packet::ConnAck(ack))) if ack.code == ConnectReturnCode::Success => {
                 connected = true;
                 next_health = tokio::time::Instant::now();
+                broker_max_packet = ack
+                    .properties
+                    .as_ref()
+                    .and_then(|properties| properties.max_packet_size);
                 metrics.set_uplink_up(OutboxSink::Events, true);
                 tracing::info!("connected to the MQTT broker");
                 shared.set_alarm(Alarm::MqttRefused, false, "the MQTT broker accepts the appliance");
@@ -311,8 +317,14 @@ async fn connection(
 }
 
 /// Publishes the retained `health` summary and `metrics` exposition (QoS 1, not spooled: only the latest
-/// matters, and a reconnect publishes a fresh one).
-async fn publish_health(shared: &Shared, link: &Link<'_>, unnamed: &mut VecDeque<Option<Seq>>) {
+/// matters, and a reconnect publishes a fresh one). A snapshot larger than the broker's maximum packet size is
+/// skipped (with a warning) rather than sent: rumqttc would end the connection that carries every event.
+async fn publish_health(
+    shared: &Shared,
+    link: &Link<'_>,
+    broker_max_packet: Option<u32>,
+    unnamed: &mut VecDeque<Option<Seq>>,
+) {
     let health = crate::health::health(
         &shared.metrics,
         link.started.elapsed(),
@@ -326,19 +338,35 @@ async fn publish_health(shared: &Shared, link: &Link<'_>, unnamed: &mut VecDeque
             return;
         }
     };
-    for (topic, body) in [
+    for (name, body) in [
         ("health", summary),
         ("metrics", shared.metrics.encode().into_bytes()),
     ] {
-        match link
-            .client
-            .publish(format!("{}/{topic}", link.root), QoS::AtLeastOnce, true, body)
-            .await
+        let topic = format!("{}/{name}", link.root);
+        if let Some(max) = broker_max_packet
+            && publish_packet_bytes(&topic, body.len()) > max as usize
         {
+            tracing::warn!(
+                topic = name,
+                bytes = body.len(),
+                broker_max_packet = max,
+                "health snapshot larger than the broker's maximum packet size; not published"
+            );
+            continue;
+        }
+        match link.client.publish(topic, QoS::AtLeastOnce, true, body).await {
             Ok(()) => unnamed.push_back(None),
-            Err(error) => tracing::warn!(%error, topic, "cannot hand a health snapshot to the MQTT client"),
+            Err(error) => {
+                tracing::warn!(%error, topic = name, "cannot hand a health snapshot to the MQTT client")
+            }
         }
     }
+}
+
+/// An upper bound of the size of a QoS 1 PUBLISH without properties: fixed header (≤ 5), topic (2 + length),
+/// packet id (2), properties length (1), payload.
+fn publish_packet_bytes(topic: &str, payload: usize) -> usize {
+    5 + 2 + topic.len() + 2 + 1 + payload
 }
 
 /// Hands a message on `{root}/cmd/pause|resume` to the command task without waiting.
