@@ -13,7 +13,6 @@ use std::process::{Command, ExitCode};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Validated};
 
@@ -855,18 +854,10 @@ fn model_check(path: &Path) -> Check {
         .unwrap_or("?")
         .to_string();
     let id = format!("model.{name}");
-    let digest = match std::fs::File::open(path).and_then(|mut file| {
-        let mut hasher = Sha256::new();
-        let mut buffer = vec![0u8; 1 << 16];
-        loop {
-            let read = file.read(&mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            hasher.update(&buffer[..read]);
-        }
-        Ok(hex::encode(hasher.finalize()))
-    }) {
+    let digest = match std::fs::File::open(path)
+        .and_then(airlock_outbox::spool::sha256_of)
+        .map(|(digest, _)| hex::encode(digest))
+    {
         Ok(digest) => digest,
         Err(error) => {
             return not_ok(
