@@ -24,6 +24,7 @@ pub struct Config {
     pub outbox: OutboxSection,
     pub policy: PolicySection,
     pub control_api: ControlApiSection,
+    pub status_page: StatusPageSection,
     pub hardware: HardwareSection,
 }
 
@@ -123,6 +124,104 @@ impl ControlApiSection {
         };
         airlock_runtime::validate_control_api(&settings)
             .map_err(|error| invalid("control_api", error.to_string()))?;
+        Ok(Some(settings))
+    }
+}
+
+/// `[status_page]`: the technician's HTTPS status page on the management NIC (off while `listen` is empty).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StatusPageSection {
+    /// Listen address, e.g. the management NIC's `192.168.50.10:8443`; "" = off.
+    pub listen: String,
+    /// PEM certificate chain and private key of the listener (always TLS).
+    pub certificate: PathBuf,
+    pub private_key: PathBuf,
+    /// File whose first line is the technician password's Argon2 hash (`airlock status-password` writes it).
+    pub password_file: PathBuf,
+    /// Minutes without a request after which a login ends.
+    pub session_idle_minutes: u64,
+    /// Connections served at once (more wait in the listen backlog).
+    pub max_connections: usize,
+    /// Seconds a client has for its TLS handshake and request.
+    pub request_timeout_secs: u64,
+}
+
+impl Default for StatusPageSection {
+    fn default() -> Self {
+        StatusPageSection {
+            listen: String::new(),
+            certificate: PathBuf::new(),
+            private_key: PathBuf::new(),
+            password_file: PathBuf::new(),
+            session_idle_minutes: 15,
+            max_connections: 16,
+            request_timeout_secs: 10,
+        }
+    }
+}
+
+impl StatusPageSection {
+    /// The page's settings; `selftest` is how it runs `airlock selftest` (the binary fills it in).
+    fn validate(&self) -> Result<Option<airlock_runtime::StatusPageSettings>, ConfigError> {
+        let Some(listen) = optional_addr("status_page.listen", &self.listen)? else {
+            return Ok(None);
+        };
+        for (key, path, what) in [
+            (
+                "status_page.certificate",
+                &self.certificate,
+                "the PEM certificate chain of the listener",
+            ),
+            (
+                "status_page.private_key",
+                &self.private_key,
+                "the PEM private key",
+            ),
+            (
+                "status_page.password_file",
+                &self.password_file,
+                "a file holding the password hash",
+            ),
+        ] {
+            if path.as_os_str().is_empty() {
+                return Err(invalid(key, format!("must name {what}")));
+            }
+        }
+        let password_hash = first_line_of("status_page.password_file", &self.password_file)?
+            .trim()
+            .to_string();
+        airlock_runtime::check_password_hash(&password_hash)
+            .map_err(|reason| invalid("status_page.password_file", reason))?;
+        if !(1..=1440).contains(&self.session_idle_minutes) {
+            return Err(invalid(
+                "status_page.session_idle_minutes",
+                "must be between 1 and 1440",
+            ));
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("status_page.max_connections", "must be at least 1"));
+        }
+        if !(1..=300).contains(&self.request_timeout_secs) {
+            return Err(invalid(
+                "status_page.request_timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        let settings = airlock_runtime::StatusPageSettings {
+            listen,
+            certificate: self.certificate.clone(),
+            private_key: self.private_key.clone(),
+            password_hash,
+            session_idle: Duration::from_secs(self.session_idle_minutes * 60),
+            max_connections: self.max_connections,
+            request_timeout: Duration::from_secs(self.request_timeout_secs),
+            selftest: airlock_runtime::SelftestCommand {
+                program: PathBuf::from("airlock"),
+                args: Vec::new(),
+            },
+        };
+        airlock_runtime::validate_status_page(&settings).map_err(|reason| invalid("status_page", reason))?;
         Ok(Some(settings))
     }
 }
@@ -1433,6 +1532,8 @@ pub struct Validated {
     pub transcription: Option<airlock_runtime::TranscriptionSettings>,
     pub outbox: airlock_runtime::OutboxSettings,
     pub control_api: Option<airlock_runtime::ControlApiSettings>,
+    /// The status page; its `selftest` command is filled in by `airlock run`.
+    pub status_page: Option<airlock_runtime::StatusPageSettings>,
     /// `hardware.profile`, loaded and validated.
     pub hardware: Option<airlock_hw::Profile>,
 }
@@ -1536,6 +1637,7 @@ impl Config {
         let policy = self.policy.validate()?;
         let outbox = self.outbox.validate(policy)?;
         let control_api = self.control_api.validate()?;
+        let status_page = self.status_page.validate()?;
         let hardware = self.hardware.validate()?;
         Ok(Validated {
             config: self,
@@ -1548,6 +1650,7 @@ impl Config {
             transcription,
             outbox,
             control_api,
+            status_page,
             hardware,
         })
     }

@@ -9,17 +9,19 @@ use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
-/// Installs the journald subscriber when stderr is the journal, the stderr subscriber otherwise.
-pub fn init_tracing() {
+/// Installs the journald subscriber when stderr is the journal, the stderr subscriber otherwise; either way
+/// the warnings and errors are also kept in `recent` (the status page's last problems).
+pub fn init_tracing(recent: airlock_telemetry::RecentProblems) {
     let stderr_is_journal = std::env::var("JOURNAL_STREAM").ok().is_some_and(|stream| {
         rustix::fs::fstat(std::io::stderr()).is_ok_and(|stat| names_stream(&stream, stat.st_dev, stat.st_ino))
     });
     if !stderr_is_journal {
-        return airlock_telemetry::init_tracing();
+        return airlock_telemetry::init_tracing(recent);
     }
     let _already_installed = tracing_subscriber::registry()
         .with(airlock_telemetry::log_filter())
         .with(Journald)
+        .with(recent)
         .try_init();
 }
 

@@ -105,6 +105,12 @@ enum Command {
         /// The directory whose files go into the bundle.
         dir: PathBuf,
     },
+    /// Hash the technician password for the status page: reads the password from the first line of stdin,
+    /// writes its Argon2id hash to FILE (mode 0640; status_page.password_file names it).
+    StatusPassword {
+        /// The password file to write (replaced if it exists).
+        file: PathBuf,
+    },
     /// Redact dialogues (JSON Lines, the development set's format) from stdin to stdout, as the appliance's
     /// transcript gate would, adding the spans found (0 = all lines redacted, 1 = a line was malformed).
     Redact,
@@ -188,28 +194,33 @@ fn main() -> ExitCode {
             dir,
         } => provision::make_bundle(&key, &site, &appliance, &dir, &out),
         Command::Selftest { config, json } => selftest::run(config.as_deref(), json),
+        Command::StatusPassword { file } => status_password(&file),
         Command::Run { config } => {
             // Before any thread starts: the process may replace itself once (airlock_transcribe::blas).
             let blas_restart = airlock_transcribe::blas::restart_with_fitting_kernels();
-            journal::init_tracing();
+            let recent_problems = airlock_telemetry::RecentProblems::default();
+            journal::init_tracing(recent_problems.clone());
             match blas_restart {
                 Ok(()) => tracing::info!("{}", airlock_transcribe::blas::kernel_report()),
                 Err(error) => tracing::warn!(
                     "cannot restart with OpenBLAS kernels fitting this CPU, transcription may be slower: {error}"
                 ),
             }
-            let validated = match config {
-                Some(path) => Config::load(&path),
+            let validated = match &config {
+                Some(path) => Config::load(path),
                 None => Config::default().validate(),
             };
-            let validated = match validated {
+            let mut validated = match validated {
                 Ok(validated) => validated,
                 Err(error) => {
                     eprintln!("{error}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
-            run(validated)
+            if let Some(page) = &mut validated.status_page {
+                page.selftest = selftest_command(config.as_deref());
+            }
+            run(validated, recent_problems)
         }
     }
 }
@@ -318,7 +329,69 @@ fn redact() -> ExitCode {
     }
 }
 
-fn run(validated: Validated) -> ExitCode {
+/// How the status page runs the selftest: this binary, with the configuration the service runs with.
+fn selftest_command(config: Option<&Path>) -> airlock_runtime::SelftestCommand {
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("airlock"));
+    let mut args = vec!["selftest".into(), "--json".into()];
+    if let Some(path) = config {
+        // The selftest runs from the same working directory; an absolute path keeps it right if that changes.
+        let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        args.extend(["--config".into(), path.into_os_string()]);
+    }
+    airlock_runtime::SelftestCommand { program, args }
+}
+
+/// `airlock status-password FILE`: the first line of stdin, hashed with Argon2id, written to FILE (0640).
+fn status_password(file: &Path) -> ExitCode {
+    let mut line = String::new();
+    if let Err(error) = std::io::stdin().read_line(&mut line) {
+        eprintln!("cannot read the password from stdin: {error}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.chars().count() < MIN_STATUS_PASSWORD_CHARS {
+        eprintln!(
+            "the password must be at least {MIN_STATUS_PASSWORD_CHARS} characters (give it on the first line \
+             of stdin)"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let hash = match airlock_runtime::hash_password(password) {
+        Ok(hash) => hash,
+        Err(error) => {
+            eprintln!("cannot hash the password: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let written = (|| -> std::io::Result<()> {
+        let partial = file.with_extension("partial");
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
+        let mut out = options.open(&partial)?;
+        out.write_all(format!("{hash}\n").as_bytes())?;
+        out.sync_all()?;
+        std::fs::rename(&partial, file)
+    })();
+    match written {
+        Ok(()) => {
+            eprintln!(
+                "{}: status page password hash written (point status_page.password_file at it)",
+                file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("{}: {error}", file.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Shortest technician password `status-password` accepts.
+const MIN_STATUS_PASSWORD_CHARS: usize = 12;
+
+fn run(validated: Validated, recent_problems: airlock_telemetry::RecentProblems) -> ExitCode {
     let config = &validated.config;
     if let Some(profile) = &validated.hardware {
         tracing::info!(profile = %profile.id, arch = profile.arch.name(), "hardware profile");
@@ -361,6 +434,8 @@ fn run(validated: Validated) -> ExitCode {
         transcription: validated.transcription.clone(),
         outbox: validated.outbox.clone(),
         control_api: validated.control_api.clone(),
+        status_page: validated.status_page.clone(),
+        recent_problems,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

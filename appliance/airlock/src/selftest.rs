@@ -407,6 +407,7 @@ fn listeners(validated: &Validated) -> Vec<(&'static str, Transport, SocketAddr)
                 .map(|webhooks| webhooks.listen.as_str()),
         ),
         ("control_api.listen", Some(config.control_api.listen.as_str())),
+        ("status_page.listen", Some(config.status_page.listen.as_str())),
     ];
     for (key, listen) in optional {
         if let Some(address) = listen.and_then(|listen| listen.parse::<SocketAddr>().ok()) {
@@ -916,6 +917,12 @@ fn certificate_files(config: &Config) -> Vec<(String, PathBuf)> {
         files.push((
             "control_api.certificate".to_string(),
             config.control_api.certificate.clone(),
+        ));
+    }
+    if !config.status_page.listen.is_empty() {
+        files.push((
+            "status_page.certificate".to_string(),
+            config.status_page.certificate.clone(),
         ));
     }
     if let Some(mqtt) = &config.outbox.mqtt {

@@ -10,11 +10,9 @@
 //! `{"error": "<reason>"}`: 400 malformed id, 404 unknown path or call, 405 wrong method, 413 body over
 //! `MAX_BODY_BYTES` (bodies are not needed and otherwise ignored), 429 too many pauses, 503 the call did not
 //! answer in time. Bounded: `max_connections` at once (more wait in the listen backlog), one request per
-//! connection, each within `request_timeout` (TLS handshake included). Nothing of a request (id, token) is
-//! logged. The certificate and key are reloaded like SIP's (`tls::watch`: SIGHUP or a file change; a
-//! failed reload keeps the previous pair).
+//! connection, each within `request_timeout` (TLS handshake included; the listener is `https`). Nothing of a
+//! request (id, token) is logged.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,15 +23,11 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use subtle::ConstantTimeEq;
-use tokio::net::TcpListener;
 
 use crate::requests::{Registry, RequestError};
-use crate::tls::CurrentConfig;
 
 /// Largest request body read (bodies carry nothing the API needs).
 const MAX_BODY_BYTES: usize = 4096;
-/// The only protocol offered.
-const ALPN: &[&[u8]] = &[b"http/1.1"];
 
 /// What the operator configured (validated by the binary).
 #[derive(Clone)]
@@ -62,22 +56,11 @@ impl std::fmt::Debug for ControlApiSettings {
 }
 
 /// Start-up failures of the listener.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlApiError {
-    #[error("TLS: {0}")]
-    Tls(crate::TlsError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-}
+pub use crate::https::ListenerError as ControlApiError;
 
 /// Loads the certificate and key (also used by `check-config`).
 pub fn validate(settings: &ControlApiSettings) -> Result<(), ControlApiError> {
-    crate::tls::plain_server_config(&settings.certificate, &settings.private_key, ALPN)
-        .map(drop)
-        .map_err(ControlApiError::Tls)
+    crate::https::validate(&settings.certificate, &settings.private_key)
 }
 
 struct Context {
@@ -92,77 +75,24 @@ pub(crate) async fn start(
     registry: Registry,
     metrics: Metrics,
 ) -> Result<tokio::task::JoinHandle<()>, ControlApiError> {
-    let config = crate::tls::plain_server_config(&settings.certificate, &settings.private_key, ALPN)
-        .map_err(ControlApiError::Tls)?;
-    let current = CurrentConfig::new(config);
-    let files = Arc::new(crate::tls::plain_settings(
-        &settings.certificate,
-        &settings.private_key,
-    ));
-    let reloading = current.clone();
-    let reload = crate::tls::watch(files, move |why, result| match result {
-        Ok(loaded) => {
-            reloading.set(crate::tls::with_alpn(loaded.config, ALPN));
-            tracing::info!(trigger = why, "control API certificate reloaded");
-        }
-        Err(error) => tracing::error!(trigger = why, %error,
-            "control API certificate reload failed; the previous certificate stays in use"),
-    });
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .map_err(|source| ControlApiError::Listen {
-            addr: settings.listen,
-            source,
-        })?;
     let context = Arc::new(Context {
         registry,
         metrics,
         token: settings.token.into_bytes(),
     });
-    let slots = Arc::new(tokio::sync::Semaphore::new(settings.max_connections));
-    let timeout = settings.request_timeout;
-    let serve = async move {
-        loop {
-            let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
-                return;
-            };
-            let (stream, _peer) = match listener.accept().await {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "control API accept failed");
-                    tokio::time::sleep(crate::sip_io::ACCEPT_ERROR_PAUSE).await;
-                    continue;
-                }
-            };
-            let Some(config) = current.get() else {
-                continue;
-            };
-            let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            let context = Arc::clone(&context);
-            tokio::spawn(async move {
-                let _permit = permit;
-                let service = hyper::service::service_fn(move |request| {
-                    let context = Arc::clone(&context);
-                    async move { Ok::<_, Infallible>(handle(&context, request).await) }
-                });
-                let mut http = hyper::server::conn::http1::Builder::new();
-                http.keep_alive(false);
-                let served = async {
-                    let stream = acceptor.accept(stream).await?;
-                    http.serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await
-                        .map_err(std::io::Error::other)
-                };
-                let _ = tokio::time::timeout(timeout, served).await;
-            });
-        }
+    let listener = crate::https::Listener {
+        what: "control API",
+        listen: settings.listen,
+        certificate: &settings.certificate,
+        private_key: &settings.private_key,
+        max_connections: settings.max_connections,
+        request_timeout: settings.request_timeout,
     };
-    Ok(tokio::spawn(async move {
-        tokio::select! {
-            () = serve => {}
-            () = reload => {}
-        }
-    }))
+    crate::https::start(listener, move |request| {
+        let context = Arc::clone(&context);
+        async move { handle(&context, request).await }
+    })
+    .await
 }
 
 /// A request as understood from its method and path.

@@ -30,6 +30,22 @@ pub(crate) enum Reason {
     Alarm,
 }
 
+impl Reason {
+    /// The reason in words, for the technician's status page.
+    pub(crate) fn explain(self) -> &'static str {
+        match self {
+            Reason::SpoolGrowing => {
+                "the outbox spool is growing (over half full, or something waits over an hour)"
+            }
+            Reason::AsrLagging => "transcription lags behind the calls",
+            Reason::CertificateExpiring => "the SIP TLS certificate expires within 14 days",
+            Reason::AdmissionClosed => "new calls are refused (the spool is full)",
+            Reason::UplinkObjectsDown => "artifacts cannot be delivered: the uplink for objects is down",
+            Reason::Alarm => "an alarm is raised",
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct Health {
     pub at: String,

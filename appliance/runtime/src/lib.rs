@@ -11,6 +11,7 @@ mod clock;
 mod control;
 mod control_api;
 mod health;
+mod https;
 mod manifest;
 mod metrics_http;
 mod mqtt;
@@ -21,6 +22,7 @@ mod requests;
 mod retained;
 mod s3;
 mod sip_io;
+mod status_page;
 mod storage;
 mod supervision;
 mod tls;
@@ -52,6 +54,10 @@ pub use policy::{
 pub use s3::{
     BucketProbe, LockMode, ObjectLockSettings, S3Settings, check_ca_bundle as check_s3_ca_bundle,
     probe_bucket,
+};
+pub use status_page::{
+    SelftestCommand, StatusPageError, StatusPageSettings, check_password_hash, hash_password,
+    validate as validate_status_page,
 };
 pub use storage::DataDir;
 pub use supervision::Supervisor;
@@ -97,6 +103,10 @@ pub struct Settings {
     pub outbox: OutboxSettings,
     /// The HTTPS control API (pause/resume on request); `None` when off.
     pub control_api: Option<ControlApiSettings>,
+    /// The technician's HTTPS status page; `None` when off.
+    pub status_page: Option<StatusPageSettings>,
+    /// The warnings and errors logged lately (the tracing layer fills it; the status page shows it).
+    pub recent_problems: airlock_telemetry::RecentProblems,
 }
 
 /// Start-up failures.
@@ -118,6 +128,8 @@ pub enum RuntimeError {
     Transcription(TranscriptionError),
     #[error("control API: {0}")]
     ControlApi(ControlApiError),
+    #[error("status page: {0}")]
+    StatusPage(StatusPageError),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -133,6 +145,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
     supervisor: Arc<dyn Supervisor>,
 ) -> Result<(), RuntimeError> {
+    let started = std::time::Instant::now();
     let metrics = Metrics::default();
     metrics.admission_open.set(1);
     let mqtt_tls = settings
@@ -223,6 +236,38 @@ pub async fn run(
             environment.metrics.clone(),
         ))
     });
+    let status_page_task = match settings.status_page.clone() {
+        Some(page) => {
+            let sources = status_page::Sources {
+                metrics: environment.metrics.clone(),
+                registry: registry.clone(),
+                recent_problems: settings.recent_problems.clone(),
+                started,
+                site: settings.outbox.site.clone(),
+                appliance: settings
+                    .outbox
+                    .mqtt
+                    .as_ref()
+                    .map_or_else(|| "appliance".to_string(), |mqtt| mqtt.appliance.clone()),
+                objects_go_to: if settings.outbox.s3.is_some() {
+                    "S3 bucket"
+                } else {
+                    "local directory"
+                },
+                events_go_to: if settings.outbox.mqtt.is_some() {
+                    "MQTT broker"
+                } else {
+                    "local log"
+                },
+            };
+            Some(
+                status_page::start(page, sources)
+                    .await
+                    .map_err(RuntimeError::StatusPage)?,
+            )
+        }
+        None => None,
+    };
     let control_api_task = match settings.control_api.clone() {
         Some(api) => Some(
             control_api::start(api, registry, environment.metrics.clone())
@@ -268,6 +313,7 @@ pub async fn run(
         voicestream = ?settings.voicestream.as_ref().map(|vs| vs.listen),
         metrics = ?settings.metrics_listen,
         control_api = ?settings.control_api.as_ref().map(|api| api.listen),
+        status_page = ?settings.status_page.as_ref().map(|page| page.listen),
         "airlock is recording"
     );
     supervisor.ready(&supervision::status_line(&supervision::Health {
@@ -310,9 +356,14 @@ pub async fn run(
             "stopping with records still in the outbox spool; they are delivered after the restart"
         );
     }
-    for task in [metrics_task, control_api_task, mqtt_command_task]
-        .into_iter()
-        .flatten()
+    for task in [
+        metrics_task,
+        control_api_task,
+        status_page_task,
+        mqtt_command_task,
+    ]
+    .into_iter()
+    .flatten()
     {
         task.abort();
     }

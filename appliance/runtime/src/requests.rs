@@ -17,7 +17,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use airlock_telemetry::{RequestAction, RequestOutcome, RequestSource};
 use sha2::{Digest, Sha256};
@@ -72,6 +72,16 @@ impl CallState {
     pub(crate) fn state(&self) -> &'static str {
         if self.paused { "paused" } else { "recording" }
     }
+}
+
+/// The live calls in numbers (`Registry::summary`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct CallsSummary {
+    pub siprec: usize,
+    pub voicestream: usize,
+    /// Calls paused by a pause request (HTTPS or MQTT), not by their recording client.
+    pub paused_on_request: usize,
+    pub longest_running_secs: u64,
 }
 
 /// Why a request was not carried out; `reason()` is the text for the requester.
@@ -132,6 +142,7 @@ struct Entry {
     handle: CallHandle,
     digests: Vec<Digest32>,
     paused: bool,
+    registered: Instant,
 }
 
 struct Inner {
@@ -206,6 +217,7 @@ impl Registry {
                 handle,
                 digests: Vec::new(),
                 paused: false,
+                registered: Instant::now(),
             },
         );
         drop(inner);
@@ -215,6 +227,25 @@ impl Registry {
         };
         registration.add_ids([call]);
         registration
+    }
+
+    /// How many live calls there are by protocol and state, and how long the oldest has run (no ids: this
+    /// is what the technician's status page shows).
+    pub(crate) fn summary(&self, now: Instant) -> CallsSummary {
+        let inner = self.lock();
+        let mut summary = CallsSummary::default();
+        for entry in inner.entries.values() {
+            match entry.handle {
+                CallHandle::Siprec(_) => summary.siprec += 1,
+                CallHandle::VoiceStream(_) => summary.voicestream += 1,
+            }
+            if entry.paused {
+                summary.paused_on_request += 1;
+            }
+            let running = now.saturating_duration_since(entry.registered).as_secs();
+            summary.longest_running_secs = summary.longest_running_secs.max(running);
+        }
+        summary
     }
 
     /// Carries out `action` on the call named `id` and returns its state.
@@ -552,6 +583,19 @@ mod tests {
             .request("session-uuid", RequestAction::Status, https)
             .await;
         assert!(status.is_ok_and(|state| state.paused && state.state() == "paused"));
+        let (vs_inputs, _vs_inbox) = mpsc::channel(4);
+        let vs_call = registry.register("vs-1", CallHandle::VoiceStream(vs_inputs.downgrade()));
+        let later = Instant::now() + Duration::from_secs(90);
+        assert_eq!(
+            registry.summary(later),
+            CallsSummary {
+                siprec: 1,
+                voicestream: 1,
+                paused_on_request: 1,
+                longest_running_secs: 90,
+            }
+        );
+        drop(vs_call);
         let resumed = registry
             .request("20261129T1200Z-ab", RequestAction::Resume, https)
             .await;
@@ -570,6 +614,7 @@ mod tests {
             Err(RequestError::UnknownCall)
         );
         assert!(registry.lock().by_digest.is_empty() && registry.lock().entries.is_empty());
+        assert_eq!(registry.summary(later), CallsSummary::default());
         drop(commands);
         task.await.ok();
     }

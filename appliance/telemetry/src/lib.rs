@@ -5,6 +5,7 @@
 mod metrics;
 mod outbox_metrics;
 mod pii;
+mod recent;
 mod redaction_metrics;
 mod request_metrics;
 mod security_metrics;
@@ -14,6 +15,7 @@ mod voicestream_metrics;
 pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
 pub use outbox_metrics::{Alarm, OutboxMetrics, OutboxSink};
 pub use pii::Pii;
+pub use recent::{Problem, RECENT_PROBLEMS, RecentProblems};
 pub use redaction_metrics::{RedactionMetrics, SilenceReason};
 pub use request_metrics::{RequestAction, RequestMetrics, RequestOutcome, RequestSource};
 pub use security_metrics::{ReloadResult, SecurityMetrics, SrtpDropReason, TlsHandshakeResult};
@@ -26,12 +28,19 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
 }
 
-/// Installs the process-wide tracing subscriber: human-readable lines on stderr, filtered by [`log_filter`].
-/// (Under systemd the binary logs to journald with structured fields instead.)
-pub fn init_tracing() {
-    let _already_installed = tracing_subscriber::fmt()
-        .with_env_filter(log_filter())
-        .with_writer(std::io::stderr)
-        .with_target(false)
+/// Installs the process-wide tracing subscriber: human-readable lines on stderr, filtered by [`log_filter`],
+/// and the warnings and errors among them kept in `recent`. (Under systemd the binary logs to journald with
+/// structured fields instead.)
+pub fn init_tracing(recent: RecentProblems) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let _already_installed = tracing_subscriber::registry()
+        .with(log_filter())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_target(false),
+        )
+        .with(recent)
         .try_init();
 }
