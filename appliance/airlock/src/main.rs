@@ -361,6 +361,7 @@ fn run(validated: Validated) -> ExitCode {
         transcription: validated.transcription.clone(),
         outbox: validated.outbox.clone(),
         control_api: validated.control_api.clone(),
+        capture: validated.capture.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -63,7 +63,9 @@ pub enum SegmentEvent {
     /// Open a call whose audio begins at `at` (for level segmentation, earlier than the frame just handed
     /// in: the caller keeps the last `start_after` of audio to put at the call's start).
     Start { at: Duration },
-    /// Finish the open call; the frame just handed in (`at`, its start) belongs to the next call, if any.
+    /// Finish the open call at `at`: after the frame just handed in, which is the call's last (for an
+    /// interruption, where the capture stopped). After `MaxLength` and `Schedule` a `Start` at the same time
+    /// follows.
     End { at: Duration, reason: EndReason },
 }
 
@@ -108,7 +110,7 @@ impl Segmenter {
     pub fn handle_frame(&mut self, at: Duration, length: Duration, level: f32) {
         match self.mode {
             Segmentation::Level(config) => self.level_frame(config, at, length, level),
-            Segmentation::Schedule { segment } => self.schedule_frame(segment, at),
+            Segmentation::Schedule { segment } => self.schedule_frame(segment, at, length),
         }
     }
 
@@ -155,14 +157,14 @@ impl Segmenter {
                 quiet_since,
                 boundary,
             } => {
-                if at.saturating_sub(started) >= config.max_call {
+                if end.saturating_sub(started) >= config.max_call {
                     self.events.push_back(SegmentEvent::End {
-                        at,
+                        at: end,
                         reason: EndReason::MaxLength,
                     });
-                    self.events.push_back(SegmentEvent::Start { at });
+                    self.events.push_back(SegmentEvent::Start { at: end });
                     self.state = State::InCall {
-                        started: at,
+                        started: end,
                         quiet_since: if loud { None } else { Some(at) },
                         boundary,
                     };
@@ -194,7 +196,8 @@ impl Segmenter {
         }
     }
 
-    fn schedule_frame(&mut self, segment: Duration, at: Duration) {
+    fn schedule_frame(&mut self, segment: Duration, at: Duration, length: Duration) {
+        let end = at.saturating_add(length);
         match self.state {
             State::Idle { .. } => {
                 self.events.push_back(SegmentEvent::Start { at });
@@ -207,16 +210,16 @@ impl Segmenter {
             State::InCall {
                 boundary: Some(boundary),
                 ..
-            } if at >= boundary => {
+            } if end >= boundary => {
                 self.events.push_back(SegmentEvent::End {
-                    at,
+                    at: end,
                     reason: EndReason::Schedule,
                 });
-                self.events.push_back(SegmentEvent::Start { at });
+                self.events.push_back(SegmentEvent::Start { at: end });
                 self.state = State::InCall {
-                    started: at,
+                    started: end,
                     quiet_since: None,
-                    boundary: Some(next_boundary(at, segment)),
+                    boundary: Some(next_boundary(end, segment)),
                 };
             }
             State::InCall { .. } => {}

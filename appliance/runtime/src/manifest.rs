@@ -204,10 +204,11 @@ impl Manifest {
         manifest
     }
 
-    /// The manifest of a VoiceStream call; legs and metadata are added as they join.
-    pub fn for_voicestream(dir_name: &str, started: SystemTime, format: (u32, usize)) -> Manifest {
+    /// The manifest of a streamed call (`source`: voicestream, local_capture); legs and metadata are added as
+    /// they join.
+    pub fn for_stream(source: &str, dir_name: &str, started: SystemTime, format: (u32, usize)) -> Manifest {
         let mut manifest = Manifest::empty(dir_name, started, format);
-        manifest.source = "voicestream".to_string();
+        manifest.source = source.to_string();
         manifest
     }
 

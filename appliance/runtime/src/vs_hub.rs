@@ -136,8 +136,9 @@ impl Hub {
                 Some(inputs) => (inputs.clone(), Vec::new()),
                 None => {
                     let Some(inputs) = vs_call::spawn(
+                        vs_call::StreamSource::VoiceStream,
                         call.to_string(),
-                        info.vcc_call_id.expose(),
+                        Some(info.vcc_call_id.expose()),
                         self.environment.clone(),
                         info.sample_rate,
                         self.format.channels,
