@@ -22,7 +22,7 @@ pub const FORMAT: &str = "airlock.call-manifest.v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
-    /// Where the call came from: `siprec`, `voicestream` (gRPC) or `voicestream_sip`.
+    /// Where the call came from: `siprec`, `voicestream` (gRPC), `voicestream_sip` or `local_capture`.
     #[serde(default = "siprec_source")]
     pub source: String,
     /// Our own id for the call (never the SIP Call-ID or the Five9 call id).
