@@ -506,6 +506,7 @@ impl CaptureTask {
                 role,
                 sample_rate: self.settings.rate_hz,
                 metadata_json: Pii::new(metadata.to_string()),
+                from_start: true,
             };
             // The queue is new and far longer than the roles: this cannot be full.
             if call.try_send(attach).is_err() {

@@ -84,11 +84,14 @@ pub(crate) enum LegFinish {
 #[derive(Debug)]
 pub(crate) enum VsCallInput {
     /// A leg joined: its role label, PCM rate, and its config metadata as JSON (sealed into the manifest).
+    /// `from_start`: its audio begins at the call's start rather than when it attached (the channels of one
+    /// capture device share a clock and must stay sample-aligned).
     Attach {
         leg: LegId,
         role: &'static str,
         sample_rate: u32,
         metadata_json: Pii<String>,
+        from_start: bool,
     },
     /// PCM of a leg, stamped with when its message arrived (placement must not depend on how long the
     /// input waited in this task's queue).
@@ -301,6 +304,7 @@ impl VsCall {
                 role,
                 sample_rate,
                 metadata_json,
+                from_start,
             } => {
                 let channel = self.channel_for(role);
                 // A reconnecting leg continues where its role left off, never over it.
@@ -311,7 +315,8 @@ impl VsCall {
                     .map(|other| other.next_sample)
                     .max()
                     .unwrap_or(0);
-                let next_sample = self.sample_at(now).max(previous_end);
+                let attached_at = if from_start { 0 } else { self.sample_at(now) };
+                let next_sample = attached_at.max(previous_end);
                 self.manifest.channels.push(ChannelReport::new(channel, role, at));
                 // Each leg is a leg of its own in the transcript (legs may share a channel).
                 let transcript_leg = self.transcript_legs;

@@ -172,6 +172,7 @@ impl Hub {
             role: role_label(info),
             sample_rate: info.sample_rate,
             metadata_json: Pii::new(metadata.to_string()),
+            from_start: false,
         };
         if attachment.inputs.send(input).await.is_err() {
             // The recorder stopped between the decision and now: undo the join; the notes are lost with
