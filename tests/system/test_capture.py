@@ -5,11 +5,14 @@ Covered: a two-channel tap (agent, customer) cut into a call by level — speech
 recording decrypts with age to exactly the audio fed on each channel (the spoken card number silenced), whose
 transcript has the agent's words and the card number redacted, delivered by the outbox to the local uplink
 with a manifest naming the source; a schedule cutting back-to-back calls on wall-clock multiples without losing
-a sample; a device that is missing at start (alarm, metric, retries, no crash) and then appears; and a device
-name the hardware profile lacks refused by `check-config`, naming the key and the device."""
+a sample; a device that is missing at start (alarm, metric, retries, no crash) and then appears; a device that
+vanishes mid-call (a PulseAudio server killed under ALSA's pulse plugin): the call ends, is kept and delivered,
+and the device is reopened when it is back; and a device name the hardware profile lacks refused by
+`check-config`, naming the key and the device."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from array import array
@@ -217,6 +220,52 @@ def test_a_missing_device_is_retried_without_a_crash_and_recorded_once_it_appear
     finally:
         if feeder is not None:
             feeder.stop()
+
+
+def test_a_device_vanishing_mid_call_ends_the_call_which_is_kept_and_the_device_is_reopened(
+        airlock_factory, registry, tmp_path, monkeypatch):
+    """The tap is a PulseAudio sink monitor; the server is killed while a call is being recorded (as a USB
+    interface being unplugged), then started again."""
+    for tool in ("pulseaudio", "pacat", "pactl"):
+        audio.require_tool(tool)
+    assert Path(f"/usr/lib/{os.uname().machine}-linux-gnu/alsa-lib/libasound_module_pcm_pulse.so").is_file(), \
+        "libasound2-plugins (ALSA's pulse plugin) is missing: run ci/setup"
+    tap = alsa.PulseTap(tmp_path / "pulse", registry, RATE, 2)
+    (tmp_path / "pulse").mkdir()
+    tap.start()
+    home = tmp_path / "home"
+    tap.write_asoundrc(home, PCM)
+    monkeypatch.setenv("HOME", str(home))
+    config = capture_config({"segmentation": "level", "end_silence_secs": 2})
+    config["transcription"] = {"enabled": False}
+    inst = airlock_factory(overrides=config).start()
+    wait_metric(inst, "airlock_capture_device_up", lambda v: v == 1)
+    reading = pcm16(sox_raw("0870", tmp_path, RATE, "signed-integer", 16))
+    raw = tmp_path / "reading-stereo.raw"
+    raw.write_bytes(alsa.interleave([reading, reading]))
+    tap.play(raw)
+    wait_metric(inst, "airlock_active_calls", lambda v: v == 1)
+    time.sleep(3)
+    tap.kill()
+    [call] = inst.wait_calls(1, timeout=30)
+    manifest = inst.manifest(call)
+    assert (manifest["source"], manifest["end_reason"]) == ("local_capture", "stream_lost"), manifest
+    # What was recorded before the device vanished is kept: seconds of the reading, on both channels.
+    wav = inst.recording(call)
+    for channel in range(2):
+        voiced = sum(1 for s in wav.channel(channel) if abs(s) > 500)
+        assert voiced > RATE, f"channel {channel}: {voiced} voiced samples"
+    assert metric(inst, 'airlock_capture_calls_total{reason="interrupted"}') == 1
+    assert metric(inst, 'airlock_alarm{alarm="capture_device"}') == 1
+    assert metric(inst, "airlock_capture_device_up") == 0
+    log = inst.log.read_text(errors="replace")
+    assert "capture device failed; reopening it" in log, log[-2000:]
+    assert inst.alive()
+    # Plugged in again: reopened with backoff, the alarm clears.
+    tap.start()
+    wait_metric(inst, "airlock_capture_device_up", lambda v: v == 1, timeout=45)
+    wait_metric(inst, 'airlock_alarm{alarm="capture_device"}', lambda v: v == 0)
+    assert inst.terminate() == 0
 
 
 def test_check_config_names_an_unknown_capture_device(tmp_path):

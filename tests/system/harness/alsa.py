@@ -1,16 +1,20 @@
-"""A virtual ALSA capture device for the local-capture tests, with no sound card and no kernel module: ALSA's
-`file` plugin over the `null` PCM, whose `infile` is a FIFO this harness writes in real time.
+"""Virtual ALSA capture devices for the local-capture tests, with no sound card and no kernel module.
 
-The `null` PCM delivers frames as fast as they are read, so the FIFO is what paces the capture: the feeder
-writes one 60 ms chunk every 60 ms (a little ahead), each chunk a single write of at most PIPE_BUF bytes (so a
-reader never sees part of one), and the `file` plugin's read blocks until the next chunk is there. The device
-is defined in `$HOME/.asoundrc` of a HOME given to the airlock process, with a `hint` so that ALSA's device
-list (which cpal searches) shows it."""
+`FifoFeeder`: ALSA's `file` plugin over the `null` PCM, whose `infile` is a FIFO this harness writes in real
+time (sample-exact). `PulseTap`: a PulseAudio null sink's monitor through the `pulse` plugin, for a device that
+vanishes mid-call (the server is killed).
+
+For `FifoFeeder`, the `null` PCM delivers frames as fast as they are read, so the FIFO is what paces the
+capture: the feeder writes one 60 ms chunk every 60 ms (a little ahead), each chunk a single write of at most
+PIPE_BUF bytes (so a reader never sees part of one), and the `file` plugin's read blocks until the next chunk
+is there. Each device is defined in `$HOME/.asoundrc` of a HOME given to the airlock process, with a `hint` so
+that ALSA's device list (which cpal searches) shows it."""
 
 from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import threading
 import time
 from array import array
@@ -107,3 +111,64 @@ class FifoFeeder(threading.Thread):
         finally:
             if fd is not None:
                 os.close(fd)
+
+
+class PulseTap:
+    """A tap that can vanish: a PulseAudio server (started here, on a unix socket in `workdir`, with a null
+    sink) whose sink monitor is an ALSA capture PCM through the `pulse` plugin (libasound2-plugins). Killing
+    the server mid-stream makes the PCM fail the way an unplugged USB interface does (-EIO on poll)."""
+
+    def __init__(self, workdir: Path, registry, rate: int, channels: int) -> None:
+        self.workdir = workdir
+        self.registry = registry
+        self.rate = rate
+        self.channels = channels
+        self.socket = workdir / "pulse.sock"
+        self.server = None
+        self.starts = 0
+
+    def write_asoundrc(self, home: Path, pcm: str) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        (home / ".asoundrc").write_text(
+            f'pcm.{pcm} {{\n'
+            f'  type pulse\n'
+            f'  server "unix:{self.socket}"\n'
+            f'  device "tap.monitor"\n'
+            f'  hint {{ show on description "Airlock test tap (PulseAudio null sink monitor)" }}\n'
+            f'}}\n')
+
+    def env(self) -> dict:
+        runtime = self.workdir / "pulse-runtime"
+        runtime.mkdir(parents=True, exist_ok=True)
+        return {**os.environ, "HOME": str(self.workdir), "XDG_RUNTIME_DIR": str(runtime),
+                "PULSE_SERVER": f"unix:{self.socket}"}
+
+    def start(self) -> None:
+        self.starts += 1
+        self.server = self.registry.start(
+            f"pulseaudio#{self.starts}",
+            ["pulseaudio", "--daemon=no", "-n", "--exit-idle-time=-1", "--disallow-exit", "--use-pid-file=no",
+             "-L", f"module-null-sink sink_name=tap rate={self.rate} channels={self.channels}",
+             "-L", f"module-native-protocol-unix socket={self.socket} auth-anonymous=1"],
+            log=self.workdir / f"pulseaudio-{self.starts}.log", env=self.env())
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            probe = subprocess.run(["pactl", "info"], env=self.env(), capture_output=True)
+            if probe.returncode == 0:
+                return
+            assert self.server.poll() is None, f"pulseaudio exited ({self.workdir}/pulseaudio-{self.starts}.log)"
+            time.sleep(0.2)
+        raise AssertionError("pulseaudio did not answer")
+
+    def kill(self) -> None:
+        """The device vanishes."""
+        assert self.server is not None
+        self.server.kill()
+        self.server.wait(5)
+
+    def play(self, raw: Path):
+        """Plays interleaved S16_LE `raw` into the sink (real time, paced by the server)."""
+        return self.registry.start(
+            "pacat", ["pacat", "--playback", "-d", "tap", "--raw", f"--rate={self.rate}",
+                      f"--channels={self.channels}", "--format=s16le", str(raw)],
+            log=self.workdir / "pacat.log", env=self.env())
