@@ -6,11 +6,12 @@
 //! the device through cpal's ALSA host, keeps the stream alive, reopens it with backoff after a failure), and
 //! the capture task (tokio: segments, opens and finishes calls, feeds them).
 //!
-//! The callback never blocks and never waits for the recorder: it converts a period to 16-bit PCM and hands
-//! it to the task over a bounded queue (`CAPTURE_QUEUE` periods). Policy when full: the period is dropped and
-//! counted (`airlock_capture_dropped_frames_total`); the next period that gets through carries the length of
-//! the gap, which the task records as silence, so the call's timeline stays true. The task itself waits on a
-//! full call queue (recording never drops), which is what lets this queue fill.
+//! The callback never blocks and never waits for the recorder: it converts a period to 16-bit PCM (one small
+//! allocation per period, the only work besides the conversion) and hands it to the task over a bounded
+//! queue (`CAPTURE_QUEUE` periods). Policy when full: the period is dropped and counted
+//! (`airlock_capture_dropped_frames_total`); the next period that gets through carries the length of the gap,
+//! which the task records as silence, so the call's timeline stays true. The task itself waits on a full call
+//! queue (recording never drops), which is what lets this queue fill.
 //!
 //! A device that cannot be opened or fails while open is logged, counted
 //! (`airlock_capture_device_failures_total`, `airlock_capture_device_up` 0), raises the `capture_device`
@@ -215,7 +216,8 @@ impl DeviceSide {
                 self.settings.pcm
             )
         })?;
-        let period = self.settings.rate_hz / (1000 / PERIOD.as_millis() as u32).max(1);
+        let period =
+            u32::try_from(u128::from(self.settings.rate_hz) * PERIOD.as_millis() / 1000).unwrap_or(u32::MAX);
         let mut last = String::new();
         for (format, buffer_size) in [
             (cpal::SampleFormat::I16, cpal::BufferSize::Fixed(period)),
@@ -251,25 +253,18 @@ impl DeviceSide {
         device: &cpal::Device,
         config: &cpal::StreamConfig,
     ) -> Result<cpal::Stream, cpal::Error> {
-        let queue = self.queue.clone();
-        let dropped = self.metrics.dropped_frames.clone();
-        let channels = u64::from(config.channels.max(1));
-        let mut gap_frames = 0u64;
+        let mut handoff = Handoff {
+            queue: self.queue.clone(),
+            metrics: self.metrics.clone(),
+            channels: u64::from(config.channels.max(1)),
+            gap_frames: 0,
+        };
         let failures = self.failures.clone();
         device.build_input_stream(
             *config,
-            // The real-time callback: converts, then `try_send` — never waits.
+            // The real-time callback: converts, then hands over without waiting.
             move |data: &[T], _: &cpal::InputCallbackInfo| {
-                let samples: Vec<i16> = data.iter().map(|sample| sample.to_pcm16()).collect();
-                let frames = samples.len() as u64 / channels;
-                match queue.try_send(Captured::Audio { samples, gap_frames }) {
-                    Ok(()) => gap_frames = 0,
-                    Err(mpsc::error::TrySendError::Full(_)) => {
-                        gap_frames += frames;
-                        dropped.inc_by(frames);
-                    }
-                    Err(mpsc::error::TrySendError::Closed(_)) => {}
-                }
+                handoff.hand(data.iter().map(|sample| sample.to_pcm16()).collect());
             },
             move |error: cpal::Error| {
                 // An overrun loses audio the device had; the stream goes on. Anything else reopens it.
@@ -279,6 +274,34 @@ impl DeviceSide {
             },
             None,
         )
+    }
+}
+
+/// The real-time side of the capture queue: never waits; a period that finds the queue full is dropped and
+/// counted, and the next one that gets through carries the gap.
+struct Handoff {
+    queue: mpsc::Sender<Captured>,
+    metrics: CaptureMetrics,
+    channels: u64,
+    /// Frames dropped since the last period that got through.
+    gap_frames: u64,
+}
+
+impl Handoff {
+    fn hand(&mut self, samples: Vec<i16>) {
+        let frames = samples.len() as u64 / self.channels;
+        let audio = Captured::Audio {
+            samples,
+            gap_frames: self.gap_frames,
+        };
+        match self.queue.try_send(audio) {
+            Ok(()) => self.gap_frames = 0,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.gap_frames += frames;
+                self.metrics.dropped_frames.inc_by(frames);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 }
 
@@ -570,6 +593,37 @@ fn since_epoch(at: SystemTime) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_queue_drops_the_period_counts_it_and_the_next_one_carries_the_gap() {
+        let (queue, mut captured) = mpsc::channel(1);
+        let metrics = CaptureMetrics::default();
+        let mut handoff = Handoff {
+            queue,
+            metrics: metrics.clone(),
+            channels: 2,
+            gap_frames: 0,
+        };
+        handoff.hand(vec![1; 640]);
+        handoff.hand(vec![2; 640]);
+        handoff.hand(vec![3; 640]);
+        assert_eq!(metrics.dropped_frames.get(), 640);
+        let Ok(Captured::Audio { samples, gap_frames }) = captured.try_recv() else {
+            panic!("the first period is queued");
+        };
+        assert_eq!((samples[0], gap_frames), (1, 0));
+        assert!(captured.try_recv().is_err());
+        handoff.hand(vec![4; 640]);
+        let Ok(Captured::Audio { samples, gap_frames }) = captured.try_recv() else {
+            panic!("the fourth period is queued");
+        };
+        assert_eq!((samples[0], gap_frames), (4, 640));
+        handoff.hand(vec![5; 640]);
+        let Ok(Captured::Audio { gap_frames, .. }) = captured.try_recv() else {
+            panic!("the fifth period is queued");
+        };
+        assert_eq!(gap_frames, 0);
+    }
 
     #[test]
     fn channels_are_split_and_floats_saturate() {
