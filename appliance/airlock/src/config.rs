@@ -26,6 +26,7 @@ pub struct Config {
     pub control_api: ControlApiSection,
     pub status_page: StatusPageSection,
     pub hardware: HardwareSection,
+    pub capture: CaptureSection,
 }
 
 /// `[hardware]`: the hardware profile of this box (a `hw/*.toml` file, format in hw/README.md); none by default.
@@ -34,6 +35,196 @@ pub struct Config {
 pub struct HardwareSection {
     /// Path of the profile; validated at start, refused when it describes another CPU architecture.
     pub profile: Option<PathBuf>,
+}
+
+/// `[capture]`: local capture from a sound card — a line-in tap on an analog trunk or a desk phone — cut into
+/// calls by level or by schedule (off while `device` is empty).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureSection {
+    /// The name of an `[[audio]]` entry of the hardware profile, or `alsa:<pcm>` for an ALSA PCM by name
+    /// (one listed by ALSA's device hints); empty: off.
+    pub device: String,
+    /// The role of each captured channel, in the device's channel order: `agent`, `customer`, `supervisor`
+    /// or `mixed` (both parties on one channel). One role records a mono call.
+    pub roles: Vec<String>,
+    /// Sample rate in Hz; 0: the profile entry's `rate_hz` (48000 for `alsa:`).
+    pub rate_hz: u32,
+    /// `level` (a call is sound on the line, ended by quiet) or `schedule` (back-to-back fixed segments).
+    pub segmentation: String,
+    /// Level: a frame (20 ms) at or above this RMS level, in dBFS, is sound.
+    pub start_dbfs: f32,
+    /// Level: how long the line must carry sound, in milliseconds, before a call starts.
+    pub start_ms: u64,
+    /// Level: quiet, in seconds, that ends a call.
+    pub end_silence_secs: u64,
+    /// Level: a call this long, in seconds, ends and the next one starts at once.
+    pub max_call_secs: u64,
+    /// Schedule: the length of each segment in seconds, cut where the wall clock (UTC) passes a multiple of
+    /// it since the epoch (900: at :00, :15, :30, :45).
+    pub schedule_secs: u64,
+}
+
+impl Default for CaptureSection {
+    fn default() -> Self {
+        CaptureSection {
+            device: String::new(),
+            roles: vec!["agent".into(), "customer".into()],
+            rate_hz: 0,
+            segmentation: "level".into(),
+            start_dbfs: -45.0,
+            start_ms: 300,
+            end_silence_secs: 8,
+            max_call_secs: 4 * 3600,
+            schedule_secs: 900,
+        }
+    }
+}
+
+impl CaptureSection {
+    fn validate(
+        &self,
+        hardware: Option<&airlock_hw::Profile>,
+    ) -> Result<Option<airlock_runtime::CaptureSettings>, ConfigError> {
+        if self.device.is_empty() {
+            return Ok(None);
+        }
+        let (pcm, device_channels, profile_rate) = if let Some(pcm) = self.device.strip_prefix("alsa:") {
+            if pcm.is_empty() || pcm.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "capture.device",
+                    format!("{:?}: an ALSA PCM name follows `alsa:` (no spaces)", self.device),
+                ));
+            }
+            (pcm.to_string(), None, 48_000)
+        } else {
+            let Some(profile) = hardware else {
+                return Err(invalid(
+                    "capture.device",
+                    format!(
+                        "{:?} must name an [[audio]] entry of the hardware profile, and no [hardware] profile \
+                         is configured (or give an ALSA PCM as alsa:<pcm>)",
+                        self.device
+                    ),
+                ));
+            };
+            let Some(audio) = profile.audio.iter().find(|audio| audio.name == self.device) else {
+                let names: Vec<&str> = profile.audio.iter().map(|audio| audio.name.as_str()).collect();
+                return Err(invalid(
+                    "capture.device",
+                    format!(
+                        "no [[audio]] entry named {:?} in hardware profile {} (it has: {})",
+                        self.device,
+                        profile.id,
+                        if names.is_empty() {
+                            "none".to_string()
+                        } else {
+                            names.join(", ")
+                        }
+                    ),
+                ));
+            };
+            if audio.direction == airlock_hw::Direction::Playback {
+                return Err(invalid(
+                    "capture.device",
+                    format!("[[audio]] {:?} is a playback device", self.device),
+                ));
+            }
+            let channels = u16::try_from(audio.channels).unwrap_or(u16::MAX);
+            (
+                format!("plughw:CARD={},DEV={}", audio.card, audio.device),
+                Some(channels),
+                audio.rate_hz,
+            )
+        };
+        let mut roles: Vec<&'static str> = Vec::new();
+        for role in &self.roles {
+            let Some(known) = airlock_runtime::CAPTURE_ROLES
+                .iter()
+                .find(|known| **known == role)
+            else {
+                return Err(invalid(
+                    "capture.roles",
+                    format!(
+                        "unknown role {role:?} (one of {})",
+                        airlock_runtime::CAPTURE_ROLES.join(", ")
+                    ),
+                ));
+            };
+            if roles.contains(known) {
+                return Err(invalid("capture.roles", format!("role {role:?} is listed twice")));
+            }
+            roles.push(known);
+        }
+        if roles.is_empty() {
+            return Err(invalid("capture.roles", "name at least one channel's role"));
+        }
+        let device_channels = device_channels.unwrap_or(roles.len() as u16);
+        if roles.len() > usize::from(device_channels) {
+            return Err(invalid(
+                "capture.roles",
+                format!(
+                    "{} roles for a device with {device_channels} channels",
+                    roles.len()
+                ),
+            ));
+        }
+        let rate_hz = if self.rate_hz == 0 {
+            profile_rate
+        } else {
+            self.rate_hz
+        };
+        if !(8_000..=192_000).contains(&rate_hz) {
+            return Err(invalid(
+                "capture.rate_hz",
+                "must be 8000–192000 (or 0: the device's)",
+            ));
+        }
+        let segmentation = match self.segmentation.as_str() {
+            "level" => {
+                if !(-90.0..=-1.0).contains(&self.start_dbfs) {
+                    return Err(invalid("capture.start_dbfs", "must be between -90 and -1 (dBFS)"));
+                }
+                if !(20..=10_000).contains(&self.start_ms) {
+                    return Err(invalid("capture.start_ms", "must be between 20 and 10000"));
+                }
+                if !(1..=600).contains(&self.end_silence_secs) {
+                    return Err(invalid("capture.end_silence_secs", "must be between 1 and 600"));
+                }
+                if !(60..=86_400).contains(&self.max_call_secs) {
+                    return Err(invalid("capture.max_call_secs", "must be between 60 and 86400"));
+                }
+                airlock_runtime::Segmentation::Level(airlock_runtime::LevelConfig {
+                    start_dbfs: self.start_dbfs,
+                    start_after: Duration::from_millis(self.start_ms),
+                    end_after: Duration::from_secs(self.end_silence_secs),
+                    max_call: Duration::from_secs(self.max_call_secs),
+                })
+            }
+            "schedule" => {
+                if !(10..=86_400).contains(&self.schedule_secs) {
+                    return Err(invalid("capture.schedule_secs", "must be between 10 and 86400"));
+                }
+                airlock_runtime::Segmentation::Schedule {
+                    segment: Duration::from_secs(self.schedule_secs),
+                }
+            }
+            other => {
+                return Err(invalid(
+                    "capture.segmentation",
+                    format!("{other:?} is neither \"level\" nor \"schedule\""),
+                ));
+            }
+        };
+        Ok(Some(airlock_runtime::CaptureSettings {
+            device: self.device.clone(),
+            pcm,
+            device_channels,
+            roles,
+            rate_hz,
+            segmentation,
+        }))
+    }
 }
 
 /// `[control_api]`: the HTTPS listener through which an agent-desktop integration pauses and resumes the
@@ -1536,6 +1727,8 @@ pub struct Validated {
     pub status_page: Option<airlock_runtime::StatusPageSettings>,
     /// `hardware.profile`, loaded and validated.
     pub hardware: Option<airlock_hw::Profile>,
+    /// `[capture]`, its device resolved; `None` when off.
+    pub capture: Option<airlock_runtime::CaptureSettings>,
 }
 
 impl Config {
@@ -1639,6 +1832,7 @@ impl Config {
         let control_api = self.control_api.validate()?;
         let status_page = self.status_page.validate()?;
         let hardware = self.hardware.validate()?;
+        let capture = self.capture.validate(hardware.as_ref())?;
         Ok(Validated {
             config: self,
             sip_udp,
@@ -1652,6 +1846,7 @@ impl Config {
             control_api,
             status_page,
             hardware,
+            capture,
         })
     }
 }
@@ -1799,6 +1994,105 @@ mod tests {
         );
         let error = Config::parse("[hardware]\nprofiles = \"x\"\n").expect_err("unknown key");
         assert!(error.contains("profiles"), "{error}");
+    }
+
+    #[test]
+    fn capture_is_off_by_default_and_every_key_is_checked_and_named() {
+        assert!(Config::default().validate().expect("defaults").capture.is_none());
+        let capture = |body: &str| Config::parse(&format!("[capture]\n{body}\n")).expect("parse");
+        let ok = capture("device = \"alsa:tap\"\nroles = [\"customer\"]")
+            .validate()
+            .expect("alsa device")
+            .capture
+            .expect("on");
+        assert_eq!(
+            (ok.pcm.as_str(), ok.device_channels, ok.rate_hz),
+            ("tap", 1, 48_000)
+        );
+        assert_eq!(ok.roles, vec!["customer"]);
+        assert!(matches!(ok.segmentation, airlock_runtime::Segmentation::Level(_)));
+        let scheduled = capture("device = \"alsa:tap\"\nsegmentation = \"schedule\"\nschedule_secs = 60")
+            .validate()
+            .expect("schedule")
+            .capture
+            .expect("on");
+        assert_eq!(
+            scheduled.segmentation,
+            airlock_runtime::Segmentation::Schedule {
+                segment: Duration::from_secs(60)
+            }
+        );
+        for (body, key) in [
+            ("device = \"tap\"", "capture.device"),
+            ("device = \"alsa:\"", "capture.device"),
+            ("device = \"alsa:a b\"", "capture.device"),
+            ("device = \"alsa:tap\"\nroles = []", "capture.roles"),
+            ("device = \"alsa:tap\"\nroles = [\"caller\"]", "capture.roles"),
+            (
+                "device = \"alsa:tap\"\nroles = [\"agent\", \"agent\"]",
+                "capture.roles",
+            ),
+            ("device = \"alsa:tap\"\nrate_hz = 1000", "capture.rate_hz"),
+            (
+                "device = \"alsa:tap\"\nsegmentation = \"vad\"",
+                "capture.segmentation",
+            ),
+            ("device = \"alsa:tap\"\nstart_dbfs = 3.0", "capture.start_dbfs"),
+            ("device = \"alsa:tap\"\nstart_ms = 5", "capture.start_ms"),
+            (
+                "device = \"alsa:tap\"\nend_silence_secs = 0",
+                "capture.end_silence_secs",
+            ),
+            (
+                "device = \"alsa:tap\"\nmax_call_secs = 10",
+                "capture.max_call_secs",
+            ),
+            (
+                "device = \"alsa:tap\"\nsegmentation = \"schedule\"\nschedule_secs = 1",
+                "capture.schedule_secs",
+            ),
+        ] {
+            let error = capture(body).validate().expect_err(body).to_string();
+            assert!(error.contains(key), "{body}: {error}");
+        }
+        let error = Config::parse("[capture]\ndevices = \"x\"\n").expect_err("unknown key");
+        assert!(error.contains("devices"), "{error}");
+        // A profile's [[audio]] entry: its card, channels and rate; a name it lacks is refused, naming what
+        // it has.
+        let dir = std::env::temp_dir().join(format!("airlock-capture-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let native = match airlock_hw::Arch::of_this_build() {
+            Some(airlock_hw::Arch::Aarch64) => "arm64-sff.toml",
+            _ => "x86_64-rack.toml",
+        };
+        let hw = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hw");
+        let mut profile = std::fs::read_to_string(hw.join(native)).expect("profile");
+        if !profile.contains("[[audio]]") {
+            profile.push_str(
+                "\n[[audio]]\nname = \"tap\"\ncard = \"Device\"\ndevice = 0\ndirection = \"capture\"\nchannels = 2\nrate_hz = 48000\n",
+            );
+        }
+        let path = dir.join("profile.toml");
+        std::fs::write(&path, profile).expect("write");
+        let with_profile = |device: &str| {
+            Config::parse(&format!(
+                "[hardware]\nprofile = {:?}\n[capture]\ndevice = {device:?}\n",
+                path.display().to_string()
+            ))
+            .expect("parse")
+            .validate()
+        };
+        let tap = with_profile("tap").expect("tap").capture.expect("on");
+        assert_eq!(
+            (tap.pcm.as_str(), tap.device_channels, tap.rate_hz),
+            ("plughw:CARD=Device,DEV=0", 2, 48_000)
+        );
+        let error = with_profile("line2").expect_err("unknown").to_string();
+        assert!(
+            error.contains("capture.device") && error.contains("line2") && error.contains("tap"),
+            "{error}"
+        );
+        std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 
     #[test]

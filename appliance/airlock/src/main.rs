@@ -436,6 +436,7 @@ fn run(validated: Validated, recent_problems: airlock_telemetry::RecentProblems)
         control_api: validated.control_api.clone(),
         status_page: validated.status_page.clone(),
         recent_problems,
+        capture: validated.capture.clone(),
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,

@@ -1,12 +1,14 @@
 //! The Airlock runtime: the only place where sockets, files, tasks and clocks meet the sans-IO cores.
 //! [`run`] binds the SIP and metrics listeners, finalises recordings a crash interrupted, then drives the
-//! SIPREC server until shutdown, with one task per recorded call, telling a [`Supervisor`] (systemd) when it is
+//! SIPREC server (and, when configured, VoiceStream and local capture from a sound card) until shutdown,
+//! with one task per recorded call, telling a [`Supervisor`] (systemd) when it is
 //! ready, what it is doing, when it stops, and that it is alive.
 
 mod admission;
 mod alarm;
 mod audio_redaction;
 mod call;
+mod capture;
 mod clock;
 mod control;
 mod control_api;
@@ -43,7 +45,9 @@ use airlock_telemetry::{CallOutcome, Metrics};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
+pub use airlock_media::segment::{LevelConfig, Segmentation};
 pub use airlock_sip::{Cidr, GuardConfig};
+pub use capture::{CAPTURE_ROLES, CaptureSettings};
 pub use clock::rfc3339;
 pub use control_api::{ControlApiError, ControlApiSettings, validate as validate_control_api};
 pub use mqtt::{BrokerProbe, MqttSettings, probe_broker, tls_config as mqtt_tls_config};
@@ -107,6 +111,8 @@ pub struct Settings {
     pub status_page: Option<StatusPageSettings>,
     /// The warnings and errors logged lately (the tracing layer fills it; the status page shows it).
     pub recent_problems: airlock_telemetry::RecentProblems,
+    /// Local capture from a sound card; `None` when off.
+    pub capture: Option<CaptureSettings>,
 }
 
 /// Start-up failures.
@@ -130,6 +136,8 @@ pub enum RuntimeError {
     ControlApi(ControlApiError),
     #[error("status page: {0}")]
     StatusPage(StatusPageError),
+    #[error("cannot start the local capture thread: {0}")]
+    Capture(std::io::Error),
     #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         addr: SocketAddr,
@@ -277,6 +285,26 @@ pub async fn run(
         None => None,
     };
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let capture = match settings.capture.clone() {
+        Some(capture) => Some(
+            capture::start(
+                capture,
+                environment.clone(),
+                stopping.clone(),
+                srs_config(&settings).call_id_seed,
+            )
+            .map_err(RuntimeError::Capture)?,
+        ),
+        None => {
+            // An alarm raised while capture was configured must not outlive the configuration.
+            environment.data_dir.outbox().set_alarm(
+                airlock_telemetry::Alarm::CaptureDevice,
+                false,
+                "local capture is off",
+            );
+            None
+        }
+    };
     let voicestream = match settings.voicestream.clone() {
         Some(vs) => {
             let hub = vs_hub::Hub::new(
@@ -314,6 +342,7 @@ pub async fn run(
         metrics = ?settings.metrics_listen,
         control_api = ?settings.control_api.as_ref().map(|api| api.listen),
         status_page = ?settings.status_page.as_ref().map(|page| page.listen),
+        capture = ?settings.capture.as_ref().map(|capture| &capture.device),
         "airlock is recording"
     );
     supervisor.ready(&supervision::status_line(&supervision::Health {
@@ -349,6 +378,11 @@ pub async fn run(
             webhooks.abort();
         }
         let _ = tokio::time::timeout(settings.grace.max(VOICESTREAM_STOP_BOUND), hub.shutdown()).await;
+    }
+    if let Some(capture) = capture {
+        // Its call was ended when shutdown began; this waits for its recording to close.
+        let bound = settings.grace.max(VOICESTREAM_STOP_BOUND);
+        let _ = tokio::time::timeout(bound, capture.shutdown()).await;
     }
     // Deliveries to a working sink take milliseconds; what cannot go now stays in the spool for the next run.
     if !outbox.drain(OUTBOX_DRAIN_BOUND) {

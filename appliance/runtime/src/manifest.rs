@@ -22,7 +22,7 @@ pub const FORMAT: &str = "airlock.call-manifest.v1";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
     pub format: String,
-    /// Where the call came from: `siprec`, `voicestream` (gRPC) or `voicestream_sip`.
+    /// Where the call came from: `siprec`, `voicestream` (gRPC), `voicestream_sip` or `local_capture`.
     #[serde(default = "siprec_source")]
     pub source: String,
     /// Our own id for the call (never the SIP Call-ID or the Five9 call id).
@@ -204,10 +204,11 @@ impl Manifest {
         manifest
     }
 
-    /// The manifest of a VoiceStream call; legs and metadata are added as they join.
-    pub fn for_voicestream(dir_name: &str, started: SystemTime, format: (u32, usize)) -> Manifest {
+    /// The manifest of a streamed call (`source`: voicestream, local_capture); legs and metadata are added as
+    /// they join.
+    pub fn for_stream(source: &str, dir_name: &str, started: SystemTime, format: (u32, usize)) -> Manifest {
         let mut manifest = Manifest::empty(dir_name, started, format);
-        manifest.source = "voicestream".to_string();
+        manifest.source = source.to_string();
         manifest
     }
 

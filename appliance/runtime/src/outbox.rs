@@ -562,6 +562,11 @@ impl Outbox {
         &self.shared.settings.policy
     }
 
+    /// Raises or clears `alarm` (logged, on the gauge, spooled on `alarm/{name}` when it changes).
+    pub(crate) fn set_alarm(&self, alarm: Alarm, raised: bool, reason: &str) {
+        self.shared.set_alarm(alarm, raised, reason);
+    }
+
     /// Whether new calls may be accepted (the spool is below its limit less the reserve). Never waits.
     pub fn admission_open(&self) -> bool {
         self.shared.admission_open.load(Ordering::Relaxed)

@@ -1,7 +1,8 @@
-//! One task per VoiceStream call: the legs of one Five9 call (agent, customer, supervisor; one gRPC stream
-//! each) write their PCM into one encrypted recording, a channel per role, placed on the call's timeline by
-//! when each leg's audio arrived. Hold/resume become pause intervals; the legs' config metadata is sealed
-//! into the manifest. The hub (`vs_hub`) decides when the call is over and sends `Finish`.
+//! One task per streamed call: the legs of one Five9 call (agent, customer, supervisor; one gRPC stream
+//! each) — or the channels of one local-capture segment (`capture`) — write their PCM into one encrypted
+//! recording, a channel per role, placed on the call's timeline by when each leg's audio arrived.
+//! Hold/resume become pause intervals; the legs' config metadata is sealed into the manifest. The hub
+//! (`vs_hub`, or the capture task) decides when the call is over and sends `Finish`.
 //!
 //! Placement: a leg's audio is contiguous from the moment it attached; when a leg falls more than
 //! `MAX_BEHIND` behind its messages' arrival times (it stopped sending, e.g. on hold) it is re-anchored at
@@ -33,7 +34,41 @@ const WRITE_BEHIND: Duration = Duration::from_millis(1500);
 /// A leg further behind the wall clock than this is re-anchored (it stopped sending for a while).
 const MAX_BEHIND: Duration = Duration::from_millis(1000);
 
-/// Identifies one leg (one gRPC stream) inside the runtime.
+/// Where a streamed call comes from: names its directory, its manifest `source` and its start event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamSource {
+    /// Five9 VoiceStream legs over gRPC (`vs_hub`).
+    VoiceStream,
+    /// A sound card's channels (`capture`).
+    LocalCapture,
+}
+
+impl StreamSource {
+    /// The manifest's `source` and the `call_started` event's.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            StreamSource::VoiceStream => "voicestream",
+            StreamSource::LocalCapture => "local_capture",
+        }
+    }
+
+    /// Tag in the call's directory name, after its start time.
+    fn dir_tag(self) -> &'static str {
+        match self {
+            StreamSource::VoiceStream => "vs",
+            StreamSource::LocalCapture => "cap",
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            StreamSource::VoiceStream => "VoiceStream call",
+            StreamSource::LocalCapture => "local-capture call",
+        }
+    }
+}
+
+/// Identifies one leg (one gRPC stream, one captured channel) inside the runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct LegId(pub u64);
 
@@ -49,11 +84,14 @@ pub(crate) enum LegFinish {
 #[derive(Debug)]
 pub(crate) enum VsCallInput {
     /// A leg joined: its role label, PCM rate, and its config metadata as JSON (sealed into the manifest).
+    /// `from_start`: its audio begins at the call's start rather than when it attached (the channels of one
+    /// capture device share a clock and must stay sample-aligned).
     Attach {
         leg: LegId,
         role: &'static str,
         sample_rate: u32,
         metadata_json: Pii<String>,
+        from_start: bool,
     },
     /// PCM of a leg, stamped with when its message arrived (placement must not depend on how long the
     /// input waited in this task's queue).
@@ -108,6 +146,7 @@ struct LegState {
 }
 
 struct VsCall {
+    source: StreamSource,
     dir_name: String,
     environment: CallEnvironment,
     started: Instant,
@@ -127,34 +166,40 @@ struct VsCall {
     requested_pause: RequestedPause,
 }
 
-/// Opens the recording of a VoiceStream call at `sample_rate` with `channels` channels and starts its task;
-/// returns its queue, or `None` when the recording cannot be created (the leg is then refused, so no audio
-/// is taken that could not be kept). Pause requests reach the call by its Five9 `five9_call_id` too.
+/// Opens the recording of a streamed call from `source` at `sample_rate` with `channels` channels and starts
+/// its task; returns its queue, or `None` when the recording cannot be created (the leg is then refused, so
+/// no audio is taken that could not be kept). Pause requests reach the call by `source_call_id` too (the
+/// Five9 call id), when there is one.
 pub(crate) fn spawn(
+    source: StreamSource,
     call_name: String,
-    five9_call_id: &str,
+    source_call_id: Option<&str>,
     environment: CallEnvironment,
     sample_rate: u32,
     channels: usize,
 ) -> Option<mpsc::Sender<VsCallInput>> {
     let (sender, inputs) = mpsc::channel(CALL_QUEUE);
     let handle = CallHandle::VoiceStream(sender.downgrade());
-    let call = VsCall::open(call_name, environment, sample_rate, channels, handle)?;
-    call.registration.add_ids([five9_call_id]);
+    let call = VsCall::open(source, call_name, environment, (sample_rate, channels), handle)?;
+    call.registration.add_ids(source_call_id);
     tokio::spawn(call.run(inputs));
     Some(sender)
 }
 
 impl VsCall {
     fn open(
+        source: StreamSource,
         call_name: String,
         environment: CallEnvironment,
-        sample_rate: u32,
-        channels: usize,
+        (sample_rate, channels): (u32, usize),
         handle: CallHandle,
     ) -> Option<VsCall> {
         let started_wall = SystemTime::now();
-        let dir_name = format!("{}-vs{call_name}", crate::clock::compact(started_wall));
+        let dir_name = format!(
+            "{}-{}{call_name}",
+            crate::clock::compact(started_wall),
+            source.dir_tag()
+        );
         let dir = environment.data_dir.active_call(&dir_name);
         let hold_max = audio_hold_max(&environment);
         let opened = tokio::task::block_in_place(|| {
@@ -163,21 +208,23 @@ impl VsCall {
         let recording = match opened {
             Ok(recording) => recording,
             Err(error) => {
-                tracing::error!(%error, "cannot create the recording of a VoiceStream call");
+                tracing::error!(%error, call = source.describe(), "cannot create the recording");
                 environment.metrics.call_ended(CallOutcome::RecordingFailed);
                 return None;
             }
         };
         tokio::task::block_in_place(|| {
-            crate::call_started(&environment.data_dir, &dir_name, "voicestream", started_wall)
+            crate::call_started(&environment.data_dir, &dir_name, source.as_str(), started_wall)
         });
-        let manifest = Manifest::for_voicestream(&dir_name, started_wall, (sample_rate, channels));
+        let manifest =
+            Manifest::for_stream(source.as_str(), &dir_name, started_wall, (sample_rate, channels));
         environment.metrics.active_calls.inc();
         let transcript = environment.transcription.as_ref().map(|transcription| {
             CallTranscript::open(transcription, &dir_name, started_wall, &environment.data_dir)
         });
         let registration = environment.registry.register(&dir_name, handle);
         let call = VsCall {
+            source,
             registration,
             requested_pause: RequestedPause::default(),
             dir_name,
@@ -257,6 +304,7 @@ impl VsCall {
                 role,
                 sample_rate,
                 metadata_json,
+                from_start,
             } => {
                 let channel = self.channel_for(role);
                 // A reconnecting leg continues where its role left off, never over it.
@@ -267,7 +315,8 @@ impl VsCall {
                     .map(|other| other.next_sample)
                     .max()
                     .unwrap_or(0);
-                let next_sample = self.sample_at(now).max(previous_end);
+                let attached_at = if from_start { 0 } else { self.sample_at(now) };
+                let next_sample = attached_at.max(previous_end);
                 self.manifest.channels.push(ChannelReport::new(channel, role, at));
                 // Each leg is a leg of its own in the transcript (legs may share a channel).
                 let transcript_leg = self.transcript_legs;
@@ -349,7 +398,7 @@ impl VsCall {
                 let sample = self.sample_at(now);
                 let paused = self.requested_pause.pause(sample, at, by);
                 if paused.is_some() {
-                    tracing::info!(by = by.as_str(), "VoiceStream call paused on request");
+                    tracing::info!(by = by.as_str(), "call paused on request");
                 }
                 let _ = reply.send(paused);
             }
@@ -357,7 +406,7 @@ impl VsCall {
                 let sample = self.sample_at(now);
                 let rate = self.recording.sample_rate;
                 if let Some(interval) = self.requested_pause.resume(sample, at, rate) {
-                    tracing::info!("VoiceStream call resumed on request");
+                    tracing::info!("call resumed on request");
                     self.manifest.pauses.push(interval);
                     self.save_manifest();
                 }
@@ -527,6 +576,10 @@ impl VsCall {
         );
         self.environment.metrics.active_calls.dec();
         self.environment.metrics.call_ended(outcome);
-        tracing::info!(outcome = outcome.as_str(), "VoiceStream call recorded");
+        tracing::info!(
+            outcome = outcome.as_str(),
+            call = self.source.describe(),
+            "call recorded"
+        );
     }
 }

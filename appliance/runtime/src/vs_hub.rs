@@ -136,8 +136,9 @@ impl Hub {
                 Some(inputs) => (inputs.clone(), Vec::new()),
                 None => {
                     let Some(inputs) = vs_call::spawn(
+                        vs_call::StreamSource::VoiceStream,
                         call.to_string(),
-                        info.vcc_call_id.expose(),
+                        Some(info.vcc_call_id.expose()),
                         self.environment.clone(),
                         info.sample_rate,
                         self.format.channels,
@@ -171,6 +172,7 @@ impl Hub {
             role: role_label(info),
             sample_rate: info.sample_rate,
             metadata_json: Pii::new(metadata.to_string()),
+            from_start: false,
         };
         if attachment.inputs.send(input).await.is_err() {
             // The recorder stopped between the decision and now: undo the join; the notes are lost with

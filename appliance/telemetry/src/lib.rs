@@ -2,6 +2,7 @@
 //! the Prometheus metric families (labels are bounded enums only, never call ids, numbers or addresses) and
 //! tracing initialisation. No I/O here: the runtime serves `/metrics` by calling [`Metrics::encode`].
 
+mod capture_metrics;
 mod metrics;
 mod outbox_metrics;
 mod pii;
@@ -12,6 +13,7 @@ mod security_metrics;
 mod transcription_metrics;
 mod voicestream_metrics;
 
+pub use capture_metrics::{CaptureEnd, CaptureMetrics};
 pub use metrics::{CallOutcome, Metrics, SipMethodLabel, SipRefusal, SipResponseClass, TcpRefusal};
 pub use outbox_metrics::{Alarm, OutboxMetrics, OutboxSink};
 pub use pii::Pii;

@@ -254,6 +254,8 @@ pub struct Metrics {
     pub audio_redaction: RedactionMetrics,
     /// Pause/resume requests from an agent-desktop integration.
     pub requests: crate::RequestMetrics,
+    /// Local capture from a sound card.
+    pub capture: crate::CaptureMetrics,
     sip_refused: Family<RefusalLabel, Counter>,
     sip_tcp_refused: Family<TcpRefusalLabel, Counter>,
 }
@@ -363,6 +365,7 @@ impl Metrics {
         self.outbox.register(&mut registry);
         self.audio_redaction.register(&mut registry);
         self.requests.register(&mut registry);
+        self.capture.register(&mut registry);
         registry.register(
             "sip_messages_refused",
             "Inbound SIP messages refused before processing, by reason (source not allowed, rate limited)",

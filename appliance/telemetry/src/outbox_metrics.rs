@@ -79,16 +79,19 @@ pub enum Alarm {
     /// The last gate found card data, an SSN or an unmasked digit run in something about to leave, or an
     /// artifact that is not what it must be (unencrypted audio): it is held in `blocked/` for review.
     LeakBlocked,
+    /// The local capture device (`[capture]`) cannot be opened or failed; it is being reopened.
+    CaptureDevice,
 }
 
 impl Alarm {
-    pub const ALL: [Alarm; 6] = [
+    pub const ALL: [Alarm; 7] = [
         Self::SpoolFull,
         Self::S3Credentials,
         Self::S3Bucket,
         Self::S3Object,
         Self::MqttRefused,
         Self::LeakBlocked,
+        Self::CaptureDevice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,6 +102,7 @@ impl Alarm {
             Self::S3Object => "s3_object",
             Self::MqttRefused => "mqtt_refused",
             Self::LeakBlocked => "leak_blocked",
+            Self::CaptureDevice => "capture_device",
         }
     }
 }
