@@ -3,7 +3,8 @@ image's test driver (tests/image/vm-tree/usr/lib/airlock-ci/driver): an HTTP ser
 guest's 10.0.2.2:8480 — that serves update payloads and hands the driver its next command.
 
 Everything listens on the host's loopback only: QEMU's user networking forwards SIP (a free port to the guest's
-5060), metrics (a free port to 9464) and the media range 30000-30015 one to one."""
+5060), metrics (a free port to 9464), the status page (a free port to 8443) and the media range 30000-30015 one
+to one."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, urlparse
 
 REPO = Path(__file__).resolve().parents[2]
 DRIVER_PORT = 8480
+STATUS_PAGE_PORT = 8443  # the guest's status page (the site bundle of test_boot.py configures it)
 MEDIA_PORTS = range(30000, 30016)
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
@@ -201,6 +203,7 @@ class Vm:
             )
         self.sip_port = free_tcp_udp_port()
         self.metrics_port = free_tcp_udp_port()
+        self.status_port = free_tcp_udp_port()
         self.qemu: subprocess.Popen | None = None
         self.swtpm: subprocess.Popen | None = None
         self._serial_offset = 0
@@ -231,7 +234,8 @@ class Vm:
             args += ["-chardev", f"socket,id=chrtpm,path={sock}", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
                      "-device", f"{tpm_device},tpmdev=tpm0"]
         forwards = [f"hostfwd=udp:127.0.0.1:{self.sip_port}-:5060", f"hostfwd=tcp:127.0.0.1:{self.sip_port}-:5060",
-                    f"hostfwd=tcp:127.0.0.1:{self.metrics_port}-:9464"]
+                    f"hostfwd=tcp:127.0.0.1:{self.metrics_port}-:9464",
+                    f"hostfwd=tcp:127.0.0.1:{self.status_port}-:{STATUS_PAGE_PORT}"]
         forwards += [f"hostfwd=udp:127.0.0.1:{port}-:{port}" for port in MEDIA_PORTS]
         # One NIC per [[nic]] of the machine's hardware profile, with its MAC (airlock selftest finds them by
         # it): the first carries the forwarded ports, the others sit on their own isolated user networks.

@@ -407,7 +407,7 @@ impl StatusPageSection {
             session_idle: Duration::from_secs(self.session_idle_minutes * 60),
             max_connections: self.max_connections,
             request_timeout: Duration::from_secs(self.request_timeout_secs),
-            selftest: airlock_runtime::SelftestCommand {
+            selftest: airlock_runtime::SelftestCommand::Child {
                 program: PathBuf::from("airlock"),
                 args: Vec::new(),
             },

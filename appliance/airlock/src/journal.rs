@@ -18,10 +18,10 @@ pub fn init_tracing(recent: airlock_telemetry::RecentProblems) {
     if !stderr_is_journal {
         return airlock_telemetry::init_tracing(recent);
     }
+    use tracing_subscriber::Layer;
     let _already_installed = tracing_subscriber::registry()
-        .with(airlock_telemetry::log_filter())
-        .with(Journald)
-        .with(recent)
+        .with(Journald.with_filter(airlock_telemetry::log_filter()))
+        .with(recent.layer())
         .try_init();
 }
 

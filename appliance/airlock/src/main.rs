@@ -329,8 +329,20 @@ fn redact() -> ExitCode {
     }
 }
 
-/// How the status page runs the selftest: this binary, with the configuration the service runs with.
+/// Set by the appliance image's unit drop-in: the directory where the status page asks systemd for a selftest
+/// run as root (`selftest.request`) and finds its report (`selftest.json`); see image/README.md.
+const SELFTEST_VIA_SYSTEMD: &str = "AIRLOCK_SELFTEST_VIA_SYSTEMD";
+
+/// How the status page runs the selftest: through systemd on the appliance image, otherwise this binary as a
+/// child, with the configuration the service runs with.
 fn selftest_command(config: Option<&Path>) -> airlock_runtime::SelftestCommand {
+    if let Some(dir) = std::env::var_os(SELFTEST_VIA_SYSTEMD).filter(|dir| !dir.is_empty()) {
+        let dir = PathBuf::from(dir);
+        return airlock_runtime::SelftestCommand::Systemd {
+            request: dir.join("selftest.request"),
+            report: dir.join("selftest.json"),
+        };
+    }
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("airlock"));
     let mut args = vec!["selftest".into(), "--json".into()];
     if let Some(path) = config {
@@ -338,16 +350,18 @@ fn selftest_command(config: Option<&Path>) -> airlock_runtime::SelftestCommand {
         let path = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
         args.extend(["--config".into(), path.into_os_string()]);
     }
-    airlock_runtime::SelftestCommand { program, args }
+    airlock_runtime::SelftestCommand::Child { program, args }
 }
 
 /// `airlock status-password FILE`: the first line of stdin, hashed with Argon2id, written to FILE (0640).
 fn status_password(file: &Path) -> ExitCode {
-    let mut line = String::new();
-    if let Err(error) = std::io::stdin().read_line(&mut line) {
-        eprintln!("cannot read the password from stdin: {error}");
-        return ExitCode::FAILURE;
-    }
+    let line = match read_password() {
+        Ok(line) => line,
+        Err(error) => {
+            eprintln!("cannot read the password from stdin: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     let password = line.trim_end_matches(['\r', '\n']);
     if password.chars().count() < MIN_STATUS_PASSWORD_CHARS {
         eprintln!(
@@ -365,10 +379,9 @@ fn status_password(file: &Path) -> ExitCode {
     };
     let written = (|| -> std::io::Result<()> {
         let partial = file.with_extension("partial");
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o640);
-        let mut out = options.open(&partial)?;
+        let mut out = std::fs::File::create(&partial)?;
+        // 0640 whatever the umask or a file left over from an earlier try.
+        out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))?;
         out.write_all(format!("{hash}\n").as_bytes())?;
         out.sync_all()?;
         std::fs::rename(&partial, file)
@@ -386,6 +399,26 @@ fn status_password(file: &Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The first line of stdin; typed without echo when stdin is a terminal.
+fn read_password() -> std::io::Result<String> {
+    use rustix::termios::{LocalModes, OptionalActions, isatty, tcgetattr, tcsetattr};
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if !isatty(&stdin) {
+        stdin.read_line(&mut line)?;
+        return Ok(line);
+    }
+    let saved = tcgetattr(&stdin)?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    eprint!("technician password: ");
+    tcsetattr(&stdin, OptionalActions::Now, &quiet)?;
+    let read = stdin.read_line(&mut line);
+    tcsetattr(&stdin, OptionalActions::Now, &saved)?;
+    eprintln!();
+    read.map(|_| line)
 }
 
 /// Shortest technician password `status-password` accepts.

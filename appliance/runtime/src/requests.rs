@@ -58,6 +58,8 @@ pub(crate) type PauseReply = oneshot::Sender<Option<bool>>;
 pub(crate) enum CallHandle {
     Siprec(mpsc::WeakSender<CallCommand>),
     VoiceStream(mpsc::WeakSender<VsCallInput>),
+    /// A call cut from a sound card's input (`capture`), recorded by the same task as VoiceStream calls.
+    LocalCapture(mpsc::WeakSender<VsCallInput>),
 }
 
 /// A live call's answer to a request.
@@ -79,6 +81,7 @@ impl CallState {
 pub(crate) struct CallsSummary {
     pub siprec: usize,
     pub voicestream: usize,
+    pub local_capture: usize,
     /// Calls paused by a pause request (HTTPS or MQTT), not by their recording client.
     pub paused_on_request: usize,
     pub longest_running_secs: u64,
@@ -238,6 +241,7 @@ impl Registry {
             match entry.handle {
                 CallHandle::Siprec(_) => summary.siprec += 1,
                 CallHandle::VoiceStream(_) => summary.voicestream += 1,
+                CallHandle::LocalCapture(_) => summary.local_capture += 1,
             }
             if entry.paused {
                 summary.paused_on_request += 1;
@@ -283,7 +287,7 @@ impl Registry {
                 };
                 offer(&commands, command)
             }
-            CallHandle::VoiceStream(inputs) => {
+            CallHandle::VoiceStream(inputs) | CallHandle::LocalCapture(inputs) => {
                 let inputs = inputs.upgrade().ok_or(RequestError::CallEnded)?;
                 let input = if pause {
                     VsCallInput::PauseRequest { by, reply }
@@ -585,17 +589,19 @@ mod tests {
         assert!(status.is_ok_and(|state| state.paused && state.state() == "paused"));
         let (vs_inputs, _vs_inbox) = mpsc::channel(4);
         let vs_call = registry.register("vs-1", CallHandle::VoiceStream(vs_inputs.downgrade()));
+        let tap_call = registry.register("cap-1", CallHandle::LocalCapture(vs_inputs.downgrade()));
         let later = Instant::now() + Duration::from_secs(90);
         assert_eq!(
             registry.summary(later),
             CallsSummary {
                 siprec: 1,
                 voicestream: 1,
+                local_capture: 1,
                 paused_on_request: 1,
                 longest_running_secs: 90,
             }
         );
-        drop(vs_call);
+        drop((vs_call, tap_call));
         let resumed = registry
             .request("20261129T1200Z-ab", RequestAction::Resume, https)
             .await;

@@ -179,7 +179,10 @@ pub(crate) fn spawn(
     channels: usize,
 ) -> Option<mpsc::Sender<VsCallInput>> {
     let (sender, inputs) = mpsc::channel(CALL_QUEUE);
-    let handle = CallHandle::VoiceStream(sender.downgrade());
+    let handle = match source {
+        StreamSource::VoiceStream => CallHandle::VoiceStream(sender.downgrade()),
+        StreamSource::LocalCapture => CallHandle::LocalCapture(sender.downgrade()),
+    };
     let call = VsCall::open(source, call_name, environment, (sample_rate, channels), handle)?;
     call.registration.add_ids(source_call_id);
     tokio::spawn(call.run(inputs));

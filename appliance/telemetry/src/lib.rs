@@ -34,15 +34,16 @@ pub fn log_filter() -> tracing_subscriber::EnvFilter {
 /// and the warnings and errors among them kept in `recent`. (Under systemd the binary logs to journald with
 /// structured fields instead.)
 pub fn init_tracing(recent: RecentProblems) {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let _already_installed = tracing_subscriber::registry()
-        .with(log_filter())
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
-                .with_target(false),
+                .with_target(false)
+                .with_filter(log_filter()),
         )
-        .with(recent)
+        .with(recent.layer())
         .try_init();
 }

@@ -1,7 +1,10 @@
-//! The last warnings and errors the process logged, kept in memory for the technician's status page.
-//! [`RecentProblems`] is a tracing layer beside the stderr/journald one: it sees the same events, so the
-//! `Pii<T>` rules that keep numbers, URIs, addresses and transcript text out of the log keep them out of
-//! here too. Bounded: the newest [`RECENT_PROBLEMS`] entries; policy: the oldest is dropped first.
+//! The last warnings and errors airlock logged, kept in memory for the technician's status page.
+//! [`RecentProblems`] is a tracing layer beside the stderr/journald one, with its own filter (warnings and
+//! errors, whatever `AIRLOCK_LOG` says): the `Pii<T>` rules that keep numbers, URIs, addresses and transcript
+//! text out of the log keep them out of here too, and the call's own name (`call` field) is left out. Only
+//! airlock's own events are kept: libraries' log lines (a TLS library's warning about a peer's bad handshake,
+//! with text the peer chose) could otherwise push the real problems out. Bounded: the newest
+//! [`RECENT_PROBLEMS`] entries; policy: the oldest is dropped first.
 
 use std::collections::VecDeque;
 use std::fmt::Write;
@@ -56,6 +59,30 @@ impl RecentProblems {
     }
 }
 
+/// Fields never kept: the recorder's own name of a call.
+const LEFT_OUT_FIELDS: &[&str] = &["call"];
+
+impl RecentProblems {
+    /// The layer with its own filter: airlock's warnings and errors.
+    pub fn layer<S>(self) -> impl tracing_subscriber::Layer<S>
+    where
+        S: Subscriber + for<'span> tracing_subscriber::registry::LookupSpan<'span>,
+    {
+        use tracing_subscriber::Layer;
+        use tracing_subscriber::filter::FilterExt;
+        self.with_filter(tracing_subscriber::filter::LevelFilter::WARN.and(
+            tracing_subscriber::filter::filter_fn(|metadata| is_airlocks(metadata.target())),
+        ))
+    }
+}
+
+/// Whether an event comes from airlock's own crates (`airlock`, `airlock_runtime::…`, …).
+fn is_airlocks(target: &str) -> bool {
+    target
+        .strip_prefix("airlock")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('_') || rest.starts_with("::"))
+}
+
 impl<S: Subscriber> tracing_subscriber::Layer<S> for RecentProblems {
     fn on_event(&self, event: &Event<'_>, _context: Context<'_, S>) {
         let level = match *event.metadata().level() {
@@ -93,7 +120,7 @@ impl Visit for Line {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message.push_str(value);
-        } else {
+        } else if !LEFT_OUT_FIELDS.contains(&field.name()) {
             let _ = write!(self.fields, " {}={value}", field.name());
         }
     }
@@ -101,7 +128,7 @@ impl Visit for Line {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
         if field.name() == "message" {
             let _ = write!(self.message, "{value:?}");
-        } else {
+        } else if !LEFT_OUT_FIELDS.contains(&field.name()) {
             let _ = write!(self.fields, " {}={value:?}", field.name());
         }
     }
@@ -109,18 +136,26 @@ impl Visit for Line {
 
 #[cfg(test)]
 mod tests {
+    use tracing_subscriber::Layer;
     use tracing_subscriber::layer::SubscriberExt;
 
     use super::*;
 
     #[test]
-    fn keeps_warnings_and_errors_with_their_fields_newest_last() {
+    fn keeps_airlocks_warnings_and_errors_with_their_fields_newest_last() {
         let recent = RecentProblems::default();
-        let subscriber = tracing_subscriber::registry().with(recent.clone());
+        // Even when the log itself shows errors only.
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer().with_filter(tracing_subscriber::filter::LevelFilter::ERROR),
+            )
+            .with(recent.clone().layer());
         tracing::subscriber::with_default(subscriber, || {
             tracing::info!("not a problem");
             tracing::warn!(sink = "objects", "uplink down");
-            tracing::error!(error = %"disk full", "cannot write");
+            tracing::warn!(target: "rustls::msgs", "Illegal SNI hostname received");
+            tracing::warn!(target: "airlockish", "not ours either");
+            tracing::error!(call = "20261130T0700Z-ab", error = %"disk full", "cannot write");
         });
         let (problems, total) = recent.snapshot();
         assert_eq!(total, 2);
@@ -140,7 +175,7 @@ mod tests {
     #[test]
     fn the_ring_drops_the_oldest_and_cuts_long_messages() {
         let recent = RecentProblems::default();
-        let subscriber = tracing_subscriber::registry().with(recent.clone());
+        let subscriber = tracing_subscriber::registry().with(recent.clone().layer());
         tracing::subscriber::with_default(subscriber, || {
             for n in 0..RECENT_PROBLEMS + 5 {
                 tracing::warn!("problem {n}");

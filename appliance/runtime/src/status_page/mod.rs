@@ -136,10 +136,10 @@ struct Context {
     sources: Sources,
     password_hash: String,
     sessions: Mutex<Sessions>,
-    /// One password check at a time (Argon2 is deliberately slow; a flood of logins must not take the CPU).
-    verifying: tokio::sync::Semaphore,
+    /// One password check at a time (Argon2 is deliberately slow; a flood of logins must not take the CPU):
+    /// the permit goes with the check into its blocking task, so a client that hangs up frees nothing early.
+    verifying: Arc<tokio::sync::Semaphore>,
     selftests: selftest::Selftests,
-    system: system::SystemInfo,
 }
 
 impl Context {
@@ -157,9 +157,8 @@ pub(crate) async fn start(
         sources,
         password_hash: settings.password_hash.clone(),
         sessions: Mutex::new(Sessions::new(settings.session_idle)),
-        verifying: tokio::sync::Semaphore::new(1),
+        verifying: Arc::new(tokio::sync::Semaphore::new(1)),
         selftests: selftest::Selftests::new(settings.selftest.clone()),
-        system: system::SystemInfo::read(),
     });
     let listener = crate::https::Listener {
         what: "status page",
@@ -212,9 +211,12 @@ async fn handle(context: &Context, request: Request<Incoming>) -> Response<Full<
     let route = route(request.method(), request.uri().path());
     let cookie = session_cookie(&request);
     let now = Instant::now();
+    // The page's own refresh (`/?refresh`) does not count as the technician using it: an unattended open
+    // tab still ends at the idle time.
+    let activity = request.uri().query() != Some(view::REFRESH_QUERY);
     let form_token = cookie
         .as_deref()
-        .and_then(|cookie| context.sessions().check(now, cookie));
+        .and_then(|cookie| context.sessions().check(now, cookie, activity));
     match route {
         Route::StyleSheet => respond(StatusCode::OK, "text/css", view::STYLE_SHEET.to_string()),
         Route::NotFound => respond(StatusCode::NOT_FOUND, "text/plain", "no such page\n".into()),
@@ -287,23 +289,21 @@ async fn form_action(
         );
         return response;
     }
-    context.selftests.run().await;
+    // The run is the selftest module's own: the page answers now and shows it running until the report is in.
+    let _started = context.selftests.start();
     redirect("/#selftest")
 }
 
 async fn login(context: &Context, request: Request<Incoming>) -> Response<Full<Bytes>> {
-    if let Err(wait) = context.sessions().login_allowed(Instant::now()) {
-        let mut response = html(
-            StatusCode::TOO_MANY_REQUESTS,
-            view::login_page(Some(&format!(
-                "Too many wrong passwords. Try again in {} s.",
-                wait.as_secs().max(1)
-            ))),
+    // A login posted from another site's page (a browser says so) is refused: it could only lock the
+    // technician out.
+    if let Some(site) = request.headers().get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return html(
+            StatusCode::FORBIDDEN,
+            view::login_page(Some("Log in from this page.")),
         );
-        if let Ok(value) = HeaderValue::from_str(&wait.as_secs().max(1).to_string()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
-        }
-        return response;
     }
     let Some(form) = read_form(request).await else {
         return html(
@@ -312,14 +312,30 @@ async fn login(context: &Context, request: Request<Incoming>) -> Response<Full<B
         );
     };
     let password = form_value(&form, "password").unwrap_or_default();
-    let Ok(_one_at_a_time) = context.verifying.acquire().await else {
+    let Ok(permit) = Arc::clone(&context.verifying).try_acquire_owned() else {
         return html(
             StatusCode::SERVICE_UNAVAILABLE,
-            view::login_page(Some("The appliance is shutting down.")),
+            view::login_page(Some("Another login is being checked; try again in a moment.")),
         );
     };
+    // Checked while holding the permit, so logins waiting at once cannot all pass it.
+    if let Err(wait) = context.sessions().login_allowed(Instant::now()) {
+        let wait_secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            view::login_page(Some(&format!(
+                "Too many wrong passwords. Try again in {} s.",
+                wait_secs.max(1)
+            ))),
+        );
+        if let Ok(value) = HeaderValue::from_str(&wait_secs.max(1).to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
+    }
     let hash = context.password_hash.clone();
     let matches = tokio::task::spawn_blocking(move || {
+        let _one_at_a_time = permit;
         PasswordHash::new(&hash).is_ok_and(|parsed| {
             Argon2::default()
                 .verify_password(password.as_bytes(), &parsed)
@@ -370,7 +386,7 @@ fn status(context: &Context) -> view::Status {
         calls: sources.registry.summary(Instant::now()),
         objects_go_to: sources.objects_go_to,
         events_go_to: sources.events_go_to,
-        system: context.system.clone(),
+        system: system::SystemInfo::read(),
         selftest: context.selftests.last(),
         selftest_running: context.selftests.is_running(),
         problems: problems.into_iter().map(view::ProblemLine::from).collect(),
@@ -523,7 +539,7 @@ mod tests {
             session_idle: Duration::from_secs(900),
             max_connections: 8,
             request_timeout: Duration::from_secs(10),
-            selftest: SelftestCommand {
+            selftest: SelftestCommand::Child {
                 program: PathBuf::from("airlock"),
                 args: Vec::new(),
             },

@@ -94,17 +94,20 @@ impl Sessions {
         cookie
     }
 
-    /// The form token of the session this cookie names, if it is open (and marks it used now).
-    pub(crate) fn check(&mut self, now: Instant, cookie: &str) -> Option<String> {
+    /// The form token of the session this cookie names, if it is open; `activity` marks it used now (the
+    /// page's own refreshes do not).
+    pub(crate) fn check(&mut self, now: Instant, cookie: &str, activity: bool) -> Option<String> {
         self.expire(now);
         let session = self.by_digest.get_mut(&digest(cookie))?;
-        session.last_seen = now;
+        if activity {
+            session.last_seen = now;
+        }
         Some(session.form_token.clone())
     }
 
     /// Whether `presented` is the form token of the session this cookie names (constant time).
     pub(crate) fn form_token_matches(&mut self, now: Instant, cookie: &str, presented: &str) -> bool {
-        self.check(now, cookie)
+        self.check(now, cookie, true)
             .is_some_and(|expected| bool::from(expected.as_bytes().ct_eq(presented.as_bytes())))
     }
 
@@ -142,35 +145,37 @@ mod tests {
         let mut sessions = Sessions::new(IDLE);
         let cookie = sessions.open(start, random(1));
         assert_eq!(cookie.len(), 2 * TOKEN_BYTES);
-        let form_token = sessions.check(start, &cookie).expect("open");
+        let form_token = sessions.check(start, &cookie, true).expect("open");
         assert_ne!(cookie, form_token);
-        assert_eq!(sessions.check(start, "not-a-session"), None);
+        assert_eq!(sessions.check(start, "not-a-session", true), None);
         // Used every 10 minutes: alive; the form token belongs to it.
         let mut now = start;
         for _ in 0..6 {
             now += Duration::from_secs(600);
-            assert_eq!(sessions.check(now, &cookie), Some(form_token.clone()));
+            assert_eq!(sessions.check(now, &cookie, true), Some(form_token.clone()));
         }
         assert!(sessions.form_token_matches(now, &cookie, &form_token));
         assert!(!sessions.form_token_matches(now, &cookie, "forged"));
-        // Left alone for the idle time: gone.
-        assert_eq!(sessions.check(now + IDLE, &cookie), None);
+        // Only refreshed by the page itself, then left alone: gone at the idle time after the last use.
+        let refreshed = now + IDLE - Duration::from_secs(1);
+        assert!(sessions.check(refreshed, &cookie, false).is_some());
+        assert_eq!(sessions.check(now + IDLE, &cookie, false), None);
 
         let again = sessions.open(now, random(2));
         let mut later = now;
         while later < now + MAX_SESSION_AGE - Duration::from_secs(600) {
             later += Duration::from_secs(600);
-            assert!(sessions.check(later, &again).is_some());
+            assert!(sessions.check(later, &again, true).is_some());
         }
         assert_eq!(
-            sessions.check(now + MAX_SESSION_AGE, &again),
+            sessions.check(now + MAX_SESSION_AGE, &again, true),
             None,
             "ends 12 h after login however busy"
         );
 
         let third = sessions.open(later, random(3));
         sessions.close(&third);
-        assert_eq!(sessions.check(later, &third), None);
+        assert_eq!(sessions.check(later, &third, true), None);
     }
 
     #[test]
@@ -182,12 +187,12 @@ mod tests {
             .collect();
         // The first session is used again, so the second is now the stalest.
         let now = start + Duration::from_secs(60);
-        assert!(sessions.check(now, &opened[0]).is_some());
+        assert!(sessions.check(now, &opened[0], true).is_some());
         let newest = sessions.open(now, random(200));
         assert_eq!(sessions.by_digest.len(), MAX_SESSIONS);
-        assert!(sessions.check(now, &opened[1]).is_none());
-        assert!(sessions.check(now, &opened[0]).is_some());
-        assert!(sessions.check(now, &newest).is_some());
+        assert!(sessions.check(now, &opened[1], true).is_none());
+        assert!(sessions.check(now, &opened[0], true).is_some());
+        assert!(sessions.check(now, &newest, true).is_some());
     }
 
     #[test]

@@ -1,15 +1,18 @@
 //! What software this box runs, for the status page: airlock's version, the image version (os-release), the
-//! boot entry systemd-boot started (its `+tries` suffix tells a version on trial from a blessed one, see
-//! docs/IMAGE.md) and the root partition (slot) it came from. Read once at start; on a machine that is not
-//! an Airlock image the image fields are absent.
+//! boot entry systemd-boot started and whether it was on trial (boot counting, docs/IMAGE.md) when it did,
+//! and the root partition (slot) it came from. Read for each page (a few small files); on a machine that is
+//! not an Airlock image the image fields are absent.
 
 use std::path::Path;
 
 use serde::Serialize;
 
-/// systemd-boot's EFI variable naming the entry it booted (vendor GUID of the Boot Loader Interface).
+/// systemd-boot's EFI variables (vendor GUID of the Boot Loader Interface): the entry it booted, as named
+/// before it counted the boot down, and — for an entry on trial only — the entry's path after counting.
 const LOADER_ENTRY_SELECTED: &str =
     "/sys/firmware/efi/efivars/LoaderEntrySelected-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+const LOADER_BOOT_COUNT_PATH: &str =
+    "/sys/firmware/efi/efivars/LoaderBootCountPath-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
 
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct SystemInfo {
@@ -18,7 +21,8 @@ pub(crate) struct SystemInfo {
     pub image_version: Option<String>,
     /// The UKI systemd-boot started, e.g. `airlock_0.2.0+2-1.efi`.
     pub boot_entry: Option<String>,
-    /// `trial (N boots left)` while boot counting runs, `good` once blessed.
+    /// As of this boot: `trial (N boots left after this one)` for an entry on trial (it is blessed once airlock
+    /// is ready, which this does not follow), `good` for an entry without a boot counter.
     pub boot_state: Option<String>,
     /// The partition label of the root file system's partition (the slot), e.g. `airlock_0.2.0`.
     pub root_slot: Option<String>,
@@ -32,7 +36,10 @@ impl SystemInfo {
         let boot_entry = std::fs::read(LOADER_ENTRY_SELECTED)
             .ok()
             .and_then(|bytes| efi_string(&bytes));
-        let boot_state = boot_entry.as_deref().map(boot_state);
+        let counted = std::fs::read(LOADER_BOOT_COUNT_PATH)
+            .ok()
+            .and_then(|bytes| efi_string(&bytes));
+        let boot_state = boot_entry.as_ref().map(|_| boot_state(counted.as_deref()));
         SystemInfo {
             airlock_version: env!("CARGO_PKG_VERSION"),
             image_version,
@@ -63,11 +70,13 @@ fn efi_string(bytes: &[u8]) -> Option<String> {
     String::from_utf16(&units).ok().filter(|text| !text.is_empty())
 }
 
-/// `good`, or `trial (N boots left)` for an entry named `<name>+<left>[-<done>].efi`.
-fn boot_state(entry: &str) -> String {
-    let stem = entry.strip_suffix(".efi").unwrap_or(entry);
-    let counter = stem.rsplit_once('+').map(|(_, counter)| counter);
-    let left = counter.and_then(|counter| {
+/// `good` without a counted path, or `trial (N boots left after this one)` for a counted path
+/// (`…\\<name>+<left>[-<done>].efi`, already counted down for this boot).
+fn boot_state(counted_path: Option<&str>) -> String {
+    let left = counted_path.and_then(|path| {
+        let name = path.rsplit(['\\', '/']).next()?;
+        let stem = name.strip_suffix(".efi").unwrap_or(name);
+        let (_, counter) = stem.rsplit_once('+')?;
         counter
             .split_once('-')
             .map_or(counter, |(left, _done)| left)
@@ -75,7 +84,7 @@ fn boot_state(entry: &str) -> String {
             .ok()
     });
     match left {
-        Some(left) => format!("trial ({left} boots left)"),
+        Some(left) => format!("trial ({left} boots left after this one)"),
         None => "good".to_string(),
     }
 }
@@ -84,18 +93,21 @@ fn boot_state(entry: &str) -> String {
 fn root_partition_label(mount_point: &Path) -> Option<String> {
     let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     let device = mount_device(&mountinfo, mount_point.to_str()?)?;
-    let mut dir = std::path::PathBuf::from(format!("/sys/dev/block/{device}"));
-    // A verity device has one underlying partition (its data device is the first slave in name order).
+    let dir = std::path::PathBuf::from(format!("/sys/dev/block/{device}"));
+    // A verity device sits on two partitions, the data and its hash tree (`<label>_verity`): the slot is the
+    // data partition.
     if let Ok(entries) = std::fs::read_dir(dir.join("slaves")) {
-        let mut slaves: Vec<String> = entries
+        return entries
             .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-            .collect();
-        slaves.sort();
-        if let Some(first) = slaves.first() {
-            dir = std::path::PathBuf::from(format!("/sys/class/block/{first}"));
-        }
+            .filter_map(|slave| partition_label(&format!("/sys/class/block/{slave}")))
+            .find(|label| !label.ends_with("_verity"));
     }
-    let uevent = std::fs::read_to_string(dir.join("uevent")).ok()?;
+    partition_label(&dir.to_string_lossy())
+}
+
+/// PARTNAME of the block device whose sysfs directory is `dir`.
+fn partition_label(dir: &str) -> Option<String> {
+    let uevent = std::fs::read_to_string(format!("{dir}/uevent")).ok()?;
     uevent
         .lines()
         .find_map(|line| line.strip_prefix("PARTNAME="))
@@ -132,9 +144,17 @@ mod tests {
         }
         let entry = efi_string(&variable).expect("entry");
         assert_eq!(entry, "airlock_0.2.0+2-1.efi");
-        assert_eq!(boot_state(&entry), "trial (2 boots left)");
-        assert_eq!(boot_state("airlock_0.3.0+3.efi"), "trial (3 boots left)");
-        assert_eq!(boot_state("airlock_0.2.0.efi"), "good");
+        // systemd-boot selected `+3-0` and renamed it `+2-1` before starting it: two tries remain.
+        assert_eq!(
+            boot_state(Some("\\EFI\\Linux\\airlock_0.2.0+2-1.efi")),
+            "trial (2 boots left after this one)"
+        );
+        assert_eq!(
+            boot_state(Some("/EFI/Linux/airlock_0.3.0+0-3.efi")),
+            "trial (0 boots left after this one)"
+        );
+        assert_eq!(boot_state(None), "good");
+        assert_eq!(boot_state(Some("\\EFI\\Linux\\airlock_0.2.0.efi")), "good");
         assert_eq!(efi_string(&[6, 0, 0, 0, 0, 0]), None);
         assert_eq!(efi_string(&[6]), None);
     }

@@ -19,6 +19,8 @@ use crate::requests::CallsSummary;
 const PROBLEMS_SHOWN: usize = 20;
 /// Seconds between the page's own refreshes.
 const REFRESH_SECS: u32 = 15;
+/// The query of the page's own refreshes (they do not keep a session alive).
+pub(crate) const REFRESH_QUERY: &str = "refresh";
 
 /// Everything the status page shows.
 #[derive(Debug, Serialize)]
@@ -78,7 +80,7 @@ fn escape(text: &str) -> String {
 
 fn page(title: &str, refresh: bool, body: &str) -> String {
     let refresh = if refresh {
-        format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}\">")
+        format!("<meta http-equiv=\"refresh\" content=\"{REFRESH_SECS}; url=/?{REFRESH_QUERY}\">")
     } else {
         String::new()
     };
@@ -215,6 +217,13 @@ pub(crate) fn status_page(status: &Status, form_token: &str) -> String {
     );
     row(
         &mut rows,
+        "calls-capture",
+        "Local capture",
+        &calls.local_capture.to_string(),
+        "",
+    );
+    row(
+        &mut rows,
         "calls-paused",
         "Paused on request",
         &calls.paused_on_request.to_string(),
@@ -224,7 +233,7 @@ pub(crate) fn status_page(status: &Status, form_token: &str) -> String {
         &mut rows,
         "calls-longest",
         "Longest running",
-        &if calls.siprec + calls.voicestream > 0 {
+        &if calls.siprec + calls.voicestream + calls.local_capture > 0 {
             duration(calls.longest_running_secs)
         } else {
             "—".to_string()
