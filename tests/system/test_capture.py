@@ -12,6 +12,7 @@ and the device is reopened when it is back; and a device name the hardware profi
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -189,6 +190,13 @@ def test_schedule_cuts_back_to_back_calls_on_the_wall_clock(airlock_factory, tmp
     assert joined[offset:offset + len(agent)] == agent, "the speech is not sample-exact across the cut"
 
 
+def selftest_capture(inst) -> dict:
+    out = subprocess.run([str(airlock_binary()), "selftest", "--json", "--config", str(inst.config_path)],
+                         capture_output=True, text=True, timeout=60)
+    [check] = [c for c in json.loads(out.stdout) if c["id"] == "capture.device"]
+    return check
+
+
 def test_a_missing_device_is_retried_without_a_crash_and_recorded_once_it_appears(airlock_factory, tmp_path,
                                                                                   monkeypatch):
     config = capture_config({"segmentation": "level", "end_silence_secs": 2})
@@ -203,6 +211,8 @@ def test_a_missing_device_is_retried_without_a_crash_and_recorded_once_it_appear
         log = inst.log.read_text(errors="replace")
         assert "cannot open the capture device" in log and PCM in log, log[-2000:]
         assert sum(1 for line in log.splitlines() if "cannot open the capture device" in line) == 1
+        # The technician's selftest says so, from the running airlock's own account.
+        assert selftest_capture(inst)["status"] == "fail"
         # The device appears (a tap plugged in): the next retry opens it and a call is recorded.
         fifo = tmp_path / "tap.fifo"
         alsa.write_asoundrc(tmp_path / "home", PCM, fifo)
@@ -211,6 +221,8 @@ def test_a_missing_device_is_retried_without_a_crash_and_recorded_once_it_appear
         feeder.start()
         wait_metric(inst, "airlock_capture_device_up", lambda v: v == 1, timeout=45)
         wait_metric(inst, 'airlock_alarm{alarm="capture_device"}', lambda v: v == 0)
+        check = selftest_capture(inst)
+        assert check["status"] == "ok" and "device open" in check["detail"], check
         [call] = inst.wait_calls(1, timeout=30)
         assert inst.manifest(call)["source"] == "local_capture"
         assert failures >= 2

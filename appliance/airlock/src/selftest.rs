@@ -196,6 +196,7 @@ pub fn collect(config_path: Option<&Path>) -> Vec<Check> {
             "set [hardware] profile to this box's hw/*.toml (the image's factory configuration does)",
         )),
     }
+    let running = running_metrics(validated.metrics_listen);
     checks.extend(listener_checks(&validated, &interfaces));
     checks.push(time_sync());
     checks.extend(storage_checks(&validated));
@@ -205,6 +206,7 @@ pub fn collect(config_path: Option<&Path>) -> Vec<Check> {
         checks.push(watchdog_check(profile));
         checks.extend(audio_checks(profile));
     }
+    checks.extend(capture_check(&validated, running.as_deref()));
     checks.extend(model_checks(&validated));
     checks.extend(certificate_checks(&validated.config, SystemTime::now()));
     checks.extend(uplink_checks(&validated));
@@ -505,9 +507,12 @@ fn airlock_unit_active() -> bool {
 
 /// Whether an airlock answers on the metrics listener (its `/metrics` carries `airlock_` series).
 fn airlock_answers(metrics: Option<SocketAddr>) -> bool {
-    let Some(mut address) = metrics else {
-        return false;
-    };
+    running_metrics(metrics).is_some_and(|body| body.contains("airlock_"))
+}
+
+/// The running airlock's metrics exposition, if its metrics endpoint answers.
+fn running_metrics(metrics: Option<SocketAddr>) -> Option<String> {
+    let mut address = metrics?;
     if address.ip().is_unspecified() {
         address.set_ip(if address.is_ipv4() {
             IpAddr::from([127, 0, 0, 1])
@@ -515,19 +520,80 @@ fn airlock_answers(metrics: Option<SocketAddr>) -> bool {
             IpAddr::from(std::net::Ipv6Addr::LOCALHOST)
         });
     }
-    let Ok(mut stream) = TcpStream::connect_timeout(&address, Duration::from_secs(2)) else {
-        return false;
-    };
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(3)));
-    if stream
+    stream
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
+        .ok()?;
     let mut body = Vec::new();
     let _ = stream.take(4 << 20).read_to_end(&mut body);
-    String::from_utf8_lossy(&body).contains("airlock_")
+    Some(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// The value of an unlabelled sample in a metrics exposition.
+fn sample(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let value = line.strip_prefix(name)?.strip_prefix(' ')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// `[capture]`: while airlock runs, whether it has the device open (its own metric); otherwise whether the
+/// profile's card is there (an `alsa:` PCM can only be told by opening it, which airlock does when it runs).
+fn capture_check(validated: &Validated, running: Option<&str>) -> Option<Check> {
+    let device = validated.config.capture.device.as_str();
+    if device.is_empty() {
+        return None;
+    }
+    let id = "capture.device";
+    let fix = "check that the audio interface is plugged in and is the one the profile's [[audio]] names (card \
+               id in /proc/asound/cards); airlock retries the device by itself (alarm capture_device)";
+    if let Some(up) = running.and_then(|body| sample(body, "airlock_capture_device_up")) {
+        return Some(if up >= 1.0 {
+            ok(
+                id,
+                format!("the running airlock records from {device} (device open)"),
+            )
+        } else {
+            not_ok(
+                Status::Fail,
+                id,
+                format!("the running airlock cannot open {device}"),
+                fix,
+            )
+        });
+    }
+    let card = validated.hardware.as_ref().and_then(|profile| {
+        profile
+            .audio
+            .iter()
+            .find(|audio| audio.name == device)
+            .map(|audio| audio.card.clone())
+    });
+    Some(match card {
+        Some(card) => {
+            let cards = std::fs::read_to_string("/proc/asound/cards").unwrap_or_default();
+            if alsa_card_ids(&cards).contains(&card) {
+                ok(
+                    id,
+                    format!("{device}: ALSA card {card} present (airlock is not running)"),
+                )
+            } else {
+                not_ok(
+                    Status::Fail,
+                    id,
+                    format!("{device}: ALSA card {card} is missing"),
+                    fix,
+                )
+            }
+        }
+        None => not_ok(
+            Status::Skip,
+            id,
+            format!("{device} is checked by opening it, which airlock does when it runs"),
+            "start airlock, then run selftest again",
+        ),
+    })
 }
 
 // --- time -------------------------------------------------------------------------------------------------------
@@ -1151,6 +1217,15 @@ mod tests {
             Some("tmpfs")
         );
         assert_eq!(mount_source("", Path::new("/var")), None);
+    }
+
+    #[test]
+    fn samples_are_read_from_the_exposition() {
+        let exposition = "# HELP airlock_capture_device_up …\nairlock_capture_device_up 1\n\
+                          airlock_capture_device_up_total 7\nairlock_active_calls 2\n";
+        assert_eq!(sample(exposition, "airlock_capture_device_up"), Some(1.0));
+        assert_eq!(sample(exposition, "airlock_active_calls"), Some(2.0));
+        assert_eq!(sample(exposition, "airlock_missing"), None);
     }
 
     #[test]
