@@ -13,6 +13,7 @@ and the device is reopened when it is back; and a device name the hardware profi
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import time
@@ -50,6 +51,25 @@ def espeak16k(text: str, workdir: Path, stem: str) -> array:
 
 def silence(seconds: float) -> array:
     return array("h", bytes(2 * int(RATE * seconds)))
+
+
+def loud_run_start(channels: list[array], begin: int, dbfs: float = -45.0, run_ms: int = 300) -> int:
+    """Where the segmenter's loud run begins: the first of `run_ms` of 20 ms frames at or above `dbfs` on the louder
+    channel, looking from `begin` (the default [capture] start_dbfs and start_ms)."""
+    frame = RATE // 50
+
+    def loud(at: int) -> bool:
+        for channel in channels:
+            chunk = channel[at:at + frame]
+            power = sum(x * x for x in chunk) / max(len(chunk), 1)
+            if power > 0 and 10 * math.log10(power / 32768 ** 2) >= dbfs:
+                return True
+        return False
+
+    at = begin
+    while not all(loud(at + k * frame) for k in range(run_ms // 20)):
+        at += frame
+    return at
 
 
 def capture_config(segmentation: dict, **extra) -> dict:
@@ -136,8 +156,11 @@ def test_level_segmented_call_is_recorded_transcribed_redacted_and_delivered(air
             wav.channel(channel), expected, [s for s in silenced if s["channel"] == channel], RATE,
             f"channel {channel}"))
     assert offsets[0] == offsets[1], f"the channels are not aligned: {offsets}"
-    # Level start keeps what came just before the speech (pre-roll), and quiet ended the call ~2 s after it.
-    assert offsets[0] <= RATE, offsets
+    # Level start keeps the 0.5 s before the loud run began (pre-roll; the run is the first 300 ms of 20 ms frames
+    # at or above -45 dBFS on the louder channel), and quiet ended the call ~2 s after it.
+    run = loud_run_start([agent_channel, customer_channel], speech_start)
+    expected_offset = speech_start - (run - RATE // 2)
+    assert abs(offsets[0] - expected_offset) <= 2 * (RATE // 50), (offsets, expected_offset)
     tail = (len(wav.channel(0)) - offsets[0] - (speech_end - speech_start)) / RATE
     assert 1.5 <= tail <= 3.0, f"{tail:.2f} s of quiet after the speech"
 
@@ -225,7 +248,6 @@ def test_a_missing_device_is_retried_without_a_crash_and_recorded_once_it_appear
         assert check["status"] == "ok" and "device open" in check["detail"], check
         [call] = inst.wait_calls(1, timeout=30)
         assert inst.manifest(call)["source"] == "local_capture"
-        assert failures >= 2
         alarms = [e for e in inst.events() if e.get("alarm") == "capture_device"]
         assert [e["state"] for e in alarms] == ["raised", "cleared"], alarms
         assert inst.terminate() == 0

@@ -159,6 +159,14 @@ impl CaptureSection {
         if roles.is_empty() {
             return Err(invalid("capture.roles", "name at least one channel's role"));
         }
+        if shares_a_channel(&roles) {
+            return Err(invalid(
+                "capture.roles",
+                "list agent and customer before supervisor and mixed: in this order two roles would be \
+                 recorded on one channel (agent is channel 0, customer 1, supervisor 2 when there are three, \
+                 the others take the next free one)",
+            ));
+        }
         let device_channels = device_channels.unwrap_or(roles.len() as u16);
         if roles.len() > usize::from(device_channels) {
             return Err(invalid(
@@ -317,6 +325,28 @@ impl ControlApiSection {
             .map_err(|error| invalid("control_api", error.to_string()))?;
         Ok(Some(settings))
     }
+}
+
+/// Whether, recorded one channel per role (as the VoiceStream recorder places roles: agent 0, customer 1,
+/// supervisor 2 when there are three channels, anything else on the least used), two roles of a capture would
+/// land on one channel.
+fn shares_a_channel(roles: &[&str]) -> bool {
+    let channels = roles.len();
+    let mut used = vec![0usize; channels];
+    for role in roles {
+        let fixed = match *role {
+            "agent" => Some(0),
+            "customer" => Some(1),
+            "supervisor" => Some(2),
+            _ => None,
+        };
+        let channel = match fixed {
+            Some(channel) if channel < channels => channel,
+            _ => (0..channels).min_by_key(|&channel| used[channel]).unwrap_or(0),
+        };
+        used[channel] += 1;
+    }
+    used.iter().any(|&count| count > 1)
 }
 
 /// `[status_page]`: the technician's HTTPS status page on the management NIC (off while `listen` is empty).
@@ -2032,6 +2062,14 @@ mod tests {
                 "device = \"alsa:tap\"\nroles = [\"agent\", \"agent\"]",
                 "capture.roles",
             ),
+            (
+                "device = \"alsa:tap\"\nroles = [\"mixed\", \"agent\"]",
+                "capture.roles",
+            ),
+            (
+                "device = \"alsa:tap\"\nroles = [\"supervisor\", \"agent\"]",
+                "capture.roles",
+            ),
             ("device = \"alsa:tap\"\nrate_hz = 1000", "capture.rate_hz"),
             (
                 "device = \"alsa:tap\"\nsegmentation = \"vad\"",
@@ -2562,6 +2600,28 @@ mod tests {
                 .voicestream
                 .is_none()
         );
+    }
+
+    #[test]
+    fn capture_roles_that_would_share_a_channel_are_told_apart() {
+        for fine in [
+            &["agent", "customer"][..],
+            &["customer"],
+            &["mixed"],
+            &["agent", "mixed"],
+            &["agent", "customer", "supervisor"],
+            &["agent", "customer", "mixed"],
+            &["customer", "agent"],
+        ] {
+            assert!(!shares_a_channel(fine), "{fine:?}");
+        }
+        for shared in [
+            &["mixed", "agent"][..],
+            &["supervisor", "agent"],
+            &["mixed", "customer", "agent"],
+        ] {
+            assert!(shares_a_channel(shared), "{shared:?}");
+        }
     }
 
     #[test]

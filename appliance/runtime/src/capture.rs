@@ -71,8 +71,13 @@ pub struct CaptureSettings {
 enum Captured {
     /// The stream is open and about to play.
     Opened,
-    /// One period, interleaved, after `gap_frames` frames the queue had no room for.
-    Audio { samples: Vec<i16>, gap_frames: u64 },
+    /// One period, interleaved, after `gap_frames` frames the queue had no room for; `captured` is when the
+    /// callback got it (the real clock the stream's timeline is kept on).
+    Audio {
+        samples: Vec<i16>,
+        gap_frames: u64,
+        captured: Instant,
+    },
     /// The stream failed (logged by the device thread).
     Lost,
 }
@@ -147,7 +152,7 @@ impl DeviceSide {
         while !self.stop.load(Ordering::Relaxed) {
             match self.open() {
                 Ok(stream) => {
-                    attempt = 0;
+                    let opened = Instant::now();
                     self.metrics.device_up.set(1);
                     self.set_alarm(false, "the capture device is open");
                     tracing::info!(device = %self.settings.device, "capture device open");
@@ -168,6 +173,11 @@ impl DeviceSide {
                     let Some(why) = failure else {
                         return;
                     };
+                    // A device that fails at once after opening keeps backing off; one that ran a while
+                    // starts again from the shortest wait.
+                    if opened.elapsed() >= HEALTHY_AFTER {
+                        attempt = 0;
+                    }
                     self.metrics.device_failures.inc();
                     tracing::error!(device = %self.settings.device, error = %why, "capture device failed; reopening it");
                     self.set_alarm(true, "the capture device failed while recording");
@@ -260,6 +270,7 @@ impl DeviceSide {
             gap_frames: 0,
         };
         let failures = self.failures.clone();
+        let overruns = self.metrics.overruns.clone();
         device.build_input_stream(
             *config,
             // The real-time callback: converts, then hands over without waiting.
@@ -267,8 +278,11 @@ impl DeviceSide {
                 handoff.hand(data.iter().map(|sample| sample.to_pcm16()).collect());
             },
             move |error: cpal::Error| {
-                // An overrun loses audio the device had; the stream goes on. Anything else reopens it.
-                if error.kind() != cpal::ErrorKind::Xrun {
+                // An overrun loses audio the device had (counted; the timeline is put back on the real clock
+                // by `StreamClock`); the stream goes on. Anything else reopens it.
+                if error.kind() == cpal::ErrorKind::Xrun {
+                    overruns.inc();
+                } else {
                     let _ = failures.try_send(error.to_string());
                 }
             },
@@ -293,6 +307,7 @@ impl Handoff {
         let audio = Captured::Audio {
             samples,
             gap_frames: self.gap_frames,
+            captured: Instant::now(),
         };
         match self.queue.try_send(audio) {
             Ok(()) => self.gap_frames = 0,
@@ -325,11 +340,48 @@ impl ToPcm16 for f32 {
 
 // --- capture task -------------------------------------------------------------------------------------------
 
-/// Where the stream is: wall clock and monotonic clock at its first frame, frames since.
+/// Where the stream is: wall clock and monotonic clock at its first frame, frames since. Positions come from
+/// the sample count, kept within `RESYNC_AFTER` of the real clock: a device clock a little fast or slow (USB
+/// interfaces differ by tens to hundreds of ppm) or audio lost in an overrun would otherwise move the
+/// timeline away from real time for as long as the device stays open, until the recorder found audio late
+/// (lost) or far ahead, and schedule cuts left the UTC boundaries.
 struct StreamClock {
     wall: Duration,
     instant: Instant,
     frames: u64,
+}
+
+/// How far the sample count may move from the real clock before the timeline is put back on it.
+const RESYNC_AFTER: Duration = Duration::from_millis(250);
+/// A device that stayed open this long before failing is retried from the shortest wait again.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+impl StreamClock {
+    /// A period of `frames` (gap included) ending now-ish at `captured`: when the sample count puts its end
+    /// more than `RESYNC_AFTER` away from `captured`, moves both anchors so that it ends there. Returns
+    /// whether it did.
+    fn keep_on_time(&mut self, frames: u64, rate: u64, captured: Instant) -> bool {
+        let counted = Duration::from_micros((self.frames + frames) * 1_000_000 / rate);
+        let by_count = self.instant + counted;
+        let apart = if by_count > captured {
+            by_count - captured
+        } else {
+            captured - by_count
+        };
+        if apart <= RESYNC_AFTER {
+            return false;
+        }
+        let Some(instant) = captured.checked_sub(counted) else {
+            return false;
+        };
+        if instant > self.instant {
+            self.wall += instant - self.instant;
+        } else {
+            self.wall = self.wall.saturating_sub(self.instant - instant);
+        }
+        self.instant = instant;
+        true
+    }
 }
 
 /// One frame of capture waiting in the pre-roll.
@@ -371,7 +423,9 @@ impl CaptureTask {
                             frames: 0,
                         });
                     }
-                    Some(Captured::Audio { samples, gap_frames }) => self.on_audio(samples, gap_frames).await,
+                    Some(Captured::Audio { samples, gap_frames, captured }) => {
+                        self.on_audio(samples, gap_frames, captured).await;
+                    }
                     Some(Captured::Lost) => self.interrupt().await,
                     None => break,
                 },
@@ -399,8 +453,14 @@ impl CaptureTask {
     }
 
     /// A period from the device: split into `PERIOD` frames (silence first for a gap).
-    async fn on_audio(&mut self, samples: Vec<i16>, gap_frames: u64) {
+    async fn on_audio(&mut self, samples: Vec<i16>, gap_frames: u64, captured: Instant) {
         let channels = usize::from(self.settings.device_channels.max(1));
+        if let Some(clock) = &mut self.clock {
+            let frames = gap_frames + (samples.len() / channels) as u64;
+            if clock.keep_on_time(frames, u64::from(self.settings.rate_hz.max(1)), captured) {
+                self.environment.metrics.capture.clock_resyncs.inc();
+            }
+        }
         let frame_len = (self.settings.rate_hz as usize * PERIOD.as_millis() as usize / 1000).max(1);
         let mut gap = usize::try_from(gap_frames).unwrap_or(usize::MAX);
         while gap > 0 {
@@ -430,7 +490,14 @@ impl CaptureTask {
             .fold(f32::NEG_INFINITY, f32::max);
         let frame = Frame { at, arrived, samples };
         if let Some(call) = &self.call {
-            feed(call, &self.settings, frame).await;
+            if !feed(call, &self.settings, frame).await {
+                // The recorder ended on its own (it could not write): what is left of this segment becomes
+                // a call of its own rather than audio sent nowhere.
+                tracing::warn!(
+                    "a local-capture call's recorder ended early; the segment continues as a new call"
+                );
+                self.call = self.open_call();
+            }
         } else if !self.in_segment {
             self.pre_roll.push_back(frame);
             let keep = self.pre_roll_length();
@@ -464,7 +531,9 @@ impl CaptureTask {
                         // Keep PRE_ROLL before where the loud run began.
                         let from = at.saturating_sub(PRE_ROLL);
                         for frame in held.into_iter().filter(|frame| frame.at >= from) {
-                            feed(call, &self.settings, frame).await;
+                            if !feed(call, &self.settings, frame).await {
+                                break;
+                            }
                         }
                     }
                 }
@@ -542,7 +611,8 @@ impl CaptureTask {
 }
 
 /// Hands one frame to the call, a leg per role; waits while the call's queue is full (recording never drops).
-async fn feed(call: &mpsc::Sender<VsCallInput>, settings: &CaptureSettings, frame: Frame) {
+/// `false` when the call's recorder is gone.
+async fn feed(call: &mpsc::Sender<VsCallInput>, settings: &CaptureSettings, frame: Frame) -> bool {
     let channels = usize::from(settings.device_channels.max(1));
     for leg in 0..settings.roles.len() {
         let input = VsCallInput::Audio {
@@ -551,9 +621,10 @@ async fn feed(call: &mpsc::Sender<VsCallInput>, settings: &CaptureSettings, fram
             arrived: frame.arrived,
         };
         if call.send(input).await.is_err() {
-            return;
+            return false;
         }
     }
+    true
 }
 
 async fn finish(call: &mpsc::Sender<VsCallInput>, legs: usize, how: LegFinish) {
@@ -594,6 +665,67 @@ fn since_epoch(at: SystemTime) -> Duration {
 mod tests {
     use super::*;
 
+    /// A device whose clock runs `ppm` fast (negative: slow) delivers 20 ms periods for an hour; returns the
+    /// largest distance between the timeline and the real clock, and how many times it was put back.
+    fn drift(ppm: f64) -> (Duration, u32) {
+        let rate = 48_000u64;
+        let start = Instant::now();
+        let mut clock = StreamClock {
+            wall: Duration::from_secs(1_800_000_000),
+            instant: start,
+            frames: 0,
+        };
+        let mut worst = Duration::ZERO;
+        let mut resyncs = 0;
+        // Each period holds 960 frames of the device's clock, which takes 20 ms × (1 − ppm) of real time.
+        let real_period = Duration::from_secs_f64(0.020 * (1.0 - ppm / 1e6));
+        for n in 1..=180_000u32 {
+            let captured = start + real_period * n;
+            if clock.keep_on_time(960, rate, captured) {
+                resyncs += 1;
+            }
+            clock.frames += 960;
+            let by_count = clock.instant + Duration::from_micros(clock.frames * 1_000_000 / rate);
+            let apart = if by_count > captured {
+                by_count - captured
+            } else {
+                captured - by_count
+            };
+            worst = worst.max(apart);
+        }
+        (worst, resyncs)
+    }
+
+    #[test]
+    fn the_timeline_stays_on_the_real_clock_whatever_the_device_clock_does() {
+        assert_eq!(drift(0.0), (Duration::ZERO, 0));
+        for ppm in [500.0, -500.0, 100.0, -1000.0] {
+            let (worst, resyncs) = drift(ppm);
+            assert!(worst <= RESYNC_AFTER, "{ppm} ppm: {worst:?} apart");
+            // An hour at 500 ppm is 1.8 s of drift: put back every 250 ms of it.
+            let expected = (3600.0 * ppm.abs() / 1e6 / RESYNC_AFTER.as_secs_f64()) as u32;
+            assert!(
+                resyncs.abs_diff(expected) <= 1,
+                "{ppm} ppm: {resyncs} resyncs, {expected} expected"
+            );
+        }
+    }
+
+    #[test]
+    fn an_overrun_puts_the_timeline_back_at_once() {
+        let start = Instant::now();
+        let mut clock = StreamClock {
+            wall: Duration::from_secs(100),
+            instant: start,
+            frames: 48_000,
+        };
+        // One second of audio counted, then a period arriving 0.4 s late (the device lost 0.4 s).
+        assert!(clock.keep_on_time(960, 48_000, start + Duration::from_millis(1420)));
+        assert_eq!(clock.instant, start + Duration::from_millis(400));
+        assert_eq!(clock.wall, Duration::from_millis(100_400));
+        assert!(!clock.keep_on_time(960, 48_000, start + Duration::from_millis(1420)));
+    }
+
     #[test]
     fn a_full_queue_drops_the_period_counts_it_and_the_next_one_carries_the_gap() {
         let (queue, mut captured) = mpsc::channel(1);
@@ -608,13 +740,19 @@ mod tests {
         handoff.hand(vec![2; 640]);
         handoff.hand(vec![3; 640]);
         assert_eq!(metrics.dropped_frames.get(), 640);
-        let Ok(Captured::Audio { samples, gap_frames }) = captured.try_recv() else {
+        let Ok(Captured::Audio {
+            samples, gap_frames, ..
+        }) = captured.try_recv()
+        else {
             panic!("the first period is queued");
         };
         assert_eq!((samples[0], gap_frames), (1, 0));
         assert!(captured.try_recv().is_err());
         handoff.hand(vec![4; 640]);
-        let Ok(Captured::Audio { samples, gap_frames }) = captured.try_recv() else {
+        let Ok(Captured::Audio {
+            samples, gap_frames, ..
+        }) = captured.try_recv()
+        else {
             panic!("the fourth period is queued");
         };
         assert_eq!((samples[0], gap_frames), (4, 640));

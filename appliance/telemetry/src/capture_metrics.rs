@@ -52,6 +52,11 @@ pub struct CaptureMetrics {
     pub dropped_frames: Counter,
     /// Segments that could not become calls (admission closed or the recording could not be created).
     pub refused: Counter,
+    /// Overruns the device reported (audio it had and lost before airlock read it).
+    pub overruns: Counter,
+    /// Times the stream's timeline was put back on the real clock (a device clock running fast or slow, or
+    /// audio lost in an overrun).
+    pub clock_resyncs: Counter,
     calls: Family<EndLabel, Counter>,
 }
 
@@ -83,6 +88,16 @@ impl CaptureMetrics {
             self.refused.clone(),
         );
         registry.register(
+            "capture_overruns",
+            "Overruns the local capture device reported (audio lost before airlock read it)",
+            self.overruns.clone(),
+        );
+        registry.register(
+            "capture_clock_resyncs",
+            "Times the capture timeline was put back on the real clock (device clock drift or overruns)",
+            self.clock_resyncs.clone(),
+        );
+        registry.register(
             "capture_calls",
             "Calls cut from the local capture, by why they ended",
             self.calls.clone(),
@@ -99,6 +114,8 @@ mod tests {
         let metrics = CaptureMetrics::default();
         metrics.device_up.set(1);
         metrics.dropped_frames.inc_by(960);
+        metrics.overruns.inc();
+        metrics.clock_resyncs.inc();
         metrics.call_cut(CaptureEnd::Silence);
         let mut registry = Registry::with_prefix("airlock");
         metrics.register(&mut registry);
@@ -109,6 +126,8 @@ mod tests {
             text.contains("airlock_capture_dropped_frames_total 960"),
             "{text}"
         );
+        assert!(text.contains("airlock_capture_overruns_total 1"), "{text}");
+        assert!(text.contains("airlock_capture_clock_resyncs_total 1"), "{text}");
         assert!(
             text.contains("airlock_capture_calls_total{reason=\"silence\"} 1"),
             "{text}"
