@@ -256,6 +256,33 @@ def test_a_missing_device_is_retried_without_a_crash_and_recorded_once_it_appear
             feeder.stop()
 
 
+def test_a_device_that_stops_delivering_without_an_error_is_reopened(airlock_factory, tmp_path, monkeypatch):
+    """The tap's feeder holds back (the FIFO stays open, the `file` PCM blocks: a hung interface reports no
+    error): after 2 s without audio the call in progress ends and is kept, and the device is reopened."""
+    config = capture_config({"segmentation": "level", "end_silence_secs": 5})
+    config["transcription"] = {"enabled": False}
+    tone = array("h", [int(8000 * ((i // 20) % 2 * 2 - 1)) for i in range(RATE * 30)])
+    inst, feeder = start_with_tap(airlock_factory, tmp_path, monkeypatch, config, [tone, tone])
+    try:
+        wait_metric(inst, "airlock_active_calls", lambda v: v == 1)
+        time.sleep(2)
+        feeder.hold(5)
+        [call] = inst.wait_calls(1, timeout=30)
+        manifest = inst.manifest(call)
+        assert manifest["end_reason"] == "stream_lost", manifest
+        assert metric(inst, "airlock_capture_device_failures_total") >= 1
+        log = inst.log.read_text(errors="replace")
+        assert "no audio for 2 s" in log, log[-2000:]
+        # The feeder goes on: the device is open again and a new call records.
+        wait_metric(inst, "airlock_capture_device_up", lambda v: v == 1, timeout=45)
+        wait_metric(inst, 'airlock_alarm{alarm="capture_device"}', lambda v: v == 0)
+        wait_metric(inst, "airlock_active_calls", lambda v: v == 1, timeout=30)
+        assert inst.alive()
+        assert inst.terminate() == 0
+    finally:
+        feeder.stop()
+
+
 def test_a_device_vanishing_mid_call_ends_the_call_which_is_kept_and_the_device_is_reopened(
         airlock_factory, registry, tmp_path, monkeypatch):
     """The tap is a PulseAudio sink monitor; the server is killed while a call is being recorded (as a USB

@@ -109,7 +109,7 @@ pub(crate) fn start(
         settings: settings.clone(),
         queue,
         stop: stop.clone(),
-        failures,
+        failures: failures.clone(),
         metrics: environment.metrics.capture.clone(),
         environment: environment.clone(),
     };
@@ -126,6 +126,8 @@ pub(crate) fn start(
         in_segment: false,
         calls: 0,
         seed,
+        failures,
+        last_audio: None,
     };
     Ok(Capture {
         task: tokio::spawn(task.run(captured, stopping, stop)),
@@ -353,6 +355,8 @@ struct StreamClock {
 
 /// How far the sample count may move from the real clock before the timeline is put back on it.
 const RESYNC_AFTER: Duration = Duration::from_millis(250);
+/// An open stream that delivers nothing for this long has stalled and is reopened.
+const STALL_AFTER: Duration = Duration::from_secs(2);
 /// A device that stayed open this long before failing is retried from the shortest wait again.
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 
@@ -404,6 +408,10 @@ struct CaptureTask {
     in_segment: bool,
     calls: u64,
     seed: u64,
+    /// Tells the device thread the open stream stalled (it then reopens it, as for a failure it reports).
+    failures: std_mpsc::SyncSender<String>,
+    /// When the open stream last delivered audio; `None` while closed or once a stall was reported.
+    last_audio: Option<Instant>,
 }
 
 impl CaptureTask {
@@ -414,9 +422,16 @@ impl CaptureTask {
         stop: Arc<AtomicBool>,
     ) {
         loop {
+            // A stream that stops delivering without an error (a hung USB interface, a plugin that blocks)
+            // is a failure too.
+            let stall_at = self
+                .last_audio
+                .map(|at| tokio::time::Instant::from_std(at + STALL_AFTER));
             tokio::select! {
+                biased;
                 input = captured.recv() => match input {
                     Some(Captured::Opened) => {
+                        self.last_audio = Some(Instant::now());
                         self.clock = Some(StreamClock {
                             wall: since_epoch(SystemTime::now()),
                             instant: Instant::now(),
@@ -424,15 +439,27 @@ impl CaptureTask {
                         });
                     }
                     Some(Captured::Audio { samples, gap_frames, captured }) => {
+                        if self.last_audio.is_some() {
+                            self.last_audio = Some(Instant::now());
+                        }
                         self.on_audio(samples, gap_frames, captured).await;
                     }
-                    Some(Captured::Lost) => self.interrupt().await,
+                    Some(Captured::Lost) => {
+                        self.last_audio = None;
+                        self.interrupt().await;
+                    }
                     None => break,
                 },
                 changed = stopping.changed() => {
                     if changed.is_err() || *stopping.borrow() {
                         break;
                     }
+                }
+                () = async { tokio::time::sleep_until(stall_at.unwrap_or_else(tokio::time::Instant::now)).await },
+                    if stall_at.is_some() => {
+                    self.last_audio = None;
+                    let why = format!("no audio for {} s", STALL_AFTER.as_secs());
+                    let _ = self.failures.try_send(why);
                 }
             }
         }

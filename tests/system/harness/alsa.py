@@ -65,6 +65,12 @@ class FifoFeeder(threading.Thread):
         self.stopped = threading.Event()
         self.started_at: float | None = None  # monotonic time the first chunk went in
         self.chunks_written = 0
+        self.held_until = 0.0  # monotonic time until which nothing is written (a stalled device)
+
+    def hold(self, seconds: float) -> None:
+        """Writes nothing for `seconds` (the FIFO stays open: the device blocks, reporting no error), then goes on
+        where it was, paced from then."""
+        self.held_until = time.monotonic() + seconds
 
     def stop(self) -> None:
         self.stopped.set()
@@ -89,6 +95,11 @@ class FifoFeeder(threading.Thread):
         self.started_at = time.monotonic()
         try:
             while not self.stopped.is_set():
+                if time.monotonic() < self.held_until:
+                    held = min(0.02, self.held_until - time.monotonic())
+                    time.sleep(max(held, 0))
+                    self.started_at += max(held, 0)
+                    continue
                 due = self.started_at + (index - LEAD_CHUNKS) * CHUNK_MS / 1000
                 delay = due - time.monotonic()
                 if delay > 0:
