@@ -180,6 +180,7 @@ def test_image_boots_records_a_call_and_keeps_it_sealed_across_a_reboot(driver, 
         assert boot["version"] == version and boot["airlock"] == "active", (boot, log[-4000:])
         vm.wait_for(rf"AIRLOCK-CI READY version={re.escape(version)}", 30)
         assert "first boot: creating the encrypted data partition" in log
+        assert "Ordering cycle" not in log, "systemd found an ordering cycle among the image's units"
         assert "airlock-provision: site bundle applied" in log, log[-6000:]
         assert 'provisioned site "ci-site", appliance "ci-box"' in log, log[-6000:]
         # The factory image's UKI has no boot counter: nothing to assess (tests/image/test_lifecycle.py checks the
